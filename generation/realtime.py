@@ -1,0 +1,100 @@
+"""Getting a generation's events from the worker to every socket that follows it.
+
+Each event is appended to a per-generation log in Redis first, then sent to the channel
+layer group. A socket joins the group first and reads the log second, so an event is
+either in the log it reads or arrives through the group afterwards; `seq` removes the
+duplicates. The same log serves clients that reconnect and `resume`.
+"""
+
+import asyncio
+import json
+import threading
+from functools import lru_cache
+
+import redis
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+
+def group_name(generation_id: int) -> str:
+    return f"generation.{generation_id}"
+
+
+def _log_key(generation_id: int) -> str:
+    return f"storyteller:generation:{generation_id}:events"
+
+
+def _cancel_key(generation_id: int) -> str:
+    return f"storyteller:generation:{generation_id}:cancel"
+
+
+@lru_cache(maxsize=1)
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+
+
+class _LayerSender:
+    """Sends to the channel layer from plain threads through one event loop of its own.
+
+    `async_to_sync` would start a new event loop, and so new Redis connections, for every
+    message; a worker streaming many stories at once sends hundreds a second.
+    """
+
+    def __init__(self):
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="channel-layer-sender", daemon=True).start()
+        self._layer = get_channel_layer()
+
+    def group_send(self, group: str, message: dict) -> None:
+        asyncio.run_coroutine_threadsafe(self._layer.group_send(group, message), self._loop).result(timeout=10)
+
+
+_sender: _LayerSender | None = None
+_sender_lock = threading.Lock()
+
+
+def _layer_sender() -> _LayerSender:
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = _LayerSender()
+        return _sender
+
+
+def publish(generation_id: int, event: dict) -> None:
+    """Logs an event ({"type": "token"|"done"|"error", ...}) and sends it to the group."""
+    key = _log_key(generation_id)
+    pipe = redis_client().pipeline()
+    pipe.rpush(key, json.dumps(event))
+    pipe.expire(key, settings.STORYTELLER_EVENT_LOG_TTL)
+    pipe.execute()
+    _layer_sender().group_send(group_name(generation_id), {"type": "generation.event", "event": event})
+
+
+def logged_events(generation_id: int) -> list[dict]:
+    """Every event published so far for a generation (empty once the log has expired)."""
+    return [json.loads(item) for item in redis_client().lrange(_log_key(generation_id), 0, -1)]
+
+
+def request_cancel(generation_id: int) -> None:
+    redis_client().set(_cancel_key(generation_id), "1", ex=settings.STORYTELLER_EVENT_LOG_TTL)
+
+
+def cancel_requested(generation_id: int) -> bool:
+    return bool(redis_client().exists(_cancel_key(generation_id)))
+
+
+_WORKER_PREFIX = "storyteller:worker:"
+# A worker whose last heartbeat is older than this is counted as gone.
+WORKER_TTL_S = 30
+
+
+def worker_heartbeat(worker: str, state: dict) -> None:
+    redis_client().set(_WORKER_PREFIX + worker, json.dumps(state), ex=WORKER_TTL_S)
+
+
+def live_workers() -> dict[str, dict]:
+    client = redis_client()
+    keys = list(client.scan_iter(match=_WORKER_PREFIX + "*", count=100))
+    values = client.mget(keys) if keys else []
+    return {k.decode().removeprefix(_WORKER_PREFIX): json.loads(v) for k, v in zip(keys, values, strict=True) if v}

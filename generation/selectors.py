@@ -1,0 +1,45 @@
+from django.conf import settings
+
+from generation.engine.config import ModelSpec
+from generation.models import Generation, ModelConfig
+
+
+def model_config_active() -> ModelConfig:
+    """The active configuration; without one, an unsaved default running the packaged model
+    (or STORYTELLER_DEFAULT_MODEL), so that a fresh site works before anyone opens the admin."""
+    config = ModelConfig.objects.filter(is_active=True).first()
+    return config or ModelConfig(name="Default", source=settings.STORYTELLER_DEFAULT_MODEL, is_active=True)
+
+
+def model_spec(config: ModelConfig) -> ModelSpec:
+    return ModelSpec(
+        source=config.source, dtype=config.dtype, device=config.device, models_dir=str(settings.STORYTELLER_MODELS_DIR)
+    )
+
+
+def generation_for_story(story, generation_id) -> Generation | None:
+    if isinstance(generation_id, bool) or not isinstance(generation_id, int):
+        return None
+    return Generation.objects.filter(pk=generation_id, story=story).first()
+
+
+def generation_active_for_story(story) -> Generation | None:
+    return Generation.objects.filter(story=story, status__in=Generation.ACTIVE).first()
+
+
+def queue_position(generation: Generation) -> int:
+    """Generations ahead of this one that are queued or running (0 when it runs)."""
+    if generation.status == Generation.Status.RUNNING:
+        return 0
+    return Generation.objects.filter(status__in=Generation.ACTIVE, pk__lt=generation.pk).count()
+
+
+def done_event(generation: Generation) -> dict:
+    """The protocol's `done` message for a finished generation."""
+    return {
+        "type": "done",
+        "generation_id": generation.id,
+        "finish_reason": generation.finish_reason,
+        "text": generation.output,
+        "stats": generation.stats(),
+    }

@@ -1,0 +1,154 @@
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from generation import params as sampling
+from generation import realtime, selectors
+from generation.models import Generation
+from storyteller.stories.models import Story
+
+log = logging.getLogger(__name__)
+
+# The running output is written to the row at least this often, so that a worker that
+# dies loses at most this much of the story.
+FLUSH_EVERY_S = 1.0
+# How often a running generation looks for a cancel request from the writer.
+CANCEL_POLL_S = 0.1
+
+
+class GenerationRefused(Exception):
+    """A generate or cancel request that cannot be served; `code` is the protocol's."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def generation_start(*, story: Story, user, text: str, params: dict | None, request_id: str = "") -> Generation:
+    """Records a generation for the story and queues it for a worker once committed."""
+    limit = settings.STORYTELLER_MAX_TEXT_CHARS
+    if len(text) > limit:
+        raise GenerationRefused("too_large", f"The text is {len(text):,} characters; the limit is {limit:,}.")
+    config = selectors.model_config_active()
+    try:
+        resolved = sampling.resolve_params(
+            defaults=config.default_params(), story_settings=story.settings, requested=params or {}
+        )
+    except sampling.ParamError as exc:
+        raise GenerationRefused("invalid", str(exc)) from None
+
+    from generation.tasks import generate_task
+
+    with transaction.atomic():
+        # Locking the story row makes two simultaneous generate requests take turns, so
+        # the second one sees the first and is refused as busy.
+        Story.objects.select_for_update().get(pk=story.pk)
+        if selectors.generation_active_for_story(story):
+            raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
+        generation = Generation.objects.create(
+            story=story,
+            user=user,
+            request_id=request_id,
+            prompt_text=text,
+            params=resolved,
+            seed=resolved["seed"],
+            model_name=config.name,
+        )
+        transaction.on_commit(lambda: generate_task.delay(generation.id))
+    return generation
+
+
+def generation_cancel(*, story: Story, generation_id) -> Generation:
+    """Asks the worker to stop a generation of this story; a finished one is left alone."""
+    generation = selectors.generation_for_story(story, generation_id)
+    if generation is None:
+        raise GenerationRefused("not_found", f"This story has no generation {generation_id}.")
+    if generation.is_active:
+        realtime.request_cancel(generation.id)
+    return generation
+
+
+def _finish(generation: Generation, reason: str, *, error: str = "", error_code: str = "internal") -> None:
+    generation.status = Generation.Status.FINISHED
+    generation.finish_reason = reason
+    generation.error_message = error
+    generation.finished_at = timezone.now()
+    generation.save()
+    if reason == "error":
+        realtime.publish(
+            generation.id,
+            {"type": "error", "generation_id": generation.id, "code": error_code, "message": error},
+        )
+    realtime.publish(generation.id, selectors.done_event(generation))
+
+
+def generation_run(generation_id: int) -> None:
+    """Runs a queued generation on this worker's engine, streaming and saving its output."""
+    from generation.engine.engine import Request
+    from generation.engine.events import Delta, Finished, Started
+    from generation.engine.loader import ModelLoadError
+    from generation.worker import engine_for
+
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None or generation.status != Generation.Status.QUEUED:
+        # Deleted, or already picked up: a generation never runs twice.
+        return
+    if realtime.cancel_requested(generation.id):
+        _finish(generation, "cancelled")
+        return
+    config = selectors.model_config_active()
+    try:
+        engine = engine_for(selectors.model_spec(config))
+    except ModelLoadError as exc:
+        _finish(generation, "error", error=f"The model could not be loaded: {exc}", error_code="unavailable")
+        return
+
+    generation.status = Generation.Status.RUNNING
+    generation.started_at = timezone.now()
+    generation.model_name = engine.name
+    generation.save(update_fields=["status", "started_at", "model_name", "updated_at"])
+
+    handle = engine.submit(Request(str(generation.id), generation.prompt_text, sampling.to_sampling(generation.params)))
+    seq, chunks = 0, []
+    last_flush = last_cancel_poll = time.monotonic()
+    for event in handle.events():
+        now = time.monotonic()
+        if now - last_cancel_poll >= CANCEL_POLL_S:
+            last_cancel_poll = now
+            if realtime.cancel_requested(generation.id):
+                engine.cancel(handle.request_id)
+        if isinstance(event, Started):
+            generation.prompt_tokens = event.prompt_tokens
+            generation.prompt_truncated = event.truncated
+            generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
+        elif isinstance(event, Delta) and event.text:
+            realtime.publish(
+                generation.id, {"type": "token", "generation_id": generation.id, "seq": seq, "text": event.text}
+            )
+            seq += 1
+            chunks.append(event.text)
+            generation.new_tokens += event.tokens
+            if now - last_flush >= FLUSH_EVERY_S:
+                last_flush = now
+                Generation.objects.filter(pk=generation.pk).update(
+                    output="".join(chunks), new_tokens=generation.new_tokens, updated_at=timezone.now()
+                )
+        elif isinstance(event, Finished):
+            # The joined deltas are what the client received; done.text must equal them.
+            generation.output = "".join(chunks)
+            generation.new_tokens = event.new_tokens
+            generation.ttft_ms = event.ttft_ms
+            generation.tokens_per_s = event.tokens_per_s
+            _finish(generation, event.reason, error=event.error or "")
+
+
+def generation_fail(generation_id: int, error: str) -> None:
+    """Records an unexpected failure and tells the writer; the output so far is kept."""
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None or not generation.is_active:
+        return
+    _finish(generation, "error", error=error)

@@ -1,0 +1,18 @@
+import logging
+
+from celery import shared_task
+
+from generation import services
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="generation.generate", queue="generation", ignore_result=True)
+def generate_task(generation_id: int) -> None:
+    # No automatic retry: a failure is recorded on the row and shown to the writer, who
+    # decides whether to generate again; re-running behind their back could double text.
+    try:
+        services.generation_run(generation_id)
+    except Exception as exc:
+        log.exception("Generation %s failed", generation_id)
+        services.generation_fail(generation_id, f"The generation failed: {exc}")

@@ -1,0 +1,3 @@
+from storyteller.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from storyteller import views
+from storyteller.stories import api_urls
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("storyteller.accounts.urls")),
+    path("stories/", include("storyteller.stories.urls")),
+    path("api/", include(api_urls)),
+    path("healthz", views.healthz, name="healthz"),
+]

@@ -1,0 +1,45 @@
+from django.http import JsonResponse
+from django.shortcuts import redirect
+from django.views.csrf import csrf_failure as html_csrf_failure
+
+from storyteller.http import api_error
+
+
+def home(request):
+    return redirect("stories:library" if request.user.is_authenticated else "login")
+
+
+def csrf_failure(request, reason=""):
+    """The API answers a missing or wrong CSRF token in JSON, like every other API error."""
+    if request.path.startswith("/api/"):
+        return api_error(403, "csrf", f"CSRF check failed: {reason}. Send the csrftoken cookie's value in X-CSRFToken.")
+    return html_csrf_failure(request, reason=reason)
+
+
+def healthz(request):
+    """200 when the database, Redis and at least one worker answer; 503 naming what is down."""
+    from django.db import connection
+
+    from generation import realtime, selectors
+
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {exc}"
+    workers = {}
+    try:
+        realtime.redis_client().ping()
+        checks["redis"] = "ok"
+        workers = realtime.live_workers()
+    except Exception as exc:
+        checks["redis"] = f"down: {exc}"
+    checks["workers"] = f"ok: {len(workers)}" if workers else "down: no worker heartbeat in the last 30 s"
+    try:
+        checks["model"] = selectors.model_config_active().name
+    except Exception as exc:
+        checks["model"] = f"down: {exc}"
+    healthy = all(not str(v).startswith("down") for v in checks.values())
+    return JsonResponse(checks, status=200 if healthy else 503)
