@@ -65,7 +65,7 @@ def clean_params(raw) -> dict:
     return {key: _CHECKS[key](value) for key, value in raw.items()}
 
 
-def resolve_params(*, defaults: dict, story_settings: dict, requested: dict) -> dict:
+def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | None) -> dict:
     """Admin defaults, overridden by the story's settings, then by the request; a seed is
     drawn when none is given, so that every generation can be reproduced."""
     merged = {"stop": [], "seed": None, **defaults}

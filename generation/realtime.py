@@ -76,6 +76,11 @@ def logged_events(generation_id: int) -> list[dict]:
     return [json.loads(item) for item in redis_client().lrange(_log_key(generation_id), 0, -1)]
 
 
+def forget(generation_id: int) -> None:
+    """Drops any log or cancel flag left under this id, by a database that was reset."""
+    redis_client().delete(_log_key(generation_id), _cancel_key(generation_id))
+
+
 def request_cancel(generation_id: int) -> None:
     redis_client().set(_cancel_key(generation_id), "1", ex=settings.STORYTELLER_EVENT_LOG_TTL)
 

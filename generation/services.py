@@ -36,7 +36,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
     config = selectors.model_config_active()
     try:
         resolved = sampling.resolve_params(
-            defaults=config.default_params(), story_settings=story.settings, requested=params or {}
+            defaults=config.default_params(), story_settings=story.settings, requested=params
         )
     except sampling.ParamError as exc:
         raise GenerationRefused("invalid", str(exc)) from None
@@ -58,6 +58,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
             seed=resolved["seed"],
             model_name=config.name,
         )
+        realtime.forget(generation.id)
         transaction.on_commit(lambda: generate_task.delay(generation.id))
     return generation
 

@@ -270,6 +270,7 @@ class Engine:
                 ttft_ms=(live.first_token_at - live.submitted_at) * 1000 if live.first_token_at else None,
                 tokens_per_s=live.new_tokens / decode_s if decode_s > 0 and live.new_tokens else None,
                 error=error,
+                token_ids=tuple(live.new_ids),
             )
         )
         live.cache = live.logits = None

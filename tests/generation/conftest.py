@@ -1,0 +1,39 @@
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from storyteller.asgi import application
+from storyteller.stories.services import story_create
+
+OPENING = "Once upon a time, there was a cat named Whiskers."
+
+
+def session_headers(user, origin="http://localhost"):
+    client = Client()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    return [(b"cookie", cookie.encode()), (b"origin", origin.encode())]
+
+
+async def socket_for(user, story_id, origin="http://localhost"):
+    if user is None:
+        headers = [(b"origin", origin.encode())]
+    else:
+        headers = await database_sync_to_async(session_headers)(user, origin)
+    return WebsocketCommunicator(application, f"/ws/stories/{story_id}/", headers=headers)
+
+
+async def receive_until(communicator, kind, timeout=30):
+    """Every message up to and including the first of type `kind`."""
+    messages = []
+    while True:
+        message = await communicator.receive_json_from(timeout=timeout)
+        messages.append(message)
+        if message["type"] == kind:
+            return messages
+
+
+@pytest.fixture
+def story(alice):
+    return story_create(owner=alice, title="Whiskers", text=OPENING)

@@ -1,0 +1,100 @@
+"""The story socket with a real Redis, a real Celery worker process and the tiny model."""
+
+import pytest
+from channels.db import database_sync_to_async
+
+from generation.models import Generation
+from tests.generation.conftest import OPENING, receive_until, socket_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
+
+
+async def test_it_streams_contiguous_tokens_that_join_to_done_text(alice, story):
+    socket = await socket_for(alice, story.id)
+    connected, _ = await socket.connect()
+    assert connected
+    await socket.send_json_to(
+        {"type": "generate", "request_id": "c1", "text": OPENING, "params": {"max_new_tokens": 40, "seed": 7}}
+    )
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+
+    queued, *tokens, done = messages
+    assert queued["type"] == "queued" and queued["request_id"] == "c1" and queued["position"] == 0
+    assert tokens and all(m["type"] == "token" for m in tokens)
+    assert [m["seq"] for m in tokens] == list(range(len(tokens)))
+    assert "".join(m["text"] for m in tokens) == done["text"]
+    assert done["generation_id"] == queued["generation_id"]
+    assert done["finish_reason"] in ("length", "eos")
+    assert done["stats"]["prompt_tokens"] > 0 and done["stats"]["new_tokens"] > 0
+
+    generation = await database_sync_to_async(Generation.objects.get)(pk=done["generation_id"])
+    assert generation.status == "finished"
+    assert generation.output == done["text"]
+    assert generation.seed == 7 and generation.params["max_new_tokens"] == 40
+    assert generation.prompt_text == OPENING
+    assert generation.started_at and generation.finished_at and generation.ttft_ms is not None
+
+
+async def test_the_same_seed_writes_the_same_continuation(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    texts = []
+    for _ in range(2):
+        await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 20, "seed": 3}})
+        texts.append((await receive_until(socket, "done"))[-1]["text"])
+    await socket.disconnect()
+    assert texts[0] == texts[1] and texts[0]
+
+
+async def test_cancel_stops_the_generation_and_keeps_the_text_so_far(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 400, "seed": 1}})
+    queued = await socket.receive_json_from(timeout=30)
+    first = await socket.receive_json_from(timeout=30)
+    assert first["type"] == "token"
+    await socket.send_json_to({"type": "cancel", "generation_id": queued["generation_id"]})
+    rest = await receive_until(socket, "done")
+    await socket.disconnect()
+
+    done = rest[-1]
+    tokens = [first, *[m for m in rest if m["type"] == "token"]]
+    assert done["finish_reason"] == "cancelled"
+    assert done["stats"]["new_tokens"] < 400
+    assert "".join(m["text"] for m in tokens) == done["text"]
+    generation = await database_sync_to_async(Generation.objects.get)(pk=queued["generation_id"])
+    assert generation.finish_reason == "cancelled" and generation.output == done["text"]
+
+
+async def test_a_second_generate_while_one_runs_is_refused_as_busy(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 400}})
+    queued = await socket.receive_json_from(timeout=30)
+    await socket.send_json_to({"type": "generate", "request_id": "again", "text": OPENING})
+    messages = await receive_until(socket, "error")
+    assert messages[-1]["code"] == "busy" and messages[-1]["request_id"] == "again"
+    await socket.send_json_to({"type": "cancel", "generation_id": queued["generation_id"]})
+    await receive_until(socket, "done")
+    await socket.disconnect()
+
+
+async def test_a_client_that_reconnects_resumes_after_the_last_seq_it_saw(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 60, "seed": 9}})
+    first_run = await receive_until(socket, "done")
+    await socket.disconnect()
+    tokens = [m for m in first_run if m["type"] == "token"]
+    assert len(tokens) >= 2
+    done = first_run[-1]
+
+    again = await socket_for(alice, story.id)
+    await again.connect()
+    await again.send_json_to({"type": "resume", "generation_id": done["generation_id"], "after_seq": 0})
+    resumed = await receive_until(again, "done")
+    await again.disconnect()
+    assert [m["seq"] for m in resumed[:-1]] == list(range(1, len(tokens)))
+    assert tokens[0]["text"] + "".join(m["text"] for m in resumed[:-1]) == done["text"]
+    assert resumed[-1] == done
