@@ -33,20 +33,20 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
     limit = settings.STORYTELLER_MAX_TEXT_CHARS
     if len(text) > limit:
         raise GenerationRefused("too_large", f"The text is {len(text):,} characters; the limit is {limit:,}.")
-    config = selectors.model_config_active()
-    try:
-        resolved = sampling.resolve_params(
-            defaults=config.default_params(), story_settings=story.settings, requested=params
-        )
-    except sampling.ParamError as exc:
-        raise GenerationRefused("invalid", str(exc)) from None
-
     from generation.tasks import generate_task
 
     with transaction.atomic():
         # Locking the story row makes two simultaneous generate requests take turns, so
-        # the second one sees the first and is refused as busy.
-        Story.objects.select_for_update().get(pk=story.pk)
+        # the second one sees the first and is refused as busy. Its settings are read
+        # here, fresh: the caller's copy may be as old as the socket.
+        story = Story.objects.select_for_update().get(pk=story.pk)
+        config = selectors.model_config_active()
+        try:
+            resolved = sampling.resolve_params(
+                defaults=config.default_params(), story_settings=story.settings, requested=params
+            )
+        except sampling.ParamError as exc:
+            raise GenerationRefused("invalid", str(exc)) from None
         if selectors.generation_active_for_story(story):
             raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
         generation = Generation.objects.create(

@@ -36,9 +36,12 @@ def celery_broker_url(url: str) -> str:
 
 
 def channel_layers(url: str) -> dict:
+    # The layer waits for messages with a blocking pop of up to 5 s; redis-py 8 gives
+    # sockets a 5 s read timeout by default, which cuts that wait (and the websocket) off.
+    host = {"address": url, "socket_timeout": 30}
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "capacity": 1000, "expiry": 60},
+            "CONFIG": {"hosts": [host], "capacity": 1000, "expiry": 60},
         }
     }

@@ -27,8 +27,9 @@ def build_tiny_model(target: Path) -> Path:
     trainer = trainers.BpeTrainer(
         vocab_size=400,
         special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
+    # Only the corpus's own bytes, not all 256: random weights then write printable text
+    # rather than control characters, which a browser's textarea would rewrite.
     tokenizer.train_from_iterator(CORPUS.splitlines() * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 

@@ -222,7 +222,7 @@ function handle(message) {
       break;
     case "done":
       if (current && message.generation_id === current.id) {
-        const reasons = { length: "Done", stop: "Done", eos: "The model ended the passage", cancelled: "Stopped" };
+        const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
         finish(reasons[message.finish_reason] || "The model failed; try again");
       }
       break;

@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from generation.params import ParamError, clean_params
 from storyteller.stories.models import Revision, Story
 
 EXPORT_FORMAT = "storyteller.story"
@@ -82,6 +83,10 @@ def story_import(*, owner, data: dict) -> Story:
     for field, kind in (("title", str), ("text", str), ("settings", dict)):
         if field in data and not isinstance(data[field], kind):
             raise ValidationError({field: f"{field} must be a {kind.__name__ if kind is not dict else 'object'}."})
+    try:
+        story_settings = clean_params(data.get("settings", {}))
+    except ParamError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
     return story_create(
-        owner=owner, title=data.get("title", ""), text=data.get("text", ""), story_settings=data.get("settings", {})
+        owner=owner, title=data.get("title", ""), text=data.get("text", ""), story_settings=story_settings
     )

@@ -10,7 +10,7 @@ def tokenizer(tiny_model_dir):
 
 
 @pytest.mark.parametrize(
-    "text", ["Café naïve déjà vu", "猫は海を見ていた。", "The cat 🐈 and the sea 🌊!", "mixed: é猫🐈x"]
+    "text", ["Café naïve déjà vu", "猫は海を見ていた。", "The cat 🐈 and the sea 🌊.", "é猫🐈 café"]
 )
 def test_deltas_join_to_the_decoded_text_and_never_split_a_character(tokenizer, text):
     prompt = tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]

@@ -1,9 +1,12 @@
 """The story socket with a real Redis, a real Celery worker process and the tiny model."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
 from generation.models import Generation
+from storyteller.stories.models import Story
 from tests.generation.conftest import OPENING, receive_until, socket_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -98,3 +101,27 @@ async def test_a_client_that_reconnects_resumes_after_the_last_seq_it_saw(alice,
     assert [m["seq"] for m in resumed[:-1]] == list(range(1, len(tokens)))
     assert tokens[0]["text"] + "".join(m["text"] for m in resumed[:-1]) == done["text"]
     assert resumed[-1] == done
+
+
+async def test_a_socket_left_idle_longer_than_redis_read_timeouts_still_generates(alice, story):
+    # The channel layer blocks on Redis for up to 5 s at a time; a read timeout that is
+    # not longer than that used to drop idle sockets.
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await asyncio.sleep(6)
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 5, "seed": 1}})
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+    assert messages[0]["type"] == "queued" and messages[-1]["type"] == "done"
+
+
+async def test_story_settings_saved_after_the_socket_opened_are_used(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await Story.objects.filter(pk=story.pk).aupdate(settings={"max_new_tokens": 3, "seed": 5})
+    await socket.send_json_to({"type": "generate", "text": OPENING})
+    done = (await receive_until(socket, "done"))[-1]
+    await socket.disconnect()
+    generation = await Generation.objects.aget(pk=done["generation_id"])
+    assert (generation.params["max_new_tokens"], generation.seed) == (3, 5)
+    assert done["stats"]["new_tokens"] <= 3

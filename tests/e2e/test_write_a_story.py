@@ -1,0 +1,113 @@
+"""A new writer in a real browser: Debian's Chromium driven by Playwright."""
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from generation import selectors
+from generation.models import Generation
+from generation.params import resolve_params, to_sampling
+from generation.worker import engine_for
+from storyteller.stories.models import Story
+from tests.engine.helpers import run
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+OPENING = "Once upon a time, there was a cat named Whiskers."
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def a_seed_that_writes_to_the_full_length():
+    """(seed, text): the tiny model is random and may end early; this finds a seed for
+    which the editor's request runs to its full length, and the text the worker must write."""
+    config = selectors.model_config_active()
+    engine = engine_for(selectors.model_spec(config))
+    editor_params = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature}
+    for seed in range(50):
+        params = resolve_params(
+            defaults=config.default_params(), story_settings={"seed": seed}, requested=editor_params
+        )
+        finished = run(engine, OPENING, to_sampling(params))[2]
+        if finished.reason == "length":
+            return seed, finished.text
+    raise AssertionError("no seed in 0..49 writes to the full length")
+
+
+def outside_the_event_loop(query):
+    """Playwright's sync API runs an event loop in this thread, where Django refuses
+    database calls; a plain thread has none."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(query).result()
+
+
+@pytest.fixture
+def page():
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium package is needed for the browser tests (make test installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        yield page
+        browser.close()
+        assert not errors, f"the page raised: {errors}"
+
+
+def test_a_writer_signs_up_generates_and_finds_the_story_after_a_reload(page, live_site):
+    page.goto(f"{live_site}/accounts/signup/")
+    page.get_by_label("Username").fill("dana")
+    page.get_by_label("Password:", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(f"{live_site}/stories/")
+
+    page.get_by_label("Title").fill("Whiskers")
+    page.get_by_label("Opening").fill(OPENING)
+    page.get_by_role("button", name="Start writing").click()
+    story = page.get_by_role("textbox", name="Story")
+    expect(story).to_have_value(OPENING)
+    seed, expected = outside_the_event_loop(a_seed_that_writes_to_the_full_length)
+    outside_the_event_loop(lambda: Story.objects.update(settings={"seed": seed}))
+
+    # Watch the editor's text as the words arrive, to see that they stream in pieces.
+    page.evaluate(
+        """() => {
+            const box = document.getElementById("story");
+            window.lengths = [];
+            new MutationObserver(() => {}).observe(box, {attributes: true});
+            const record = () => { window.lengths.push(box.value.length); };
+            box.addEventListener("input", record);
+            const original = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value");
+            Object.defineProperty(box, "value", {
+                get() { return original.get.call(this); },
+                set(v) { original.set.call(this, v); record(); },
+            });
+        }"""
+    )
+    story.focus()
+    page.keyboard.press("Control+End")
+    # Enabled once the story socket is open.
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+
+    generation = outside_the_event_loop(Generation.objects.get)
+    assert (generation.finish_reason, generation.output) == ("length", expected)
+    expect(story).to_have_value(OPENING + expected)
+    assert len(set(page.evaluate("window.lengths"))) >= 2, "the words should arrive in more than one piece"
+
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    page.reload()
+    expect(page.get_by_role("textbox", name="Story")).to_have_value(OPENING + expected)
