@@ -11,8 +11,8 @@ from generation.models import Generation
 from generation.params import resolve_params, to_sampling
 from generation.worker import engine_for
 from storyteller.stories.models import Story
-from tests.engine.helpers import run
 from tests.conftest import PASSWORD
+from tests.engine.helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
