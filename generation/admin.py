@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.db import transaction
 
+from generation import services
 from generation.models import Generation, ModelConfig
 
 
@@ -15,21 +15,15 @@ class ModelConfigAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request, obj, form, change):
-        # Activating one configuration deactivates the others in the same transaction.
-        with transaction.atomic():
-            if obj.is_active:
-                ModelConfig.objects.exclude(pk=obj.pk).filter(is_active=True).update(is_active=False)
-            super().save_model(request, obj, form, change)
+        services.model_config_save(obj)
 
     @admin.action(description="Make the selected configuration the active one")
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one configuration to activate.", level="error")
             return
-        with transaction.atomic():
-            ModelConfig.objects.filter(is_active=True).update(is_active=False)
-            queryset.update(is_active=True)
-        self.message_user(request, f"{queryset.first().name} is now the active model.")
+        config = services.model_config_activate(queryset.get())
+        self.message_user(request, f"{config.name} is now the active model.")
 
 
 @admin.register(Generation)

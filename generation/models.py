@@ -58,6 +58,12 @@ class ModelConfig(models.Model):
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
 
+    def validate_constraints(self, exclude=None):
+        # Saving an active configuration deactivates the others in the same transaction
+        # (services.model_config_save), so "one active" is not an error to show the admin;
+        # the database constraint still guards every other path.
+        super().validate_constraints(exclude={*(exclude or ()), "is_active"})
+
     def default_params(self) -> dict:
         return {
             "max_new_tokens": self.max_new_tokens,

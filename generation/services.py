@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from generation import params as sampling
 from generation import realtime, selectors
-from generation.models import Generation
+from generation.models import Generation, ModelConfig
 from storyteller.stories.models import Story
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,22 @@ class GenerationRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@transaction.atomic
+def model_config_save(config: ModelConfig) -> ModelConfig:
+    """Saves a configuration; an active one takes over from the one active before."""
+    config.full_clean()
+    if config.is_active:
+        ModelConfig.objects.exclude(pk=config.pk).filter(is_active=True).update(is_active=False)
+    config.save()
+    return config
+
+
+@transaction.atomic
+def model_config_activate(config: ModelConfig) -> ModelConfig:
+    config.is_active = True
+    return model_config_save(config)
 
 
 def generation_start(*, story: Story, user, text: str, params: dict | None, request_id: str = "") -> Generation:

@@ -1,0 +1,76 @@
+import pytest
+
+from generation.models import Generation, ModelConfig
+from storyteller.stories.services import story_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def _config_form(**overrides):
+    return {
+        "name": "Second",
+        "source": "packaged",
+        "dtype": "auto",
+        "device": "auto",
+        "context_window": "",
+        "max_new_tokens": 60,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "top_k": 50,
+        "repetition_penalty": 1.1,
+        **overrides,
+    }
+
+
+def test_a_folder_that_holds_no_model_is_refused_before_it_is_saved(admin_client, tmp_path):
+    response = admin_client.post("/admin/generation/modelconfig/add/", _config_form(source=str(tmp_path)))
+    assert response.status_code == 200
+    assert "is not a model folder" in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
+def test_a_missing_gguf_file_is_refused(admin_client, tmp_path):
+    response = admin_client.post("/admin/generation/modelconfig/add/", _config_form(source=f"{tmp_path}/x.gguf"))
+    assert "There is no GGUF file" in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
+def test_activating_a_configuration_deactivates_the_others(admin_client, tiny_model_dir):
+    first = ModelConfig.objects.create(name="First", source="packaged", is_active=True)
+    response = admin_client.post(
+        "/admin/generation/modelconfig/add/", _config_form(source=str(tiny_model_dir), is_active="on")
+    )
+    assert response.status_code == 302
+    first.refresh_from_db()
+    assert not first.is_active
+    assert ModelConfig.objects.get(is_active=True).name == "Second"
+
+
+def test_the_generation_list_shows_generations_read_only(admin_client, alice):
+    story = story_create(owner=alice, title="Whiskers", text="")
+    generation = Generation.objects.create(story=story, user=alice, seed=3, status="finished", finish_reason="length")
+    page = admin_client.get("/admin/generation/generation/")
+    assert page.status_code == 200 and "Whiskers" in page.content.decode()
+    assert admin_client.get("/admin/generation/generation/add/").status_code == 403
+    detail = admin_client.post(f"/admin/generation/generation/{generation.id}/change/", {"seed": 4})
+    assert detail.status_code == 403
+    generation.refresh_from_db()
+    assert generation.seed == 3
+
+
+def test_the_activate_action_switches_the_active_configuration(admin_client, tiny_model_dir):
+    first = ModelConfig.objects.create(name="First", source="packaged", is_active=True)
+    second = ModelConfig.objects.create(name="Second", source=str(tiny_model_dir))
+    response = admin_client.post(
+        "/admin/generation/modelconfig/", {"action": "activate", "_selected_action": [second.pk]}
+    )
+    assert response.status_code == 302
+    assert list(ModelConfig.objects.filter(is_active=True)) == [second]
+    first.refresh_from_db()
+    assert not first.is_active

@@ -1,0 +1,55 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from storyteller import redis_urls
+from storyteller.env import env_bool, env_int, env_list
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("yes", True), ("OFF", False), ("0", False), ("", False)])
+def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, value):
+    monkeypatch.setenv("FLAG", raw)
+    assert env_bool("FLAG") is value
+
+
+def test_env_bool_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="FLAG"):
+        env_bool("FLAG")
+
+
+def test_env_int_checks_type_and_range(monkeypatch):
+    monkeypatch.setenv("N", "12")
+    assert env_int("N", 1, minimum=1, maximum=20) == 12
+    monkeypatch.setenv("N", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="N must be an integer"):
+        env_int("N", 1)
+    monkeypatch.setenv("N", "0")
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        env_int("N", 5, minimum=1)
+
+
+def test_unset_values_take_their_defaults(monkeypatch):
+    monkeypatch.delenv("UNSET", raising=False)
+    assert env_int("UNSET", 7) == 7 and env_bool("UNSET", True) and env_list("UNSET", ["a"]) == ["a"]
+
+
+def test_env_list_splits_on_commas(monkeypatch):
+    monkeypatch.setenv("HOSTS", "example.com, www.example.com,")
+    assert env_list("HOSTS", []) == ["example.com", "www.example.com"]
+
+
+def test_a_redis_url_of_another_scheme_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
+        redis_urls.check_redis_url("http://localhost:6379")
+
+
+def test_the_broker_spells_a_unix_socket_its_own_way():
+    assert redis_urls.celery_broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
+    assert redis_urls.celery_broker_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_a_deep_data_directory_gets_its_socket_under_tmp(tmp_path):
+    deep = tmp_path / ("d" * 120)
+    socket = redis_urls.embedded_socket_path(deep)
+    assert len(str(socket)) < 108
+    assert socket == redis_urls.embedded_socket_path(deep)
