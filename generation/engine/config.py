@@ -44,3 +44,5 @@ class SamplingParams:
     seed: int = 0
     # Generation ends before the first of these strings; it is not part of the output.
     stop: tuple[str, ...] = ()
+    # Keep going past the end-of-text token (benchmarks use it to compare equal lengths).
+    ignore_eos: bool = False

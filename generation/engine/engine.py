@@ -237,7 +237,7 @@ class Engine:
         token = next_token(live.logits, live.request.params, live.seen_ids, live.generator)
         if live.first_token_at is None:
             live.first_token_at = time.monotonic()
-        if token in self.loaded.eos_token_ids:
+        if token in self.loaded.eos_token_ids and not live.request.params.ignore_eos:
             self._finish(live, "eos")
             return
         live.new_tokens += 1

@@ -1,0 +1,56 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from generation import selectors
+
+
+def _levels(raw: str) -> list[int]:
+    try:
+        levels = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise CommandError(f"--concurrency takes integers separated by commas, like 1,8,32; got {raw!r}") from None
+    if not levels or any(level < 1 for level in levels):
+        raise CommandError("--concurrency levels must be 1 or more.")
+    return levels
+
+
+class Command(BaseCommand):
+    help = (
+        "Measures the generation engine against transformers' model.generate with the active model "
+        "(or --model), on the same prompts and parameters, and prints the figures."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--concurrency", default="1,8,32", help="Stories at once, e.g. 1,8,16,32.")
+        parser.add_argument("--new-tokens", type=int, default=64, help="New tokens per story.")
+        parser.add_argument("--hf-stories", type=int, default=3, help="Stories for the model.generate baseline.")
+        parser.add_argument("--model", help="A model source instead of the active configuration's.")
+        parser.add_argument("--dtype", help="float32, bfloat16 or float16 instead of the configuration's.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object (the default is indented).")
+
+    def handle(self, *args, **options):
+        from generation.engine import bench
+        from generation.engine.config import EngineConfig
+        from generation.engine.engine import Engine
+        from generation.engine.loader import ModelLoadError
+
+        levels = _levels(options["concurrency"])
+        if options["new_tokens"] < 2:
+            raise CommandError("--new-tokens must be at least 2.")
+        config = selectors.model_config_active()
+        if options["model"]:
+            config.source = options["model"]
+        if options["dtype"]:
+            config.dtype = options["dtype"]
+        try:
+            engine = Engine.load(selectors.model_spec(config), EngineConfig(max_batch_size=max(levels)))
+        except ModelLoadError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            report = bench.run(
+                engine, concurrency_levels=levels, new_tokens=options["new_tokens"], hf_stories=options["hf_stories"]
+            )
+        finally:
+            engine.shutdown()
+        self.stdout.write(json.dumps(report) if options["json"] else json.dumps(report, indent=2))
