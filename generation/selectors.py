@@ -28,10 +28,14 @@ def generation_active_for_story(story) -> Generation | None:
 
 
 def queue_position(generation: Generation) -> int:
-    """Generations ahead of this one that are queued or running (0 when it runs)."""
-    if generation.status == Generation.Status.RUNNING:
+    """Generations still waiting for a worker ahead of this one; 0 means it runs now.
+
+    Running generations are not counted: a worker's engine decodes all of its running
+    generations together, so they do not hold this one back.
+    """
+    if generation.status != Generation.Status.QUEUED:
         return 0
-    return Generation.objects.filter(status__in=Generation.ACTIVE, pk__lt=generation.pk).count()
+    return Generation.objects.filter(status=Generation.Status.QUEUED, pk__lt=generation.pk).count()
 
 
 def done_event(generation: Generation) -> dict:

@@ -18,10 +18,15 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    # Requests decoded in one step; more wait in the queue.
-    max_batch_size: int = 1
-    # Prompt plus new tokens of all running requests together.
-    max_tokens_in_flight: int = 16384
+    # Requests decoded together in one step; more wait in the queue.
+    max_batch_size: int = 32
+    # The KV cache the batch may hold, in token positions: rows are padded to the longest
+    # request (prompt plus new tokens), so this bounds batch size x longest request.
+    # 65536 positions of SmolLM2-135M in float32 are about 3 GB.
+    max_tokens_in_flight: int = 65536
+    # Prompt tokens prefilled in one step; admitting stops there, so that a burst of new
+    # requests (or one long prompt) stalls the running ones for one step at a time.
+    max_prefill_tokens: int = 2048
     # The model's context window in tokens; None takes the model's own maximum.
     context_window: int | None = None
     # Deltas are merged for this long, so a socket gets about 25 messages a second at most.

@@ -20,7 +20,7 @@ from generation.engine.config import EngineConfig, ModelSpec, SamplingParams
 from generation.engine.detokenize import IncrementalDetokenizer
 from generation.engine.events import Delta, Finished, Started
 from generation.engine.runner import Runner
-from generation.engine.sampling import make_generator, next_token
+from generation.engine.sampling import make_generator, sample
 from generation.engine.scheduler import Scheduler
 from generation.engine.stopping import StopText
 
@@ -78,6 +78,12 @@ class RequestHandle:
                 return
 
 
+def _refusal(error: str) -> Finished:
+    return Finished(
+        reason="error", text="", prompt_tokens=0, new_tokens=0, ttft_ms=None, tokens_per_s=None, error=error
+    )
+
+
 def _merge(deltas: list[Delta]) -> Delta:
     return Delta(text="".join(d.text for d in deltas), tokens=sum(d.tokens for d in deltas))
 
@@ -93,8 +99,11 @@ class _Live:
     max_new_tokens: int
     submitted_at: float
     cancelled: bool = False
-    cache: object = None
-    logits: torch.Tensor | None = None
+    # Its row in the runner's KV cache while it runs, and how many positions it filled.
+    row: int | None = None
+    length: int = 0
+    # The token sampled last, which the next decode step feeds.
+    pending: int | None = None
     seen_ids: torch.Tensor | None = None
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
@@ -111,9 +120,13 @@ class Engine:
         self.config = config or EngineConfig()
         self.tokenizer = loaded.tokenizer
         self.context_window = min(self.config.context_window or loaded.context_window, loaded.context_window)
-        self._runner = Runner(loaded.model, loaded.device)
+        self._runner = Runner(loaded.model, loaded.device, self.context_window)
+        # The running requests by KV cache row: row i is self._rows[i].
+        self._rows: list[_Live] = []
         self._scheduler = Scheduler(
-            max_batch_size=self.config.max_batch_size, max_tokens_in_flight=self.config.max_tokens_in_flight
+            max_batch_size=self.config.max_batch_size,
+            max_tokens_in_flight=self.config.max_tokens_in_flight,
+            max_prefill_tokens=self.config.max_prefill_tokens,
         )
         self._inbox: queue.Queue = queue.Queue()
         self._live: dict[str, _Live] = {}
@@ -177,18 +190,27 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stopping:
-            self._drain_inbox()
-            if self._scheduler.idle:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
-            try:
-                self._step()
-            except Exception as exc:  # a bug or a broken model: fail every live request, keep the loop
-                log.exception("Engine step failed")
-                for request_id in list(self._scheduler.running):
-                    self._finish(self._live[request_id], "error", error=str(exc))
+        # The whole loop runs in inference mode: the KV cache is created and changed here.
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    self._drain_inbox()
+                    if self._scheduler.idle:
+                        self._wake.wait(timeout=1.0)
+                        self._wake.clear()
+                        continue
+                    self._step()
+                except Exception as exc:  # a bug or a broken model: fail what runs, keep the loop
+                    log.exception("Engine step failed")
+                    self._fail_running(str(exc))
+
+    def _fail_running(self, error: str) -> None:
+        rows, self._rows = self._rows, []
+        for live in rows:
+            live.row = None
+        self._runner.cache.release()
+        for request_id in list(self._scheduler.running):
+            self._finish(self._live[request_id], "error", error=error)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -197,8 +219,13 @@ class Engine:
             except queue.Empty:
                 return
             if verb == "submit":
+                if arg.request.request_id in self._live:
+                    arg.handle._put(_refusal(f"request id {arg.request.request_id!r} is already running"))
+                    continue
                 self._live[arg.request.request_id] = arg
-                self._scheduler.add(arg.request.request_id, len(arg.prompt_ids) + arg.max_new_tokens)
+                self._scheduler.add(
+                    arg.request.request_id, prompt_tokens=len(arg.prompt_ids), new_tokens=arg.max_new_tokens
+                )
             elif verb == "cancel" and arg in self._live:
                 live = self._live[arg]
                 if arg in self._scheduler.running:
@@ -207,34 +234,62 @@ class Engine:
                     self._finish(live, "cancelled")
 
     def _step(self) -> None:
-        # Schedule: admit and prefill new requests.
-        for request_id in self._scheduler.admit():
-            self._prefill(self._live[request_id])
-        # Run and update: one token for every running request.
-        for request_id in list(self._scheduler.running):
-            live = self._live[request_id]
-            if live.cancelled:
-                self._finish(live, "cancelled")
-                continue
-            try:
-                self._advance(live)
-            except Exception as exc:
-                log.exception("Request %s failed", request_id)
+        # Schedule: admit waiting requests and prefill them together into new rows.
+        admitted = [self._live[request_id] for request_id in self._scheduler.admit()]
+        for live in [live for live in admitted if live.cancelled]:
+            self._finish(live, "cancelled")
+        admitted = [live for live in admitted if not live.cancelled]
+        if admitted:
+            self._prefill(admitted)
+        for live in [live for live in self._rows if live.cancelled]:
+            self._finish(live, "cancelled")
+        if not self._rows:
+            return
+        # Run: one token for every running request, in one forward pass.
+        running = list(self._rows)
+        logits = self._runner.decode([live.pending for live in running], [live.length for live in running])
+        # Update: sample each request's next token and hand out its text. Every row's
+        # length counts the token just fed before any row is freed and refilled.
+        for live in running:
+            live.length += 1
+            live.seen_ids = torch.cat([live.seen_ids, live.seen_ids.new_tensor([live.pending])])
+        self._sample_and_take(running, logits)
+
+    def _prefill(self, admitted: list[_Live]) -> None:
+        first_row = len(self._rows)
+        for live in admitted:
+            params = live.request.params
+            live.started_at = time.monotonic()
+            live.generator = make_generator(params.seed, self.loaded.device)
+            live.detokenizer = IncrementalDetokenizer(self.tokenizer, live.prompt_ids)
+            live.stop = StopText(params.stop)
+            live.seen_ids = torch.tensor(live.prompt_ids, dtype=torch.long, device=self.loaded.device)
+            live.handle._put(Started(prompt_tokens=len(live.prompt_ids), truncated=live.truncated))
+            live.row = len(self._rows)
+            live.length = len(live.prompt_ids)
+            self._rows.append(live)
+        try:
+            logits = self._runner.prefill(first_row, [live.prompt_ids for live in admitted])
+        except Exception as exc:
+            log.exception("Prefill failed")
+            for live in reversed(admitted):
                 self._finish(live, "error", error=str(exc))
+            return
+        self._sample_and_take(admitted, logits)
 
-    def _prefill(self, live: _Live) -> None:
-        live.started_at = time.monotonic()
-        params = live.request.params
-        live.generator = make_generator(params.seed, self.loaded.device)
-        live.detokenizer = IncrementalDetokenizer(self.tokenizer, live.prompt_ids)
-        live.stop = StopText(params.stop)
-        live.seen_ids = torch.tensor(live.prompt_ids, dtype=torch.long, device=self.loaded.device)
-        live.handle._put(Started(prompt_tokens=len(live.prompt_ids), truncated=live.truncated))
-        live.logits, live.cache = self._runner.prefill(live.prompt_ids)
+    def _sample_and_take(self, lives: list[_Live], logits: torch.Tensor) -> None:
+        tokens = sample(
+            logits,
+            [live.request.params for live in lives],
+            [live.seen_ids for live in lives],
+            [live.generator for live in lives],
+        )
+        for live, token in zip(lives, tokens, strict=True):
+            self._take(live, token)
 
-    def _advance(self, live: _Live) -> None:
-        """Samples a token from the last logits, hands out its text, and runs it if going on."""
-        token = next_token(live.logits, live.request.params, live.seen_ids, live.generator)
+    def _take(self, live: _Live, token: int) -> None:
+        """Hands out the text of a sampled token, then finishes the request or queues the
+        token for the next step."""
         if live.first_token_at is None:
             live.first_token_at = time.monotonic()
         if token in self.loaded.eos_token_ids and not live.request.params.ignore_eos:
@@ -247,12 +302,10 @@ class Engine:
             live.handle._put(Delta(text=text, tokens=1))
         if live.stop.stopped:
             self._finish(live, "stop")
-            return
-        if live.new_tokens >= live.max_new_tokens:
+        elif live.new_tokens >= live.max_new_tokens:
             self._finish(live, "length")
-            return
-        live.seen_ids = torch.cat([live.seen_ids, live.seen_ids.new_tensor([token])])
-        live.logits, live.cache = self._runner.decode(token, live.cache)
+        else:
+            live.pending = token
 
     def _finish(self, live: _Live, reason: str, error: str | None = None) -> None:
         if live.detokenizer is not None and live.stop is not None and not live.stop.stopped:
@@ -273,6 +326,20 @@ class Engine:
                 token_ids=tuple(live.new_ids),
             )
         )
-        live.cache = live.logits = None
+        self._free_row(live)
         self._scheduler.finish(live.request.request_id)
         self._live.pop(live.request.request_id, None)
+
+    def _free_row(self, live: _Live) -> None:
+        """Gives the request's row to the last running request, so rows stay packed."""
+        if live.row is None:
+            return
+        last = self._rows.pop()
+        if last is not live:
+            self._runner.cache.move_row(last.row, live.row, last.length)
+            last.row = live.row
+            self._rows[live.row] = last
+        live.row = None
+        if not self._rows:
+            # Nothing runs: give the cache's memory back until the next request.
+            self._runner.cache.release()

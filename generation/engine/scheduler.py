@@ -1,8 +1,10 @@
 """Which requests run: a plain state machine (no torch), owned by the engine's loop thread.
 
-Requests wait in arrival order and are admitted while the batch has room and the tokens
-in flight (prompt plus new tokens of every running request) stay within the limit. A
-request larger than the limit on its own still runs, alone, so that nothing starves.
+Requests wait in arrival order. Each step admits from the front of the queue while the
+batch has room, the KV cache stays within its limit, and the prompts admitted this step
+fit the prefill budget. The KV cache is one rectangle, rows padded to the longest request,
+so its size is (running requests) x (longest request). A request too large for the limits
+on its own still runs, alone, so that nothing starves.
 """
 
 from collections import OrderedDict
@@ -12,42 +14,54 @@ from dataclasses import dataclass
 @dataclass
 class Entry:
     request_id: str
+    prompt_tokens: int
     # Prompt tokens plus the most new tokens it may produce.
     tokens: int
 
 
 class Scheduler:
-    def __init__(self, *, max_batch_size: int, max_tokens_in_flight: int):
-        if max_batch_size < 1 or max_tokens_in_flight < 1:
-            raise ValueError("max_batch_size and max_tokens_in_flight must be at least 1")
+    def __init__(self, *, max_batch_size: int, max_tokens_in_flight: int, max_prefill_tokens: int = 2048):
+        if min(max_batch_size, max_tokens_in_flight, max_prefill_tokens) < 1:
+            raise ValueError("max_batch_size, max_tokens_in_flight and max_prefill_tokens must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_tokens_in_flight = max_tokens_in_flight
+        self.max_prefill_tokens = max_prefill_tokens
         self.waiting: OrderedDict[str, Entry] = OrderedDict()
         self.running: OrderedDict[str, Entry] = OrderedDict()
 
     @property
     def tokens_in_flight(self) -> int:
-        return sum(entry.tokens for entry in self.running.values())
+        """The KV cache the running batch may grow to: rows times the longest row."""
+        return self._footprint(self.running.values())
+
+    @staticmethod
+    def _footprint(entries) -> int:
+        entries = list(entries)
+        return len(entries) * max((e.tokens for e in entries), default=0)
 
     @property
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
-    def add(self, request_id: str, tokens: int) -> None:
+    def add(self, request_id: str, *, prompt_tokens: int, new_tokens: int) -> None:
         if request_id in self.waiting or request_id in self.running:
             raise ValueError(f"request {request_id!r} is already scheduled")
-        self.waiting[request_id] = Entry(request_id, tokens)
+        self.waiting[request_id] = Entry(request_id, prompt_tokens, prompt_tokens + new_tokens)
 
     def admit(self) -> list[str]:
         """Moves waiting requests into the batch while the limits allow; returns their ids."""
-        admitted = []
+        admitted, prefill = [], 0
         while self.waiting and len(self.running) < self.max_batch_size:
             entry = next(iter(self.waiting.values()))
-            if self.running and self.tokens_in_flight + entry.tokens > self.max_tokens_in_flight:
-                break
+            if self.running or admitted:
+                if self._footprint([*self.running.values(), entry]) > self.max_tokens_in_flight:
+                    break
+                if admitted and prefill + entry.prompt_tokens > self.max_prefill_tokens:
+                    break
             del self.waiting[entry.request_id]
             self.running[entry.request_id] = entry
             admitted.append(entry.request_id)
+            prefill += entry.prompt_tokens
         return admitted
 
     def finish(self, request_id: str) -> None:
@@ -56,10 +70,11 @@ class Scheduler:
         self.running.pop(request_id, None)
 
     def position(self, request_id: str) -> int | None:
-        """Requests ahead of this one (0 when it is running); None when it is unknown."""
+        """0 when the request runs; n when it waits with n - 1 requests ahead of it in the
+        queue; None when it is unknown."""
         if request_id in self.running:
             return 0
         for index, waiting_id in enumerate(self.waiting):
             if waiting_id == request_id:
-                return len(self.running) + index
+                return index + 1
         return None

@@ -2,8 +2,8 @@ import threading
 
 import torch
 
-from generation.engine.config import SamplingParams
-from generation.engine.engine import Request
+from generation.engine.config import EngineConfig, SamplingParams
+from generation.engine.engine import Engine, Request
 from generation.engine.events import Delta, Finished
 from tests.engine.helpers import run
 
@@ -62,7 +62,7 @@ def test_an_empty_prompt_still_generates(engine):
 
 
 def test_cancel_stops_a_running_request_within_a_step(engine):
-    handle = engine.submit(Request("c", PROMPT, SamplingParams(max_new_tokens=200, seed=5)))
+    handle = engine.submit(Request("c", PROMPT, SamplingParams(max_new_tokens=200, seed=5, ignore_eos=True)))
     finished = None
     for event in handle.events():
         if isinstance(event, Delta):
@@ -74,13 +74,15 @@ def test_cancel_stops_a_running_request_within_a_step(engine):
 
 
 def test_cancel_of_a_waiting_request_finishes_it_without_running_it(engine):
-    # The batch holds one request; the second waits behind it and is cancelled there.
-    first = engine.submit(Request("long", PROMPT, SamplingParams(max_new_tokens=200, seed=5)))
-    second = engine.submit(Request("queued", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
-    engine.cancel("queued")
+    # A batch of one: the second request waits behind the first and is cancelled there.
+    single = Engine(engine.loaded, EngineConfig(max_batch_size=1))
+    first = single.submit(Request("long", PROMPT, SamplingParams(max_new_tokens=200, seed=5, ignore_eos=True)))
+    second = single.submit(Request("queued", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
+    single.cancel("queued")
     events = [e for e in second.events() if e is not None]
-    engine.cancel("long")
+    single.cancel("long")
     list(first.events())
+    single.shutdown()
     assert isinstance(events[-1], Finished)
     assert events[-1].reason == "cancelled"
     assert events[-1].new_tokens == 0
@@ -100,3 +102,12 @@ def test_requests_from_many_threads_all_finish_with_their_own_text(engine):
     for t in threads:
         t.join(timeout=60)
     assert [results[i] for i in range(4)] == alone
+
+
+def test_a_duplicate_request_id_is_refused_and_the_engine_keeps_running(engine):
+    first = engine.submit(Request("dup", PROMPT, SamplingParams(max_new_tokens=100, seed=1, ignore_eos=True)))
+    second = engine.submit(Request("dup", PROMPT, SamplingParams(max_new_tokens=5, seed=1)))
+    refused = [e for e in second.events() if isinstance(e, Finished)][0]
+    assert refused.reason == "error" and "already running" in refused.error
+    assert [e for e in first.events() if isinstance(e, Finished)][0].reason == "length"
+    assert run(engine, PROMPT, SamplingParams(max_new_tokens=3, seed=1, ignore_eos=True))[2].new_tokens == 3

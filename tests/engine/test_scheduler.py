@@ -3,57 +3,77 @@ import pytest
 from generation.engine.scheduler import Scheduler
 
 
+def scheduler(**limits):
+    return Scheduler(**{"max_batch_size": 8, "max_tokens_in_flight": 10_000, "max_prefill_tokens": 1000, **limits})
+
+
 def test_it_admits_in_arrival_order_up_to_the_batch_size():
-    scheduler = Scheduler(max_batch_size=2, max_tokens_in_flight=1000)
+    s = scheduler(max_batch_size=2)
     for name in "abc":
-        scheduler.add(name, 10)
-    assert scheduler.admit() == ["a", "b"]
-    assert scheduler.position("c") == 2
-    assert scheduler.admit() == []
+        s.add(name, prompt_tokens=5, new_tokens=5)
+    assert s.admit() == ["a", "b"]
+    assert s.position("a") == 0 and s.position("c") == 1
+    assert s.admit() == []
 
 
-def test_it_admits_the_next_request_when_one_finishes():
-    scheduler = Scheduler(max_batch_size=1, max_tokens_in_flight=1000)
-    scheduler.add("a", 10)
-    scheduler.add("b", 10)
-    assert scheduler.admit() == ["a"]
-    assert scheduler.position("b") == 1
-    scheduler.finish("a")
-    assert scheduler.admit() == ["b"]
-    assert scheduler.position("b") == 0
+def test_a_finished_request_makes_room_for_the_next_at_once():
+    s = scheduler(max_batch_size=1)
+    s.add("a", prompt_tokens=5, new_tokens=5)
+    s.add("b", prompt_tokens=5, new_tokens=5)
+    s.add("c", prompt_tokens=5, new_tokens=5)
+    assert s.admit() == ["a"]
+    assert (s.position("b"), s.position("c")) == (1, 2)
+    s.finish("a")
+    assert s.admit() == ["b"]
+    assert (s.position("b"), s.position("c")) == (0, 1)
 
 
-def test_it_keeps_tokens_in_flight_within_the_limit():
-    scheduler = Scheduler(max_batch_size=8, max_tokens_in_flight=100)
-    scheduler.add("a", 60)
-    scheduler.add("b", 50)
-    assert scheduler.admit() == ["a"]
-    assert scheduler.tokens_in_flight == 60
-    scheduler.finish("a")
-    assert scheduler.admit() == ["b"]
+def test_the_kv_cache_is_counted_as_rows_times_the_longest_row():
+    s = scheduler(max_tokens_in_flight=100)
+    s.add("short", prompt_tokens=10, new_tokens=10)
+    s.add("long", prompt_tokens=10, new_tokens=50)
+    s.add("next", prompt_tokens=5, new_tokens=5)
+    # short + long: 2 rows x 60 = 120 > 100, so long waits.
+    assert s.admit() == ["short"]
+    assert s.tokens_in_flight == 20
+    s.finish("short")
+    assert s.admit() == ["long"]
+    assert s.admit() == []  # next would make 2 x 60
+    s.finish("long")
+    assert s.admit() == ["next"]
 
 
-def test_a_request_larger_than_the_limit_still_runs_alone():
-    scheduler = Scheduler(max_batch_size=8, max_tokens_in_flight=100)
-    scheduler.add("huge", 500)
-    assert scheduler.admit() == ["huge"]
+def test_prompts_admitted_in_one_step_stay_within_the_prefill_budget():
+    s = scheduler(max_prefill_tokens=100)
+    for name in "abc":
+        s.add(name, prompt_tokens=40, new_tokens=5)
+    assert s.admit() == ["a", "b"]
+    assert s.admit() == ["c"]
+
+
+def test_a_request_larger_than_the_limits_still_runs_alone():
+    s = scheduler(max_tokens_in_flight=100, max_prefill_tokens=10)
+    s.add("huge", prompt_tokens=400, new_tokens=100)
+    s.add("small", prompt_tokens=1, new_tokens=1)
+    assert s.admit() == ["huge"]
+    assert s.admit() == []
 
 
 def test_a_waiting_request_can_be_finished_before_it_runs():
-    scheduler = Scheduler(max_batch_size=1, max_tokens_in_flight=100)
-    scheduler.add("a", 10)
-    scheduler.add("b", 10)
-    scheduler.admit()
-    scheduler.finish("b")
-    assert scheduler.position("b") is None
-    scheduler.finish("a")
-    assert scheduler.idle
+    s = scheduler(max_batch_size=1)
+    s.add("a", prompt_tokens=1, new_tokens=1)
+    s.add("b", prompt_tokens=1, new_tokens=1)
+    s.admit()
+    s.finish("b")
+    assert s.position("b") is None
+    s.finish("a")
+    assert s.idle
 
 
 def test_it_refuses_a_duplicate_id_and_bad_limits():
-    scheduler = Scheduler(max_batch_size=1, max_tokens_in_flight=10)
-    scheduler.add("a", 1)
+    s = scheduler()
+    s.add("a", prompt_tokens=1, new_tokens=1)
     with pytest.raises(ValueError):
-        scheduler.add("a", 1)
+        s.add("a", prompt_tokens=1, new_tokens=1)
     with pytest.raises(ValueError):
         Scheduler(max_batch_size=0, max_tokens_in_flight=10)

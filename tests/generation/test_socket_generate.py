@@ -125,3 +125,25 @@ async def test_story_settings_saved_after_the_socket_opened_are_used(alice, stor
     generation = await Generation.objects.aget(pk=done["generation_id"])
     assert (generation.params["max_new_tokens"], generation.seed) == (3, 5)
     assert done["stats"]["new_tokens"] <= 3
+
+
+async def test_several_stories_generate_at_once_each_with_its_own_stream(alice, story):
+    others = [await Story.objects.acreate(owner=alice, title=f"Other {i}", text="") for i in range(2)]
+    sockets = [await socket_for(alice, s.id) for s in [story, *others]]
+    for index, socket in enumerate(sockets):
+        await socket.connect()
+        await socket.send_json_to(
+            {"type": "generate", "text": OPENING, "params": {"max_new_tokens": 80, "seed": index, "temperature": 1.0}}
+        )
+    results = [await receive_until(socket, "done") for socket in sockets]
+    for socket in sockets:
+        await socket.disconnect()
+    ids = set()
+    for messages in results:
+        queued, *tokens, done = messages
+        ids.add(queued["generation_id"])
+        assert [m["seq"] for m in tokens] == list(range(len(tokens)))
+        assert all(m["generation_id"] == queued["generation_id"] for m in [*tokens, done])
+        assert "".join(m["text"] for m in tokens) == done["text"]
+    assert len(ids) == 3
+    assert len({messages[-1]["text"] for messages in results}) == 3
