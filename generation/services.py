@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 1.0
 # How often a running generation looks for a cancel request from the writer.
 CANCEL_POLL_S = 0.1
+# A running generation whose row has not been touched for this long lost its worker; a
+# queued one that no worker picked up for this long lost its place in the queue.
+STALE_RUNNING_S = 60
+STALE_QUEUED_S = 15 * 60
 
 
 class GenerationRefused(Exception):
@@ -63,7 +67,17 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
             )
         except sampling.ParamError as exc:
             raise GenerationRefused("invalid", str(exc)) from None
-        if selectors.generation_active_for_story(story):
+        active = selectors.generation_active_for_story(story)
+        if active is not None and _is_stale(active):
+            # Its worker died or its queue was lost (an embedded Redis restarts empty):
+            # record that, keeping the text saved so far, instead of locking the story.
+            _finish(
+                active,
+                "error",
+                error="The worker stopped before this generation finished; the text written so far is kept.",
+                error_code="unavailable",
+            )
+        elif active is not None:
             raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
         generation = Generation.objects.create(
             story=story,
@@ -77,6 +91,13 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         realtime.forget(generation.id)
         transaction.on_commit(lambda: generate_task.delay(generation.id))
     return generation
+
+
+def _is_stale(generation: Generation) -> bool:
+    age = (timezone.now() - generation.updated_at).total_seconds()
+    if generation.status == Generation.Status.RUNNING:
+        return age > STALE_RUNNING_S
+    return age > STALE_QUEUED_S
 
 
 def generation_cancel(*, story: Story, generation_id) -> Generation:
@@ -138,6 +159,13 @@ def generation_run(generation_id: int) -> None:
             last_cancel_poll = now
             if realtime.cancel_requested(generation.id):
                 engine.cancel(handle.request_id)
+        if now - last_flush >= FLUSH_EVERY_S and not isinstance(event, Finished):
+            # Also while the engine has not started it: updated_at is the heartbeat by
+            # which a stale generation is recognised (generation_start).
+            last_flush = now
+            Generation.objects.filter(pk=generation.pk).update(
+                output="".join(chunks), new_tokens=generation.new_tokens, updated_at=timezone.now()
+            )
         if isinstance(event, Started):
             generation.prompt_tokens = event.prompt_tokens
             generation.prompt_truncated = event.truncated
@@ -149,11 +177,6 @@ def generation_run(generation_id: int) -> None:
             seq += 1
             chunks.append(event.text)
             generation.new_tokens += event.tokens
-            if now - last_flush >= FLUSH_EVERY_S:
-                last_flush = now
-                Generation.objects.filter(pk=generation.pk).update(
-                    output="".join(chunks), new_tokens=generation.new_tokens, updated_at=timezone.now()
-                )
         elif isinstance(event, Finished):
             # The joined deltas are what the client received; done.text must equal them.
             generation.output = "".join(chunks)

@@ -147,3 +147,34 @@ async def test_several_stories_generate_at_once_each_with_its_own_stream(alice, 
         assert "".join(m["text"] for m in tokens) == done["text"]
     assert len(ids) == 3
     assert len({messages[-1]["text"] for messages in results}) == 3
+
+
+@pytest.mark.parametrize(("status", "minutes"), [("running", 2), ("queued", 20)])
+async def test_a_generation_whose_worker_went_away_does_not_lock_the_story(alice, story, status, minutes):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = await Generation.objects.acreate(
+        story=story, user=alice, seed=1, status=status, output="The text so far", prompt_text=OPENING
+    )
+    await Generation.objects.filter(pk=lost.pk).aupdate(updated_at=timezone.now() - timedelta(minutes=minutes))
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 5, "seed": 1}})
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+    assert messages[0]["type"] == "queued" and messages[0]["generation_id"] != lost.pk
+    await lost.arefresh_from_db()
+    assert (lost.status, lost.finish_reason) == ("finished", "error")
+    assert lost.output == "The text so far" and "worker stopped" in lost.error_message
+
+
+async def test_a_recent_running_generation_still_makes_the_story_busy(alice, story):
+    await Generation.objects.acreate(story=story, user=alice, seed=1, status="running", prompt_text=OPENING)
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING})
+    answer = await socket.receive_json_from(timeout=10)
+    await socket.disconnect()
+    assert answer["type"] == "error" and answer["code"] == "busy"
