@@ -31,6 +31,8 @@ class EngineConfig:
     context_window: int | None = None
     # Deltas are merged for this long, so a socket gets about 25 messages a second at most.
     coalesce_ms: int = 40
+    # When a request wakes an idle engine, it waits this long for others before prefilling.
+    gather_ms: int = 10
 
 
 @dataclass(frozen=True)

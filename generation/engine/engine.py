@@ -196,7 +196,10 @@ class Engine:
                 try:
                     self._drain_inbox()
                     if self._scheduler.idle:
-                        self._wake.wait(timeout=1.0)
+                        if self._wake.wait(timeout=1.0) and self.config.gather_ms:
+                            # Woken from idle: let a burst of requests arrive, so that
+                            # they are prefilled together rather than one step apart.
+                            time.sleep(self.config.gather_ms / 1000)
                         self._wake.clear()
                         continue
                     self._step()
