@@ -12,7 +12,8 @@ import threading
 from functools import lru_cache
 
 import redis
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 from django.conf import settings
 
 
@@ -43,7 +44,10 @@ class _LayerSender:
     def __init__(self):
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="channel-layer-sender", daemon=True).start()
-        self._layer = get_channel_layer()
+        # A layer of its own: redis connections belong to the event loop that opened them,
+        # and the process-wide layer may be serving another loop (Daphne's, in the web
+        # process, where a stale generation is finished); sharing it hangs both.
+        self._layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
     def group_send(self, group: str, message: dict) -> None:
         asyncio.run_coroutine_threadsafe(self._layer.group_send(group, message), self._loop).result(timeout=10)

@@ -13,18 +13,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_an_anonymous_socket_is_refused_at_the_handshake(story):
     socket = await socket_for(None, story.id)
     connected, _ = await socket.connect()
+    await socket.disconnect()
     assert not connected
 
 
 async def test_another_writers_story_is_refused_at_the_handshake(bob, story):
     socket = await socket_for(bob, story.id)
     connected, _ = await socket.connect()
+    await socket.disconnect()
     assert not connected
 
 
 async def test_a_foreign_origin_is_refused(alice, story):
     socket = await socket_for(alice, story.id, origin="http://evil.example")
     connected, _ = await socket.connect()
+    await socket.disconnect()
     assert not connected
 
 
