@@ -42,7 +42,6 @@ def model_config_save(config: ModelConfig) -> ModelConfig:
     return config
 
 
-@transaction.atomic
 def model_config_activate(config: ModelConfig) -> ModelConfig:
     config.is_active = True
     return model_config_save(config)
@@ -116,12 +115,18 @@ def _finish(generation: Generation, reason: str, *, error: str = "", error_code:
     generation.error_message = error
     generation.finished_at = timezone.now()
     generation.save()
+    events = [selectors.done_event(generation)]
     if reason == "error":
-        realtime.publish(
-            generation.id,
-            {"type": "error", "generation_id": generation.id, "code": error_code, "message": error},
-        )
-    realtime.publish(generation.id, selectors.done_event(generation))
+        events.insert(0, {"type": "error", "generation_id": generation.id, "code": error_code, "message": error})
+
+    def publish():
+        for event in events:
+            realtime.publish(generation.id, event)
+
+    # After commit: generation_start finishes a stale generation inside its transaction,
+    # and a rolled-back finish must not have told anyone. Outside a transaction (the
+    # worker) this runs at once.
+    transaction.on_commit(publish)
 
 
 def generation_run(generation_id: int) -> None:
