@@ -112,6 +112,7 @@ def run(engine: Engine, *, concurrency_levels: list[int], new_tokens: int, hf_st
         "device": engine.loaded.device.type,
         "dtype": str(engine.loaded.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
+        "linears": "skinny" if engine.config.skinny_linears else "plain",
         "new_tokens": new_tokens,
         "hf_generate": bench_hf_generate(engine, stories=hf_stories, new_tokens=new_tokens),
         "engine": {},

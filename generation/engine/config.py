@@ -33,6 +33,9 @@ class EngineConfig:
     coalesce_ms: int = 40
     # When a request wakes an idle engine, it waits this long for others before prefilling.
     gather_ms: int = 10
+    # Multiply a decode step's few rows as weight @ rows^T on the CPU (runner.SkinnyLinear);
+    # False keeps nn.Linear, for comparing the two (bench_generation --plain-linears).
+    skinny_linears: bool = True
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--hf-stories", type=int, default=3, help="Stories for the model.generate baseline.")
         parser.add_argument("--model", help="A model source instead of the active configuration's.")
         parser.add_argument("--dtype", help="float32, bfloat16 or float16 instead of the configuration's.")
+        parser.add_argument(
+            "--plain-linears", action="store_true", help="Keep nn.Linear (no SkinnyLinear), to compare the two."
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object (the default is indented).")
 
     def handle(self, *args, **options):
@@ -44,7 +47,7 @@ class Command(BaseCommand):
         if options["dtype"]:
             config.dtype = options["dtype"]
         try:
-            engine = Engine.load(selectors.model_spec(config), EngineConfig(max_batch_size=max(levels)))
+            engine = Engine.load(selectors.model_spec(config), EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]))
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         try:
