@@ -33,6 +33,9 @@ class Request:
     # The text to continue; the engine keeps its end when it is longer than the context.
     prompt: str
     params: SamplingParams
+    # Token ids to continue instead of tokenizing `prompt` (generation/context.py makes
+    # them, fitted to prompt_budget()); `prompt` then only names the request in logs.
+    prompt_ids: tuple[int, ...] | None = None
 
 
 class RequestHandle:
@@ -120,7 +123,9 @@ class Engine:
         self.config = config or EngineConfig()
         self.tokenizer = loaded.tokenizer
         self.context_window = min(self.config.context_window or loaded.context_window, loaded.context_window)
-        self._runner = Runner(loaded.model, loaded.device, self.context_window)
+        self._runner = Runner(
+            loaded.model, loaded.device, self.context_window, skinny_linears=self.config.skinny_linears
+        )
         # The running requests by KV cache row: row i is self._rows[i].
         self._rows: list[_Live] = []
         self._scheduler = Scheduler(
@@ -170,12 +175,24 @@ class Engine:
         self._wake.set()
         self._thread.join(timeout=5)
 
+    @property
+    def _bos(self) -> int | None:
+        return self.tokenizer.bos_token_id if getattr(self.tokenizer, "add_bos_token", False) else None
+
+    def prompt_budget(self, max_new_tokens: int) -> int:
+        """How many prompt tokens fit beside max_new_tokens of output in the context window."""
+        max_new = min(max_new_tokens, self.context_window - 1)
+        return self.context_window - max_new - (1 if self._bos is not None else 0)
+
     def _prompt_ids(self, request: Request) -> tuple[list[int], bool, int]:
         """The prompt's token ids, trimmed from the start to leave room for the output."""
-        ids = self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id if getattr(self.tokenizer, "add_bos_token", False) else None
+        if request.prompt_ids is not None:
+            ids = list(request.prompt_ids)
+        else:
+            ids = self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+        bos = self._bos
         max_new = min(request.params.max_new_tokens, self.context_window - 1)
-        room = self.context_window - max_new - (1 if bos is not None else 0)
+        room = self.prompt_budget(max_new)
         truncated = len(ids) > room
         if truncated:
             ids = ids[len(ids) - room :]

@@ -4,7 +4,11 @@ from generation.engine.events import Delta, Finished, Started
 
 def run(engine, prompt, params, request_id="r"):
     """(started, deltas, finished) of one request, run to the end."""
-    handle = engine.submit(Request(request_id, prompt, params))
+    return events_of(engine.submit(Request(request_id, prompt, params)))
+
+
+def events_of(handle):
+    """(started, deltas, finished) of a submitted request, run to the end."""
     started, deltas, finished = None, [], None
     for event in handle.events():
         if isinstance(event, Started):

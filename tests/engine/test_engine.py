@@ -5,7 +5,7 @@ import torch
 from generation.engine.config import EngineConfig, SamplingParams
 from generation.engine.engine import Engine, Request
 from generation.engine.events import Delta, Finished
-from tests.engine.helpers import run
+from tests.engine.helpers import events_of, run
 
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0)
 PROMPT = "Once upon a time, there was a cat named Whiskers."
@@ -111,3 +111,28 @@ def test_a_duplicate_request_id_is_refused_and_the_engine_keeps_running(engine):
     assert refused.reason == "error" and "already running" in refused.error
     assert [e for e in first.events() if isinstance(e, Finished)][0].reason == "length"
     assert run(engine, PROMPT, SamplingParams(max_new_tokens=3, seed=1, ignore_eos=True))[2].new_tokens == 3
+
+
+def test_given_token_ids_are_continued_as_they_are(engine):
+    ids = engine.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    by_text = run(engine, PROMPT, GREEDY)[2]
+
+    handle = engine.submit(Request("ids", "(named only)", GREEDY, prompt_ids=tuple(ids)))
+    by_ids = next(event for event in handle.events() if isinstance(event, Finished))
+
+    assert by_ids.prompt_tokens == len(ids)
+    assert by_ids.token_ids == by_text.token_ids
+
+
+def test_the_prompt_budget_leaves_room_for_the_output(engine):
+    budget = engine.prompt_budget(20)
+    long_ids = tuple(engine.tokenizer("The sea was calm. " * 300, add_special_tokens=False)["input_ids"])
+
+    started, _, _ = run_ids(engine, long_ids[:budget])
+    assert not started.truncated and started.prompt_tokens == budget
+    started, _, _ = run_ids(engine, long_ids[: budget + 1])
+    assert started.truncated and started.prompt_tokens == budget
+
+
+def run_ids(engine, ids):
+    return events_of(engine.submit(Request("b", "", SamplingParams(max_new_tokens=20, seed=1), prompt_ids=ids)))

@@ -1,0 +1,168 @@
+"""What the model reads: the writer's memory, triggered lore, the story and the author's note,
+fitted to a token budget with the model's own tokenizer.
+
+The prompt, top to bottom:
+
+    memory          always first; never trimmed
+    lore entries    those whose keywords appear in the last part of the story; never trimmed
+    story text      trimmed from its oldest end to fit the budget
+    author's note   inside the story, `note_depth` paragraphs before its end; never trimmed
+    story text      (the paragraphs after the note)
+
+Memory, note and lore are never cut silently: lore that does not fit is left out with a
+warning naming it, and when memory and note alone leave no room for any story, the prompt
+is refused (ContextTooLarge) with a message saying how much to cut. Each part is tokenized
+on its own, so the token count per part is exact and the ids are their concatenation.
+
+No Django here: the worker calls `assemble` with its engine's tokenizer and budget.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+# Lore keywords are looked for in this many characters at the end of the story.
+LORE_SCAN_CHARS = 3000
+# Memory, note and lore may use the budget up to this many tokens before the end of it:
+# a prompt with no room for the story it continues is refused instead.
+MIN_STORY_TOKENS = 32
+NOTE_TEMPLATE = "[Author's note: {}]"
+
+
+class ContextTooLarge(Exception):
+    """Memory and the author's note do not fit; the message says by how much."""
+
+
+@dataclass(frozen=True)
+class LoreEntry:
+    keys: tuple[str, ...]
+    text: str
+    name: str = ""
+
+    def triggered_by(self, text: str) -> bool:
+        return any(_keyword(key).search(text) for key in self.keys if key.strip())
+
+
+@dataclass(frozen=True)
+class StoryContext:
+    memory: str = ""
+    note: str = ""
+    # 0 puts the note after the last paragraph; 3 puts it before the third paragraph from the end.
+    note_depth: int = 3
+    lore: tuple[LoreEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Part:
+    kind: str  # memory, lore, story, note
+    label: str
+    text: str
+    tokens: int
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "label": self.label, "text": self.text, "tokens": self.tokens}
+
+
+@dataclass
+class Prompt:
+    parts: list[Part]
+    ids: list[int]
+    budget: int
+    # Story tokens left out at the oldest end to fit the budget.
+    trimmed_tokens: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(part.text for part in self.parts)
+
+    def as_dict(self) -> dict:
+        return {
+            "parts": [part.as_dict() for part in self.parts],
+            "prompt_tokens": len(self.ids),
+            "budget": self.budget,
+            "trimmed_tokens": self.trimmed_tokens,
+            "warnings": list(self.warnings),
+        }
+
+
+def _keyword(key: str) -> re.Pattern:
+    """A keyword matches as a whole word (or phrase), in any case: "Rin" is not in "bring"."""
+    return re.compile(rf"(?<!\w){re.escape(key.strip())}(?!\w)", re.IGNORECASE)
+
+
+def split_for_note(story: str, depth: int) -> tuple[str, str]:
+    """Splits the story before its `depth`-th paragraph from the end (paragraphs are lines)."""
+    if depth <= 0:
+        return story, ""
+    starts = [0] + [m.end() for m in re.finditer(r"\n+", story) if m.end() < len(story)]
+    if depth >= len(starts):
+        return "", story
+    cut = starts[-depth]
+    return story[:cut], story[cut:]
+
+
+def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Prompt:
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def tokens_of(parts: list[tuple[str, str, str, list[int]]]) -> int:
+        return sum(len(ids) for *_, ids in parts)
+
+    fixed_room = budget - MIN_STORY_TOKENS
+    memory = context.memory.strip()
+    note = context.note.strip()
+    memory_part = ("memory", "Memory", memory + "\n\n", encode(memory + "\n\n")) if memory else None
+    before, after = split_for_note(story, context.note_depth) if note else (story, "")
+    note_text = ""
+    if note:
+        lead = "" if not before or before.endswith("\n") else "\n"
+        note_text = f"{lead}{NOTE_TEMPLATE.format(note)}\n"
+    note_part = ("note", "Author's Note", note_text, encode(note_text)) if note else None
+    essential = [p for p in (memory_part, note_part) if p]
+    if tokens_of(essential) > fixed_room:
+        raise ContextTooLarge(
+            f"Memory and the Author's Note take {tokens_of(essential)} tokens, but this model reads "
+            f"{budget} tokens before the continuation and the story needs at least {MIN_STORY_TOKENS} of them. "
+            f"Shorten them by {tokens_of(essential) - fixed_room} tokens or more."
+        )
+
+    warnings: list[str] = []
+    lore_parts = []
+    scanned = story[-LORE_SCAN_CHARS:]
+    for index, entry in enumerate(context.lore):
+        if not entry.text.strip() or not entry.triggered_by(scanned):
+            continue
+        label = entry.name or ", ".join(k.strip() for k in entry.keys if k.strip()) or f"Entry {index + 1}"
+        text = entry.text.strip() + "\n"
+        ids = encode(text)
+        if tokens_of(essential + lore_parts) + len(ids) > fixed_room:
+            warnings.append(
+                f"The lore entry \u201c{label}\u201d was triggered but left out: it takes {len(ids)} tokens "
+                "and memory, note and other lore already fill the context."
+            )
+            continue
+        lore_parts.append(("lore", f"Lore: {label}", text, ids))
+
+    room = budget - tokens_of(essential + lore_parts)
+    before_ids, after_ids = encode(before), encode(after)
+    trimmed = max(0, len(before_ids) + len(after_ids) - room)
+    cut_before = min(trimmed, len(before_ids))
+    cut_after = trimmed - cut_before
+    before_ids, after_ids = before_ids[cut_before:], after_ids[cut_after:]
+    if cut_after:
+        warnings.append(
+            "The story before the Author's Note was left out entirely, and some after it, to fit the context; "
+            "lower the note's depth or shorten memory and lore."
+        )
+
+    ordered = [*([memory_part] if memory_part else []), *lore_parts]
+    if before_ids:
+        ordered.append(("story", "Story", tokenizer.decode(before_ids) if cut_before else before, before_ids))
+    if note_part:
+        ordered.append(note_part)
+    if after_ids:
+        label = "Story (after the note)" if note_part else "Story"
+        ordered.append(("story", label, tokenizer.decode(after_ids) if cut_after else after, after_ids))
+    parts = [Part(kind, label, text, len(ids)) for kind, label, text, ids in ordered]
+    ids = [token for *_, part_ids in ordered for token in part_ids]
+    return Prompt(parts=parts, ids=ids, budget=budget, trimmed_tokens=trimmed, warnings=warnings)
