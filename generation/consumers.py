@@ -28,7 +28,9 @@ class StoryConsumer(AsyncWebsocketConsumer):
         self.following: dict[int, _Sent] = {}
         if user is not None and user.is_authenticated:
             story_id = self.scope["url_route"]["kwargs"]["story_id"]
-            self.story = await database_sync_to_async(Story.objects.filter(pk=story_id, owner=user).first)()
+            self.story = await database_sync_to_async(
+                Story.objects.filter(pk=story_id, owner=user, deleted_at__isnull=True).first
+            )()
         if self.story is None:
             await self.close()  # before accept: the handshake is refused with 403
             return

@@ -95,6 +95,8 @@ class Generation(models.Model):
     prompt_text = models.TextField(blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     prompt_truncated = models.BooleanField(default=False)
+    # What the model saw: generation/context.py's parts with their token counts, and warnings.
+    context = models.JSONField(default=dict, blank=True)
     # The sampling parameters in force, after story and admin defaults; seed included.
     params = models.JSONField(default=dict)
     seed = models.BigIntegerField()

@@ -23,6 +23,10 @@ def generation_for_story(story, generation_id) -> Generation | None:
     return Generation.objects.filter(pk=generation_id, story=story).first()
 
 
+def generation_last_for_story(story) -> Generation | None:
+    return Generation.objects.filter(story=story).order_by("-created_at", "-pk").first()
+
+
 def generation_active_for_story(story) -> Generation | None:
     return Generation.objects.filter(story=story, status__in=Generation.ACTIVE).first()
 
@@ -46,4 +50,12 @@ def done_event(generation: Generation) -> dict:
         "finish_reason": generation.finish_reason,
         "text": generation.output,
         "stats": generation.stats(),
+        # What the model read, part by part (the texts are at /api/stories/<id>/context).
+        "context": {
+            "parts": [
+                {k: part[k] for k in ("kind", "label", "tokens")} for part in generation.context.get("parts", [])
+            ],
+            "trimmed_tokens": generation.context.get("trimmed_tokens", 0),
+            "warnings": generation.context.get("warnings", []),
+        },
     }

@@ -5,8 +5,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from generation import context, realtime, selectors
 from generation import params as sampling
-from generation import realtime, selectors
 from generation.models import Generation, ModelConfig
 from storyteller.stories.models import Story
 
@@ -129,6 +129,14 @@ def _finish(generation: Generation, reason: str, *, error: str = "", error_code:
     transaction.on_commit(publish)
 
 
+def _story_context(story: Story) -> context.StoryContext:
+    lore = tuple(
+        context.LoreEntry(keys=tuple(entry.key_list), text=entry.text, name=entry.keys)
+        for entry in story.lore.filter(enabled=True)
+    )
+    return context.StoryContext(memory=story.memory, note=story.note, note_depth=story.note_depth, lore=lore)
+
+
 def generation_run(generation_id: int) -> None:
     """Runs a queued generation on this worker's engine, streaming and saving its output."""
     from generation.engine.engine import Request
@@ -150,12 +158,24 @@ def generation_run(generation_id: int) -> None:
         _finish(generation, "error", error=f"The model could not be loaded: {exc}", error_code="unavailable")
         return
 
+    params = sampling.to_sampling(generation.params)
+    try:
+        prompt = context.assemble(
+            engine.tokenizer,
+            generation.prompt_text,
+            _story_context(generation.story),
+            engine.prompt_budget(params.max_new_tokens),
+        )
+    except context.ContextTooLarge as exc:
+        _finish(generation, "error", error=str(exc), error_code="too_large")
+        return
     generation.status = Generation.Status.RUNNING
     generation.started_at = timezone.now()
     generation.model_name = engine.name
-    generation.save(update_fields=["status", "started_at", "model_name", "updated_at"])
+    generation.context = prompt.as_dict()
+    generation.save(update_fields=["status", "started_at", "model_name", "context", "updated_at"])
 
-    handle = engine.submit(Request(str(generation.id), generation.prompt_text, sampling.to_sampling(generation.params)))
+    handle = engine.submit(Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids)))
     seq, chunks = 0, []
     last_flush = last_cancel_poll = time.monotonic()
     for event in handle.events():
@@ -173,7 +193,7 @@ def generation_run(generation_id: int) -> None:
             )
         if isinstance(event, Started):
             generation.prompt_tokens = event.prompt_tokens
-            generation.prompt_truncated = event.truncated
+            generation.prompt_truncated = event.truncated or prompt.trimmed_tokens > 0
             generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
         elif isinstance(event, Delta) and event.text:
             realtime.publish(

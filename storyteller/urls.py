@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from storyteller import views
 from storyteller.stories import api_urls
+from storyteller.stories import views as story_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,5 +11,6 @@ urlpatterns = [
     path("accounts/", include("storyteller.accounts.urls")),
     path("stories/", include("storyteller.stories.urls")),
     path("api/", include(api_urls)),
+    path("s/<str:token>/", story_views.shared, name="shared"),
     path("healthz", views.healthz, name="healthz"),
 ]

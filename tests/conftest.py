@@ -203,3 +203,12 @@ def bob(django_user_model):
 def alice_client(client, alice):
     client.force_login(alice)
     return client
+
+
+@pytest.fixture
+def bob_client(bob):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(bob)
+    return client

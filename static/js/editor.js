@@ -1,48 +1,104 @@
 // The story editor: autosave with conflict detection, and generation over the story socket.
-// The contract with the server is docs/protocol.md.
+// The contract with the server is docs/protocol.md; the side panels live in panels.js.
+
+import { api, errorMessage } from "./api.js";
+import { initPanels } from "./panels.js";
 
 const root = document.querySelector(".editor");
 const story = JSON.parse(document.getElementById("story-data").textContent);
+const siteDefaults = JSON.parse(document.getElementById("site-defaults").textContent);
 const textarea = document.getElementById("story");
 const titleInput = document.getElementById("title");
+const memoryInput = document.getElementById("memory");
+const noteInput = document.getElementById("note");
+const noteDepthInput = document.getElementById("note-depth");
+const settingInputs = [...document.querySelectorAll("[data-setting]")];
 const saveState = document.getElementById("save-state");
 const genState = document.getElementById("gen-state");
 const wordCount = document.getElementById("word-count");
 const generateButton = document.getElementById("generate");
 const stopButton = document.getElementById("stop");
 const conflictBanner = document.getElementById("conflict");
+const warningsBanner = document.getElementById("context-warnings");
 const maxChars = Number(root.dataset.maxChars);
 
 const SAVE_DELAY_MS = 1000;
 const backupKey = `storyteller:story:${story.id}:unsaved`;
 
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|; )csrftoken=([^;]*)/);
-  return match ? decodeURIComponent(match[1]) : "";
+// ---- the story's fields ---------------------------------------------------------------
+
+// Stop sequences are typed one per line, with \n for a line break.
+const escapeStop = (stop) => stop.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+const unescapeStop = (line) => line.replace(/\\(n|\\)/g, (_, c) => (c === "n" ? "\n" : "\\"));
+
+function readSetting(input) {
+  if (input.dataset.setting === "stop") {
+    return input.value.split("\n").filter((line) => line.length > 0).map(unescapeStop);
+  }
+  return input.value.trim() === "" ? NaN : Number(input.value);
 }
 
-// ---- saving -----------------------------------------------------------------------
+function writeSettings(values) {
+  const shown = { ...siteDefaults, ...values };
+  for (const input of settingInputs) {
+    const value = shown[input.dataset.setting];
+    if (input.dataset.setting === "stop") input.value = (value || []).map(escapeStop).join("\n");
+    else input.value = value ?? "";
+  }
+}
+
+// The settings are the story's own only once the writer changes one; until then the
+// story follows the site's defaults (an empty object).
+let settingsTouched = Object.keys(story.settings).length > 0;
+
+const fields = {
+  text: { get: () => textarea.value, set: (v) => (textarea.value = v) },
+  title: { get: () => titleInput.value, set: (v) => (titleInput.value = v) },
+  memory: { get: () => memoryInput.value, set: (v) => (memoryInput.value = v) },
+  note: { get: () => noteInput.value, set: (v) => (noteInput.value = v) },
+  note_depth: { get: () => Number(noteDepthInput.value), set: (v) => (noteDepthInput.value = v) },
+  settings: {
+    get: () =>
+      settingsTouched ? Object.fromEntries(settingInputs.map((i) => [i.dataset.setting, readSetting(i)])) : saved.settings,
+    set: (v) => {
+      settingsTouched = Object.keys(v).length > 0;
+      writeSettings(v);
+    },
+  },
+};
 
 let revision = story.revision;
-let savedText = story.text;
-let savedTitle = story.title;
+let saved = Object.fromEntries(Object.keys(fields).map((name) => [name, story[name]]));
 let saveTimer = null;
 let saving = null;
 let conflict = null;
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+function changes() {
+  const changed = {};
+  for (const [name, field] of Object.entries(fields)) {
+    const value = field.get();
+    if (!same(value, saved[name])) changed[name] = value;
+  }
+  return changed;
+}
+
+const dirty = () => Object.keys(changes()).length > 0;
 
 function setSaveState(text) {
   saveState.textContent = text;
 }
 
-function dirty() {
-  return textarea.value !== savedText || titleInput.value !== savedTitle;
+function backUp() {
+  localStorage.setItem(backupKey, JSON.stringify({ revision, changes: changes() }));
 }
 
 function scheduleSave() {
   updateWordCount();
   if (dirty()) {
     setSaveState("Unsaved changes");
-    localStorage.setItem(backupKey, JSON.stringify({ text: textarea.value, title: titleInput.value, revision }));
+    backUp();
   }
   clearTimeout(saveTimer);
   saveTimer = setTimeout(save, SAVE_DELAY_MS);
@@ -55,43 +111,49 @@ async function save({ keepalive = false } = {}) {
     await saving;
     return save({ keepalive });
   }
-  const body = { text: textarea.value, title: titleInput.value, base_revision: revision };
+  const body = { ...changes(), base_revision: revision };
   setSaveState("Saving...");
   saving = (async () => {
     try {
-      const response = await fetch(`/api/stories/${story.id}/`, {
-        method: "PUT",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-        body: JSON.stringify(body),
-        keepalive,
-      });
-      const data = await response.json();
-      if (response.ok) {
-        revision = data.revision;
-        savedText = body.text;
-        savedTitle = body.title;
+      const result = await api("PUT", `/api/stories/${story.id}/`, body, { keepalive });
+      if (result.ok) {
+        revision = result.data.revision;
+        for (const name of Object.keys(fields)) if (name in body) saved[name] = body[name];
         if (!dirty()) localStorage.removeItem(backupKey);
         setSaveState(dirty() ? "Unsaved changes" : "Saved");
-      } else if (response.status === 409) {
-        showConflict(data.story);
+      } else if (result.status === 409) {
+        showConflict(result.data.story);
       } else {
-        setSaveState(`Not saved: ${data.error ? data.error.message : response.statusText}`);
+        setSaveState(`Not saved: ${errorMessage(result)}`);
       }
     } catch {
       setSaveState("Offline: kept in this browser");
-      saveTimer = setTimeout(save, 5000);
+      saveTimer = setTimeout(save, 3000);
     } finally {
       saving = null;
     }
   })();
   await saving;
-  if (dirty() && !conflict) scheduleSave();
+  // Words typed while the save was on its way go in the next one.
+  if (saveState.textContent === "Unsaved changes") scheduleSave();
 }
 
 function showConflict(theirs) {
   conflict = theirs;
   conflictBanner.hidden = false;
+  document.getElementById("conflict-mine").textContent = textarea.value;
+  document.getElementById("conflict-theirs").textContent = theirs.text;
   setSaveState("Not saved: conflict");
+}
+
+// Shows a story from the server (another tab's version, a restored revision) as saved.
+function loadStory(data) {
+  revision = data.revision;
+  for (const [name, field] of Object.entries(fields)) field.set(data[name]);
+  saved = Object.fromEntries(Object.keys(fields).map((name) => [name, data[name]]));
+  localStorage.removeItem(backupKey);
+  setSaveState("Saved");
+  updateWordCount();
 }
 
 document.getElementById("keep-mine").addEventListener("click", () => {
@@ -102,14 +164,15 @@ document.getElementById("keep-mine").addEventListener("click", () => {
 });
 
 document.getElementById("load-theirs").addEventListener("click", () => {
-  revision = conflict.revision;
-  textarea.value = savedText = conflict.text;
-  titleInput.value = savedTitle = conflict.title;
+  const theirs = conflict;
   conflict = null;
   conflictBanner.hidden = true;
-  localStorage.removeItem(backupKey);
-  setSaveState("Saved");
-  updateWordCount();
+  loadStory(theirs);
+});
+
+document.getElementById("settings-reset").addEventListener("click", () => {
+  fields.settings.set({});
+  scheduleSave();
 });
 
 function updateWordCount() {
@@ -117,21 +180,33 @@ function updateWordCount() {
   wordCount.textContent = `${words} ${words === 1 ? "word" : "words"}`;
 }
 
-textarea.addEventListener("input", scheduleSave);
-titleInput.addEventListener("input", scheduleSave);
-textarea.addEventListener("blur", () => save());
+for (const input of [textarea, titleInput, memoryInput, noteInput, noteDepthInput]) {
+  input.addEventListener("input", scheduleSave);
+  input.addEventListener("blur", () => save());
+}
+for (const input of settingInputs) {
+  input.addEventListener("input", () => {
+    settingsTouched = true;
+    scheduleSave();
+  });
+}
 window.addEventListener("beforeunload", (event) => {
   if (dirty()) {
     save({ keepalive: true });
     event.preventDefault();
   }
 });
+window.addEventListener("online", () => save());
 
-// A previous visit's text that never reached the server comes back first.
+// A previous visit's changes that never reached the server come back first.
 const backup = JSON.parse(localStorage.getItem(backupKey) || "null");
-if (backup && backup.revision === revision && (backup.text !== savedText || backup.title !== savedTitle)) {
-  textarea.value = backup.text;
-  titleInput.value = backup.title;
+if (backup && backup.revision === revision && backup.changes) {
+  for (const [name, value] of Object.entries(backup.changes)) {
+    if (name in fields) {
+      if (name === "settings") settingsTouched = true;
+      fields[name].set(value);
+    }
+  }
   scheduleSave();
 }
 updateWordCount();
@@ -164,21 +239,21 @@ function connect() {
 }
 
 function params() {
-  return {
-    max_new_tokens: Number(document.getElementById("max-new-tokens").value),
-    temperature: Number(document.getElementById("temperature").value),
-  };
+  return Object.fromEntries(settingInputs.map((input) => [input.dataset.setting, readSetting(input)]));
 }
 
-function generate() {
+async function generate() {
   if (current || !socket || socket.readyState !== WebSocket.OPEN) return;
   const insertAt = textarea.selectionEnd ?? textarea.value.length;
-  const text = textarea.value.slice(Math.max(0, insertAt - maxChars), insertAt);
   const requestId = `r${++requestCounter}`;
   current = { id: null, requestId, insertAt, lastSeq: -1 };
   generateButton.disabled = true;
   stopButton.disabled = false;
+  warningsBanner.hidden = true;
   genState.textContent = "Waiting for the model...";
+  // Memory, note and lore are read by the worker from the saved story.
+  await save();
+  const text = textarea.value.slice(Math.max(0, insertAt - maxChars), insertAt);
   socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: params() }));
 }
 
@@ -205,6 +280,12 @@ function finish(message) {
   save();
 }
 
+function showWarnings(context) {
+  const warnings = (context && context.warnings) || [];
+  warningsBanner.textContent = warnings.join(" ");
+  warningsBanner.hidden = warnings.length === 0;
+}
+
 function handle(message) {
   switch (message.type) {
     case "queued":
@@ -223,7 +304,9 @@ function handle(message) {
     case "done":
       if (current && message.generation_id === current.id) {
         const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
+        showWarnings(message.context);
         finish(reasons[message.finish_reason] || "The model failed; try again");
+        panels.generationDone();
       }
       break;
     case "error":
@@ -248,4 +331,5 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+const panels = initPanels({ story, save, loadStory, revision: () => revision });
 connect();

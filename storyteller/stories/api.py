@@ -42,11 +42,31 @@ def _story(request, story_id):
         raise ApiError(404, "not_found", "No such story.") from None
 
 
+def _story_in_trash(request, story_id):
+    try:
+        return selectors.story_get_for(request.user, story_id, trashed=True)
+    except Http404:
+        raise ApiError(404, "not_found", "No such story in the trash.") from None
+
+
+def _stale(stale: services.StaleRevision) -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        f"The story was changed elsewhere (now at revision {stale.story.revision}); nothing was saved.",
+        extra={"story": selectors.story_as_dict(stale.story)},
+    )
+
+
 @api_view
 @require_http_methods(["GET", "POST"])
 def stories(request):
     if request.method == "GET":
-        return JsonResponse([selectors.story_summary(s) for s in selectors.story_list_for(request.user)], safe=False)
+        if request.GET.get("trash") in ("1", "true"):
+            found = selectors.story_trash_for(request.user)
+        else:
+            found = selectors.story_list_for(request.user, query=request.GET.get("q", ""))
+        return JsonResponse([selectors.story_summary(s) for s in found], safe=False)
     data = _body(request)
     title = _field(data, "title", str, required=False) or ""
     text = _field(data, "text", str, required=False) or ""
@@ -57,28 +77,143 @@ def stories(request):
     return JsonResponse(selectors.story_as_dict(story), status=201)
 
 
+# What a PUT may change, with the JSON type each takes.
+_CHANGES = (("text", str), ("title", str), ("memory", str), ("note", str), ("note_depth", int), ("settings", dict))
+
+
 @api_view
-@require_http_methods(["GET", "PUT"])
+@require_http_methods(["GET", "PUT", "DELETE"])
 def story(request, story_id):
     story = _story(request, story_id)
     if request.method == "GET":
         return JsonResponse(selectors.story_as_dict(story))
+    if request.method == "DELETE":
+        story = services.story_trash(story)
+        return JsonResponse(selectors.story_summary(story))
     data = _body(request)
-    text = _field(data, "text", str, required=True)
     base_revision = _field(data, "base_revision", int, required=True)
-    title = _field(data, "title", str, required=False)
+    changes = {name: _field(data, name, kind, required=False) for name, kind in _CHANGES}
+    if all(value is None for value in changes.values()):
+        names = ", ".join(name for name, _ in _CHANGES)
+        raise ApiError(400, "invalid", f"Nothing to save: give at least one of {names}.", field="text")
     try:
-        story = services.draft_save(story=story, text=text, title=title, base_revision=base_revision)
+        story = services.draft_save(story=story, base_revision=base_revision, **changes)
     except ValidationError as exc:
         raise _validation_error(exc) from None
     except services.StaleRevision as stale:
-        raise ApiError(
-            409,
-            "conflict",
-            f"The story was changed elsewhere (now at revision {stale.story.revision}); nothing was saved.",
-            extra={"story": selectors.story_as_dict(stale.story)},
-        ) from None
+        raise _stale(stale) from None
     return JsonResponse(selectors.story_as_dict(story))
+
+
+@api_view
+@require_http_methods(["POST"])
+def story_restore(request, story_id):
+    story = services.story_untrash(_story_in_trash(request, story_id))
+    return JsonResponse(selectors.story_as_dict(story))
+
+
+@api_view
+@require_http_methods(["GET"])
+def revisions(request, story_id):
+    story = _story(request, story_id)
+    return JsonResponse([selectors.revision_as_dict(r) for r in selectors.revision_list(story)], safe=False)
+
+
+def _revision(story, number):
+    try:
+        return selectors.revision_get(story, number)
+    except Http404:
+        raise ApiError(404, "not_found", f"This story has no revision {number}.") from None
+
+
+@api_view
+@require_http_methods(["GET"])
+def revision(request, story_id, number):
+    revision = _revision(_story(request, story_id), number)
+    return JsonResponse(selectors.revision_as_dict(revision, with_text=True))
+
+
+@api_view
+@require_http_methods(["POST"])
+def revision_restore(request, story_id, number):
+    story = _story(request, story_id)
+    revision = _revision(story, number)
+    base_revision = _field(_body(request), "base_revision", int, required=True)
+    try:
+        story = services.revision_restore(story=story, number=revision.number, base_revision=base_revision)
+    except services.StaleRevision as stale:
+        raise _stale(stale) from None
+    return JsonResponse(selectors.story_as_dict(story))
+
+
+@api_view
+@require_http_methods(["POST", "DELETE"])
+def share(request, story_id):
+    story = _story(request, story_id)
+    story = services.share_enable(story) if request.method == "POST" else services.share_revoke(story)
+    path = selectors.share_path(story)
+    return JsonResponse({"share_url": request.build_absolute_uri(path) if path else None, "share_path": path})
+
+
+def _lore_fields(data: dict, *, required: bool) -> dict:
+    return {
+        "keys": _field(data, "keys", str, required=required),
+        "text": _field(data, "text", str, required=required),
+        "enabled": _field(data, "enabled", bool, required=False),
+    }
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def lore(request, story_id):
+    story = _story(request, story_id)
+    if request.method == "GET":
+        return JsonResponse([selectors.lore_as_dict(e) for e in story.lore.all()], safe=False)
+    fields = _lore_fields(_body(request), required=True)
+    if fields["enabled"] is None:
+        fields["enabled"] = True
+    try:
+        entry = services.lore_create(story=story, **fields)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    return JsonResponse(selectors.lore_as_dict(entry), status=201)
+
+
+@api_view
+@require_http_methods(["PUT", "DELETE"])
+def lore_entry(request, story_id, entry_id):
+    story = _story(request, story_id)
+    try:
+        entry = selectors.lore_get_for(story, entry_id)
+    except Http404:
+        raise ApiError(404, "not_found", "No such lore entry.") from None
+    if request.method == "DELETE":
+        services.lore_delete(entry)
+        return JsonResponse({"deleted": entry_id})
+    try:
+        entry = services.lore_update(entry, **_lore_fields(_body(request), required=False))
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    return JsonResponse(selectors.lore_as_dict(entry))
+
+
+@api_view
+@require_http_methods(["GET"])
+def story_context(request, story_id):
+    """What the model saw for the story's last generation."""
+    from generation.selectors import generation_last_for_story
+
+    generation = generation_last_for_story(_story(request, story_id))
+    if generation is None:
+        raise ApiError(404, "not_found", "This story has no generation yet.")
+    return JsonResponse(
+        {
+            "generation_id": generation.id,
+            "status": generation.status,
+            "model": generation.model_name,
+            **generation.context,
+        }
+    )
 
 
 _EXPORTS = {

@@ -2,6 +2,12 @@ from django.conf import settings
 from django.db import models
 
 TITLE_MAX_LENGTH = 200
+MEMORY_MAX_CHARS = 20_000
+NOTE_MAX_CHARS = 5_000
+NOTE_MAX_DEPTH = 50
+LORE_MAX_ENTRIES = 200
+LORE_KEYS_MAX_CHARS = 500
+LORE_TEXT_MAX_CHARS = 10_000
 
 
 class Story(models.Model):
@@ -13,12 +19,24 @@ class Story(models.Model):
     revision = models.PositiveIntegerField(default=1)
     # Sampling parameters chosen for this story; they override the admin's defaults.
     settings = models.JSONField(default=dict, blank=True)
+    # Always at the top of the model's context (generation/context.py).
+    memory = models.TextField(blank=True, max_length=MEMORY_MAX_CHARS)
+    # Inserted note_depth paragraphs before the end of the story in the context.
+    note = models.TextField(blank=True, max_length=NOTE_MAX_CHARS)
+    note_depth = models.PositiveSmallIntegerField(default=3)
+    # The read-only link /s/<token>/; empty when the story is not shared.
+    share_token = models.CharField(max_length=64, blank=True, db_index=True)
+    # In the trash since; purged 30 days later.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at"]
         verbose_name_plural = "stories"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(note_depth__lte=NOTE_MAX_DEPTH), name="story_note_depth_max"),
+        ]
 
     def __str__(self):
         return self.title
@@ -43,3 +61,25 @@ class Revision(models.Model):
 
     def __str__(self):
         return f"{self.story_id} r{self.number}"
+
+
+class LoreEntry(models.Model):
+    """Text the model reads when one of its keywords appears near the end of the story."""
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="lore")
+    # Comma-separated keywords or phrases, matched as whole words in any case.
+    keys = models.CharField(max_length=LORE_KEYS_MAX_CHARS)
+    text = models.TextField(max_length=LORE_TEXT_MAX_CHARS)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "lore entries"
+
+    def __str__(self):
+        return self.keys
+
+    @property
+    def key_list(self) -> list[str]:
+        return [key.strip() for key in self.keys.split(",") if key.strip()]

@@ -1,19 +1,78 @@
 from django.db.models import QuerySet
 from django.http import Http404
+from django.urls import reverse
 
-from storyteller.stories.models import Story
-
-
-def story_list_for(user) -> QuerySet[Story]:
-    return Story.objects.filter(owner=user).order_by("-updated_at")
+from storyteller.stories.models import LoreEntry, Revision, Story
 
 
-def story_get_for(user, story_id) -> Story:
-    """The user's story, or Http404 for anyone else's: its existence is not revealed."""
+def story_list_for(user, *, query: str = "") -> QuerySet[Story]:
+    """The user's stories outside the trash, newest change first; `query` searches titles."""
+    stories = Story.objects.filter(owner=user, deleted_at__isnull=True)
+    if query.strip():
+        stories = stories.filter(title__icontains=query.strip())
+    return stories.order_by("-updated_at")
+
+
+def story_trash_for(user) -> QuerySet[Story]:
+    return Story.objects.filter(owner=user, deleted_at__isnull=False).order_by("-deleted_at")
+
+
+def story_get_for(user, story_id, *, trashed: bool = False) -> Story:
+    """The user's story, or Http404 for anyone else's: its existence is not revealed.
+    A story in the trash is found only with trashed=True."""
     try:
-        return Story.objects.get(pk=int(story_id), owner=user)
-    except (Story.DoesNotExist, ValueError, TypeError):
+        return Story.objects.get(pk=int(story_id), owner=user, deleted_at__isnull=not trashed)
+    except (Story.DoesNotExist, ValueError, TypeError, OverflowError):
         raise Http404("No such story.") from None
+
+
+def story_shared(token: str) -> Story:
+    """The story behind a share link, or Http404 for a revoked or unknown one."""
+    if not token:
+        raise Http404("No such story.")
+    try:
+        return Story.objects.get(share_token=token, deleted_at__isnull=True)
+    except Story.DoesNotExist:
+        raise Http404("No such story.") from None
+
+
+def lore_get_for(story: Story, entry_id) -> LoreEntry:
+    try:
+        return story.lore.get(pk=int(entry_id))
+    except (LoreEntry.DoesNotExist, ValueError, TypeError, OverflowError):
+        raise Http404("No such lore entry.") from None
+
+
+def revision_list(story: Story) -> QuerySet[Revision]:
+    return story.revisions.order_by("-number")
+
+
+def revision_get(story: Story, number) -> Revision:
+    try:
+        return story.revisions.get(number=int(number))
+    except (Revision.DoesNotExist, ValueError, TypeError, OverflowError):
+        raise Http404("No such revision.") from None
+
+
+def share_path(story: Story) -> str | None:
+    return reverse("shared", args=[story.share_token]) if story.share_token else None
+
+
+def lore_as_dict(entry: LoreEntry) -> dict:
+    return {"id": entry.id, "keys": entry.keys, "text": entry.text, "enabled": entry.enabled}
+
+
+def revision_as_dict(revision: Revision, *, with_text: bool = False) -> dict:
+    data = {
+        "number": revision.number,
+        "title": revision.title,
+        "created_at": revision.created_at.isoformat(),
+        "chars": len(revision.text),
+        "words": len(revision.text.split()),
+    }
+    if with_text:
+        data["text"] = revision.text
+    return data
 
 
 def story_as_dict(story: Story) -> dict:
@@ -24,6 +83,12 @@ def story_as_dict(story: Story) -> dict:
         "revision": story.revision,
         "updated_at": story.updated_at.isoformat(),
         "settings": story.settings,
+        "memory": story.memory,
+        "note": story.note,
+        "note_depth": story.note_depth,
+        "lore": [lore_as_dict(entry) for entry in story.lore.all()],
+        "share_url": share_path(story),
+        "words": story.word_count,
     }
 
 
@@ -33,4 +98,6 @@ def story_summary(story: Story) -> dict:
         "title": story.title,
         "updated_at": story.updated_at.isoformat(),
         "revision": story.revision,
+        "words": story.word_count,
+        "deleted_at": story.deleted_at.isoformat() if story.deleted_at else None,
     }

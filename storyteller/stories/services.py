@@ -1,14 +1,33 @@
+import secrets
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from generation.params import ParamError, clean_params
-from storyteller.stories.models import Revision, Story
+from storyteller.stories.models import (
+    LORE_KEYS_MAX_CHARS,
+    LORE_MAX_ENTRIES,
+    LORE_TEXT_MAX_CHARS,
+    MEMORY_MAX_CHARS,
+    NOTE_MAX_CHARS,
+    NOTE_MAX_DEPTH,
+    TITLE_MAX_LENGTH,
+    LoreEntry,
+    Revision,
+    Story,
+)
 
 EXPORT_FORMAT = "storyteller.story"
 EXPORT_VERSION = 1
 DEFAULT_TITLE = "Untitled story"
+# 192 random bits in the share link.
+SHARE_TOKEN_BYTES = 24
+TRASH_DAYS = 30
+# Revisions older than this are thinned to one a minute.
+THIN_AFTER = timedelta(days=1)
 
 
 class StaleRevision(Exception):
@@ -35,32 +54,155 @@ def story_create(*, owner, title: str, text: str, story_settings: dict | None = 
     return story
 
 
+_CONTEXT_LIMITS = {"memory": MEMORY_MAX_CHARS, "note": NOTE_MAX_CHARS}
+
+
+def _check_changes(changes: dict) -> dict:
+    """The story fields a save may change, checked; ValidationError names the first wrong one."""
+    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings"}
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "This field cannot be changed here."})
+    cleaned = dict(changes)
+    if "text" in cleaned:
+        _check_text(cleaned["text"])
+    if "title" in cleaned:
+        cleaned["title"] = cleaned["title"].strip() or DEFAULT_TITLE
+        if len(cleaned["title"]) > TITLE_MAX_LENGTH:
+            raise ValidationError({"title": f"The title is longer than {TITLE_MAX_LENGTH} characters."})
+    for field, limit in _CONTEXT_LIMITS.items():
+        if field in cleaned and len(cleaned[field]) > limit:
+            raise ValidationError({field: f"This is longer than {limit:,} characters."})
+    if "note_depth" in cleaned and not 0 <= cleaned["note_depth"] <= NOTE_MAX_DEPTH:
+        raise ValidationError({"note_depth": f"The note's depth is a number of paragraphs from 0 to {NOTE_MAX_DEPTH}."})
+    if "settings" in cleaned:
+        try:
+            cleaned["settings"] = clean_params(cleaned["settings"])
+        except ParamError as exc:
+            raise ValidationError({f"settings.{exc.field}": str(exc)}) from None
+    return cleaned
+
+
 @transaction.atomic
-def draft_save(*, story: Story, text: str, base_revision: int, title: str | None = None) -> Story:
-    """Saves the writer's text if `base_revision` is the latest, else raises StaleRevision.
+def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
+    """Saves the writer's changes (text, title, memory, note, note_depth, settings) if
+    `base_revision` is the latest, else raises StaleRevision.
 
     The compare-and-set is one conditional UPDATE, so two saves racing from the same
-    revision cannot both win, on SQLite or on PostgreSQL.
+    revision cannot both win, on SQLite or on PostgreSQL. A save that changes the text or
+    the title adds a revision to the history.
     """
-    _check_text(text)
-    new_title = story.title if title is None else (title.strip() or DEFAULT_TITLE)
-    candidate = Story(owner_id=story.owner_id, title=new_title, text=text, settings=story.settings)
-    candidate.full_clean(exclude=["owner"])
-
+    changes = {field: value for field, value in changes.items() if value is not None}
+    changes = _check_changes(changes)
     current = Story.objects.get(pk=story.pk)
     if current.revision != base_revision:
         raise StaleRevision(current)
-    if current.text == text and current.title == new_title:
+    changes = {field: value for field, value in changes.items() if getattr(current, field) != value}
+    if not changes:
         return current
 
     updated = Story.objects.filter(pk=story.pk, revision=base_revision).update(
-        text=text, title=new_title, revision=base_revision + 1, updated_at=timezone.now()
+        **changes, revision=base_revision + 1, updated_at=timezone.now()
     )
     if not updated:
         raise StaleRevision(Story.objects.get(pk=story.pk))
     story.refresh_from_db()
-    Revision.objects.create(story=story, number=story.revision, title=story.title, text=story.text)
+    if "text" in changes or "title" in changes:
+        Revision.objects.create(story=story, number=story.revision, title=story.title, text=story.text)
+        revisions_thin(story)
     return story
+
+
+def revisions_thin(story: Story, *, now=None) -> int:
+    """Keeps, of the revisions older than a day, the newest of each minute; returns how
+    many were deleted. The newest revision is never deleted, so history is never empty."""
+    now = now or timezone.now()
+    old = Revision.objects.filter(story=story, created_at__lt=now - THIN_AFTER).order_by("-created_at", "-number")
+    kept_minutes, doomed = set(), []
+    for pk, created_at in old.values_list("pk", "created_at"):
+        minute = created_at.replace(second=0, microsecond=0)
+        if minute in kept_minutes:
+            doomed.append(pk)
+        else:
+            kept_minutes.add(minute)
+    newest = Revision.objects.filter(story=story).order_by("-number").values_list("pk", flat=True).first()
+    doomed = [pk for pk in doomed if pk != newest]
+    Revision.objects.filter(pk__in=doomed).delete()
+    return len(doomed)
+
+
+def revision_restore(*, story: Story, number: int, base_revision: int) -> Story:
+    """Makes an old revision's title and text the story's again, as a new revision."""
+    old = Revision.objects.filter(story=story, number=number).first()
+    if old is None:
+        raise Revision.DoesNotExist(f"This story has no revision {number}.")
+    return draft_save(story=story, base_revision=base_revision, text=old.text, title=old.title)
+
+
+def share_enable(story: Story) -> Story:
+    """Gives the story a read-only link; a story already shared keeps its link."""
+    if not story.share_token:
+        story.share_token = secrets.token_urlsafe(SHARE_TOKEN_BYTES)
+        story.save(update_fields=["share_token"])
+    return story
+
+
+def share_revoke(story: Story) -> Story:
+    """The link stops working at once; sharing again makes a new one."""
+    story.share_token = ""
+    story.save(update_fields=["share_token"])
+    return story
+
+
+def story_trash(story: Story) -> Story:
+    story.deleted_at = timezone.now()
+    story.share_token = ""
+    story.save(update_fields=["deleted_at", "share_token"])
+    return story
+
+
+def story_untrash(story: Story) -> Story:
+    story.deleted_at = None
+    story.save(update_fields=["deleted_at"])
+    return story
+
+
+def trash_purge(*, now=None) -> int:
+    """Deletes for good the stories that have been in the trash longer than TRASH_DAYS."""
+    now = now or timezone.now()
+    _, by_model = Story.objects.filter(deleted_at__lt=now - timedelta(days=TRASH_DAYS)).delete()
+    return by_model.get(Story._meta.label, 0)
+
+
+def _check_lore(keys: str, text: str) -> None:
+    if not [key for key in keys.split(",") if key.strip()]:
+        raise ValidationError({"keys": "Give at least one keyword, separated by commas."})
+    if len(keys) > LORE_KEYS_MAX_CHARS:
+        raise ValidationError({"keys": f"Keywords take at most {LORE_KEYS_MAX_CHARS} characters."})
+    if len(text) > LORE_TEXT_MAX_CHARS:
+        raise ValidationError({"text": f"A lore entry holds at most {LORE_TEXT_MAX_CHARS:,} characters."})
+
+
+def lore_create(*, story: Story, keys: str, text: str, enabled: bool = True) -> LoreEntry:
+    _check_lore(keys, text)
+    if story.lore.count() >= LORE_MAX_ENTRIES:
+        raise ValidationError({"lore": f"A story holds at most {LORE_MAX_ENTRIES} lore entries."})
+    return LoreEntry.objects.create(story=story, keys=keys.strip(), text=text, enabled=enabled)
+
+
+def lore_update(entry: LoreEntry, *, keys: str | None = None, text: str | None = None, enabled=None) -> LoreEntry:
+    _check_lore(entry.keys if keys is None else keys, entry.text if text is None else text)
+    if keys is not None:
+        entry.keys = keys.strip()
+    if text is not None:
+        entry.text = text
+    if enabled is not None:
+        entry.enabled = enabled
+    entry.save()
+    return entry
+
+
+def lore_delete(entry: LoreEntry) -> None:
+    entry.delete()
 
 
 def story_export(story: Story) -> dict:
@@ -69,24 +211,55 @@ def story_export(story: Story) -> dict:
         "version": EXPORT_VERSION,
         "title": story.title,
         "text": story.text,
+        "memory": story.memory,
+        "note": story.note,
+        "note_depth": story.note_depth,
+        "lore": [{"keys": e.keys, "text": e.text, "enabled": e.enabled} for e in story.lore.all()],
         "settings": story.settings,
         "exported_at": timezone.now().isoformat(),
     }
 
 
+_IMPORT_FIELDS = (("title", str), ("text", str), ("memory", str), ("note", str), ("note_depth", int))
+
+
+@transaction.atomic
 def story_import(*, owner, data: dict) -> Story:
-    """Creates a story from a `json` export; a foreign or newer file gets a ValidationError."""
+    """Creates a story from a `json` export; a foreign or newer file gets a ValidationError
+    and creates nothing."""
     if data.get("format") != EXPORT_FORMAT:
         raise ValidationError({"format": f'This is not a Storyteller export (format must be "{EXPORT_FORMAT}").'})
     if data.get("version") != EXPORT_VERSION:
         raise ValidationError({"version": f"Only version {EXPORT_VERSION} exports can be imported."})
-    for field, kind in (("title", str), ("text", str), ("settings", dict)):
-        if field in data and not isinstance(data[field], kind):
-            raise ValidationError({field: f"{field} must be a {kind.__name__ if kind is not dict else 'object'}."})
+    for field, kind in (*_IMPORT_FIELDS, ("settings", dict), ("lore", list)):
+        value = data.get(field)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            names = {str: "string", int: "integer", dict: "object", list: "list"}
+            raise ValidationError({field: f"{field} must be a {names[kind]}."})
+    lore = data.get("lore") or []
+    if len(lore) > LORE_MAX_ENTRIES:
+        raise ValidationError({"lore": f"A story holds at most {LORE_MAX_ENTRIES} lore entries."})
+    for index, entry in enumerate(lore):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("keys"), str)
+            and isinstance(entry.get("text"), str)
+            and isinstance(entry.get("enabled", True), bool)
+        ):
+            raise ValidationError(
+                {f"lore[{index}]": 'Each lore entry is {"keys": "...", "text": "...", "enabled": true}.'}
+            )
+    context = _check_changes({f: data[f] for f, _ in _IMPORT_FIELDS[2:] if data.get(f) is not None})
     try:
-        story_settings = clean_params(data.get("settings", {}))
+        story_settings = clean_params(data.get("settings") or {})
     except ParamError as exc:
-        raise ValidationError({exc.field: str(exc)}) from None
-    return story_create(
-        owner=owner, title=data.get("title", ""), text=data.get("text", ""), story_settings=story_settings
+        raise ValidationError({f"settings.{exc.field}": str(exc)}) from None
+    story = story_create(
+        owner=owner, title=data.get("title") or "", text=data.get("text") or "", story_settings=story_settings
     )
+    if context:
+        Story.objects.filter(pk=story.pk).update(**context)
+        story.refresh_from_db()
+    for entry in lore:
+        lore_create(story=story, keys=entry["keys"], text=entry["text"], enabled=entry.get("enabled", True))
+    return story

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
@@ -6,7 +7,7 @@ from django.views.decorators.http import require_http_methods
 
 from generation.selectors import model_config_active
 from storyteller.stories import selectors, services
-from storyteller.stories.forms import StoryForm
+from storyteller.stories.forms import ImportForm, StoryForm
 
 
 @login_required
@@ -20,18 +21,89 @@ def library(request):
             form.add_error(None, exc)
         else:
             return redirect("stories:editor", story_id=story.id)
-    stories = selectors.story_list_for(request.user)
-    return render(request, "stories/library.html", {"stories": stories, "form": form})
+    # The trash is emptied here rather than by a scheduler: one indexed DELETE.
+    services.trash_purge()
+    query = request.GET.get("q", "")
+    context = {
+        "stories": selectors.story_list_for(request.user, query=query),
+        "query": query,
+        "form": form,
+        "import_form": ImportForm(),
+        "trash_count": selectors.story_trash_for(request.user).count(),
+    }
+    return render(request, "stories/library.html", context)
+
+
+@login_required
+@require_http_methods(["POST"])
+def rename(request, story_id):
+    story = selectors.story_get_for(request.user, story_id)
+    try:
+        services.draft_save(story=story, base_revision=story.revision, title=request.POST.get("title", ""))
+    except (ValidationError, services.StaleRevision) as exc:
+        messages.error(request, exc.messages[0] if isinstance(exc, ValidationError) else str(exc))
+    return redirect("stories:library")
+
+
+@login_required
+@require_http_methods(["POST"])
+def trash(request, story_id):
+    story = services.story_trash(selectors.story_get_for(request.user, story_id))
+    messages.info(request, f"“{story.title}” is in the trash for {services.TRASH_DAYS} days.")
+    return redirect("stories:library")
+
+
+@login_required
+@require_http_methods(["GET"])
+def trash_list(request):
+    stories = selectors.story_trash_for(request.user)
+    return render(request, "stories/trash.html", {"stories": stories, "days": services.TRASH_DAYS})
+
+
+@login_required
+@require_http_methods(["POST"])
+def restore(request, story_id):
+    story = services.story_untrash(selectors.story_get_for(request.user, story_id, trashed=True))
+    messages.info(request, f"“{story.title}” is back in your library.")
+    return redirect("stories:library")
+
+
+@login_required
+@require_http_methods(["POST"])
+def import_story(request):
+    form = ImportForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            story = services.story_import(owner=request.user, data=form.cleaned_data["data"])
+        except ValidationError as exc:
+            field, problems = next(iter(exc.message_dict.items()))
+            messages.error(request, f"Not imported: {field}: {' '.join(problems)}")
+        else:
+            return redirect("stories:editor", story_id=story.id)
+    else:
+        messages.error(request, f"Not imported: {' '.join(form.errors.get('file', ['the file is not valid.']))}")
+    return redirect("stories:library")
 
 
 @login_required
 def editor(request, story_id):
     story = selectors.story_get_for(request.user, story_id)
-    defaults = {**model_config_active().default_params(), **story.settings}
+    site_defaults = model_config_active().default_params()
     context = {
-        "defaults": defaults,
+        "defaults": {**site_defaults, **story.settings},
+        "site_defaults": site_defaults,
         "story": story,
         "story_json": selectors.story_as_dict(story),
         "max_text_chars": settings.STORYTELLER_MAX_TEXT_CHARS,
     }
     return render(request, "stories/editor.html", context)
+
+
+def shared(request, token):
+    """The read-only page behind a share link: the story's current title and text."""
+    story = selectors.story_shared(token)
+    response = render(request, "stories/shared.html", {"story": story, "paragraphs": story.text.split("\n")})
+    # The token is the key: keep it out of Referer headers and search engines.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex"
+    return response

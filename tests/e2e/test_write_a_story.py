@@ -1,10 +1,7 @@
 """A new writer in a real browser: Debian's Chromium driven by Playwright."""
 
-import shutil
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from generation import selectors
 from generation.models import Generation
@@ -12,20 +9,12 @@ from generation.params import resolve_params, to_sampling
 from generation.worker import engine_for
 from storyteller.stories.models import Story
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import outside_the_event_loop
 from tests.engine.helpers import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 OPENING = "Once upon a time, there was a cat named Whiskers."
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def a_seed_that_writes_to_the_full_length():
@@ -44,28 +33,6 @@ def a_seed_that_writes_to_the_full_length():
     raise AssertionError("no seed in 0..49 writes to the full length")
 
 
-def outside_the_event_loop(query):
-    """Playwright's sync API runs an event loop in this thread, where Django refuses
-    database calls; a plain thread has none."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(query).result()
-
-
-@pytest.fixture
-def page():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium package is needed for the browser tests (make test installs it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(30_000)
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        yield page
-        browser.close()
-        assert not errors, f"the page raised: {errors}"
-
-
 def test_a_writer_signs_up_generates_and_finds_the_story_after_a_reload(page, live_site):
     page.goto(f"{live_site}/accounts/signup/")
     page.get_by_label("Username").fill("dana")
@@ -74,7 +41,7 @@ def test_a_writer_signs_up_generates_and_finds_the_story_after_a_reload(page, li
     page.get_by_role("button", name="Sign up").click()
     expect(page).to_have_url(f"{live_site}/stories/")
 
-    page.get_by_label("Title").fill("Whiskers")
+    page.get_by_role("textbox", name="Title:").fill("Whiskers")
     page.get_by_label("Opening").fill(OPENING)
     page.get_by_role("button", name="Start writing").click()
     story = page.get_by_role("textbox", name="Story")

@@ -178,3 +178,48 @@ async def test_a_recent_running_generation_still_makes_the_story_busy(alice, sto
     answer = await socket.receive_json_from(timeout=10)
     await socket.disconnect()
     assert answer["type"] == "error" and answer["code"] == "busy"
+
+
+async def test_the_model_reads_memory_triggered_lore_and_the_note(alice, story):
+    def add_context():
+        Story.objects.filter(pk=story.pk).update(memory="Whiskers is a grey cat.", note="Keep it calm.", note_depth=1)
+        story.lore.create(keys="boats, pier", text="The boats are red.")
+        story.lore.create(keys="dragon", text="Dragons sleep.")
+
+    await database_sync_to_async(add_context)()
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    text = "The cat went out.\nShe watched the boats come home."
+    await socket.send_json_to({"type": "generate", "text": text, "params": {"max_new_tokens": 8, "seed": 2}})
+    done = (await receive_until(socket, "done"))[-1]
+    await socket.disconnect()
+
+    kinds = [part["kind"] for part in done["context"]["parts"]]
+    assert kinds == ["memory", "lore", "story", "note", "story"]
+    assert done["context"]["warnings"] == []
+    assert done["stats"]["prompt_tokens"] == sum(part["tokens"] for part in done["context"]["parts"])
+    generation = await database_sync_to_async(Generation.objects.get)(pk=done["generation_id"])
+    texts = [part["text"] for part in generation.context["parts"]]
+    assert texts == [
+        "Whiskers is a grey cat.\n\n",
+        "The boats are red.\n",
+        "The cat went out.\n",
+        "[Author's note: Keep it calm.]\n",
+        "She watched the boats come home.",
+    ]
+
+
+async def test_memory_too_long_for_the_context_is_refused_with_a_clear_error(alice, story):
+    def long_memory():
+        Story.objects.filter(pk=story.pk).update(memory="The cat sat on the mat. " * 400)
+
+    await database_sync_to_async(long_memory)()
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "generate", "text": OPENING, "params": {"max_new_tokens": 8}})
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+
+    error = next(m for m in messages if m["type"] == "error")
+    assert error["code"] == "too_large" and "Memory" in error["message"] and "Shorten" in error["message"]
+    assert messages[-1]["finish_reason"] == "error"

@@ -22,7 +22,14 @@ def test_it_lists_only_the_callers_stories(alice_client, story, bob):
     response = alice_client.get("/api/stories/")
     assert response.status_code == 200
     assert response.json() == [
-        {"id": story.id, "title": "Whiskers", "updated_at": story.updated_at.isoformat(), "revision": 1}
+        {
+            "id": story.id,
+            "title": "Whiskers",
+            "updated_at": story.updated_at.isoformat(),
+            "revision": 1,
+            "words": 4,
+            "deleted_at": None,
+        }
     ]
 
 
@@ -32,7 +39,14 @@ def test_it_creates_a_story_at_revision_one(alice_client, alice):
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "title", "text", "revision", "updated_at", "settings"}
+    assert set(body) == {"id", "title", "text", "revision", "updated_at", "settings"} | {
+        "memory",
+        "note",
+        "note_depth",
+        "lore",
+        "share_url",
+        "words",
+    }
     assert (body["title"], body["text"], body["revision"], body["settings"]) == ("New", "It was a dark night.", 1, {})
     assert Story.objects.get(pk=body["id"]).owner == alice
 
@@ -177,7 +191,7 @@ def test_a_json_export_imports_back_as_the_same_story(alice_client, story):
         ({"format": "other", "version": 1}, "format"),
         ({"format": "storyteller.story", "version": 2}, "version"),
         ({"format": "storyteller.story", "version": 1, "text": 3}, "text"),
-        ({"format": "storyteller.story", "version": 1, "settings": {"temperature": 99}}, "temperature"),
+        ({"format": "storyteller.story", "version": 1, "settings": {"temperature": 99}}, "settings.temperature"),
     ],
 )
 def test_a_foreign_or_broken_import_is_refused(alice_client, data, field):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from storyteller.stories.models import Story
@@ -61,3 +63,81 @@ def test_a_title_with_markup_stays_text_everywhere(alice_client, alice):
         page = alice_client.get(url).content.decode()
         assert "<img src=x" not in page and "<script>alert(2)" not in page
         assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_the_library_searches_titles(alice_client, alice):
+    story_create(owner=alice, title="The Dragon's Tea", text="")
+    story_create(owner=alice, title="Whiskers", text="")
+
+    html = alice_client.get("/stories/?q=dragon").content.decode()
+
+    assert "The Dragon&#x27;s Tea" in html and "Whiskers" not in html
+    assert "No story has" in alice_client.get("/stories/?q=zebra").content.decode()
+
+
+def test_a_story_is_renamed_from_the_library(alice_client, alice):
+    story = story_create(owner=alice, title="Untitled", text="Words.")
+
+    response = alice_client.post(f"/stories/{story.id}/rename/", {"title": "  The Long Night "})
+
+    assert response.status_code == 302
+    story.refresh_from_db()
+    assert (story.title, story.revision, story.text) == ("The Long Night", 2, "Words.")
+    alice_client.post(f"/stories/{story.id}/rename/", {"title": "t" * 201})
+    assert "longer than 200" in alice_client.get("/stories/").content.decode()
+    story.refresh_from_db()
+    assert story.title == "The Long Night"
+
+
+def test_delete_moves_to_the_trash_and_restore_brings_back(alice_client, alice, bob):
+    story = story_create(owner=alice, title="Whiskers", text="")
+    bobs = story_create(owner=bob, title="Bob's", text="")
+
+    response = alice_client.post(f"/stories/{story.id}/trash/", follow=True)
+    assert "is in the trash for 30 days" in response.content.decode()
+    assert f"/stories/{story.id}/" not in alice_client.get("/stories/").content.decode()
+    assert "Whiskers" in alice_client.get("/stories/trash/").content.decode()
+    assert alice_client.get(f"/stories/{story.id}/").status_code == 404
+    assert alice_client.post(f"/stories/{bobs.id}/trash/").status_code == 404
+
+    alice_client.post(f"/stories/{story.id}/restore/")
+    assert Story.objects.get(pk=story.pk).deleted_at is None
+    assert alice_client.get(f"/stories/{story.id}/").status_code == 200
+
+
+def test_an_uploaded_export_opens_as_a_new_story(alice_client, alice):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = {"format": "storyteller.story", "version": 1, "title": "Imported", "text": "Once.", "memory": "A cat."}
+    upload = SimpleUploadedFile("story.json", json.dumps(data).encode(), content_type="application/json")
+
+    response = alice_client.post("/stories/import/", {"file": upload})
+
+    story = Story.objects.get(title="Imported")
+    assert response["Location"] == f"/stories/{story.id}/"
+    assert (story.owner, story.text, story.memory) == (alice, "Once.", "A cat.")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not json", "not a Storyteller .json export"),
+        (b"[1, 2]", "not a Storyteller .json export"),
+        (b'{"format": "other"}', "format"),
+    ],
+)
+def test_a_broken_upload_is_refused_with_a_message(alice_client, content, message):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = alice_client.post("/stories/import/", {"file": SimpleUploadedFile("x.json", content)}, follow=True)
+
+    assert message in response.content.decode()
+    assert Story.objects.count() == 0
+
+
+def test_the_editor_has_every_named_control(alice_client, alice):
+    story = story_create(owner=alice, title="Whiskers", text="")
+    html = alice_client.get(f"/stories/{story.id}/").content.decode()
+    for name in ("Generate", "Stop", "History", "Share", "Export", "Memory", "Author's Note", "Lorebook"):
+        assert f">{name}</button>" in html, name
+    assert 'aria-label="Story"' in html

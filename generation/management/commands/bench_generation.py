@@ -47,7 +47,10 @@ class Command(BaseCommand):
         if options["dtype"]:
             config.dtype = options["dtype"]
         try:
-            engine = Engine.load(selectors.model_spec(config), EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]))
+            engine = Engine.load(
+                selectors.model_spec(config),
+                EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]),
+            )
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         try:

@@ -1,0 +1,55 @@
+"""Debian's Chromium driven by Playwright, and what the browser tests share."""
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def outside_the_event_loop(query):
+    """Playwright's sync API runs an event loop in this thread, where Django refuses
+    database calls; a plain thread has none."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(query).result()
+
+
+@pytest.fixture
+def browser():
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium package is needed for the browser tests (make test installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Opens pages (each in a context of its own: its own cookies) that fail the test if
+    their scripts raise."""
+    errors = []
+
+    def open_page(context=None):
+        page = (context or browser.new_context()).new_page()
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        return page
+
+    yield open_page
+    assert not errors, f"the page raised: {errors}"
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()

@@ -1,0 +1,217 @@
+"""The writer's room in a real browser: memory and lore, history, sharing, export and
+import, two tabs, offline, stop."""
+
+import json
+import re
+
+import pytest
+from django.test import Client
+from playwright.sync_api import expect
+
+from generation.models import Generation
+from storyteller.stories.models import Story
+from storyteller.stories.services import draft_save, story_create
+from tests.e2e.conftest import outside_the_event_loop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+OPENING = "Once upon a time, there was a cat named Whiskers."
+
+
+@pytest.fixture
+def writer(alice):
+    """(story, session cookie) of a writer with one story."""
+
+    def make():
+        story = story_create(owner=alice, title="Whiskers", text=OPENING)
+        client = Client()
+        client.force_login(alice)
+        return story, client.cookies["sessionid"].value
+
+    return outside_the_event_loop(make)
+
+
+@pytest.fixture
+def context(writer, live_site, browser):
+    """A browser context logged in as the writer."""
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
+    yield context
+    context.close()
+
+
+def open_editor(new_page, context, live_site, story):
+    page = new_page(context)
+    page.goto(f"{live_site}/stories/{story.id}/")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    return page
+
+
+def db(query):
+    return outside_the_event_loop(query)
+
+
+def test_memory_and_lore_reach_the_model_and_the_writer_sees_what_it_read(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+
+    page.get_by_role("button", name="Memory", exact=True).click()
+    page.get_by_label("Memory text").fill("Whiskers is a grey cat who loves the sea.")
+    page.get_by_role("button", name="Lorebook").click()
+    page.get_by_role("button", name="Add entry").click()
+    page.get_by_label("Keywords").fill("pier")
+    page.get_by_label("Lore text").fill("The pier is old and creaks.")
+    page.get_by_label("Lore text").blur()
+    expect(page.locator("#lore-state")).to_have_text("Lore saved")
+    editor = page.get_by_role("textbox", name="Story")
+    editor.focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" She sat on the pier.")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text(re.compile("Done|Stopped"), timeout=60_000)
+
+    page.get_by_role("button", name="What the model saw").click()
+    panel = page.get_by_role("region", name="What the model saw panel")
+    expect(panel).to_contain_text("Memory:")
+    expect(panel).to_contain_text("Lore: pier")
+    expect(panel).to_contain_text("The pier is old and creaks.")
+    generation = db(Generation.objects.get)
+    assert [part["kind"] for part in generation.context["parts"]] == ["memory", "lore", "story"]
+    assert db(lambda: Story.objects.get(pk=story.pk).memory) == "Whiskers is a grey cat who loves the sea."
+
+
+def test_history_shows_each_version_and_restores_one(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+    editor = page.get_by_role("textbox", name="Story")
+    editor.fill("A different beginning.")
+    expect(page.locator("#save-state")).to_have_text("Saved")
+
+    page.get_by_role("button", name="History").click()
+    page.get_by_role("button", name="Revision 1").click()
+    expect(page.locator("#history-preview-text")).to_have_text(OPENING)
+    page.get_by_role("button", name="Restore this version").click()
+
+    expect(editor).to_have_value(OPENING)
+    expect(page.get_by_role("button", name="Revision 3")).to_be_visible()
+    refreshed = db(lambda: Story.objects.get(pk=story.pk))
+    assert (refreshed.text, refreshed.revision) == (OPENING, 3)
+    page.reload()
+    expect(page.get_by_role("textbox", name="Story")).to_have_value(OPENING)
+
+
+def test_a_share_link_reads_the_story_until_it_is_revoked(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Share").click()
+    page.get_by_role("button", name="Create a read-only link").click()
+    link = page.get_by_label("Share link")
+    expect(link).to_have_value(re.compile(r"/s/[\w-]{32,}/$"))
+    url = link.input_value()
+
+    reader = new_page()  # another browser context: not logged in
+    reader.goto(url)
+    expect(reader.get_by_role("heading", name="Whiskers")).to_be_visible()
+    expect(reader.locator("article")).to_contain_text(OPENING)
+    expect(reader.get_by_role("textbox", name="Story")).to_have_count(0)
+
+    page.get_by_role("button", name="Stop sharing").click()
+    expect(page.get_by_role("button", name="Create a read-only link")).to_be_visible()
+    response = reader.goto(url)
+    assert response.status == 404
+
+
+def test_an_exported_story_imports_as_the_same_story(writer, new_page, context, live_site, tmp_path):
+    story = writer[0]
+    db(lambda: Story.objects.filter(pk=story.pk).update(memory="A grey cat.", note="Calm.", note_depth=1))
+    db(lambda: story.lore.create(keys="pier", text="It creaks."))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Export").click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile(r"Storyteller file")).click()
+    path = tmp_path / "story.json"
+    download.value.save_as(path)
+    assert json.loads(path.read_text())["memory"] == "A grey cat."
+
+    page.goto(f"{live_site}/stories/")
+    page.get_by_label("Storyteller file (.json)").set_input_files(path)
+    page.get_by_role("button", name="Import").click()
+
+    expect(page.get_by_role("textbox", name="Story")).to_have_value(OPENING)
+    expect(page.get_by_label("Memory text")).to_have_value("A grey cat.", timeout=5_000)
+    copy = db(lambda: Story.objects.exclude(pk=story.pk).get())
+    assert (copy.title, copy.text, copy.memory, copy.note, copy.note_depth) == (
+        "Whiskers",
+        OPENING,
+        "A grey cat.",
+        "Calm.",
+        1,
+    )
+    assert db(lambda: list(copy.lore.values_list("keys", "text"))) == [("pier", "It creaks.")]
+
+
+def test_two_tabs_the_stale_one_sees_both_versions_and_chooses(writer, new_page, context, live_site):
+    story = writer[0]
+    first = open_editor(new_page, context, live_site, story)
+    second = open_editor(new_page, context, live_site, story)
+
+    first.get_by_role("textbox", name="Story").fill("The first tab's words.")
+    expect(first.locator("#save-state")).to_have_text("Saved")
+    second.get_by_role("textbox", name="Story").fill("The second tab's words.")
+
+    expect(second.locator("#conflict")).to_be_visible()
+    expect(second.locator("#save-state")).to_have_text("Not saved: conflict")
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == "The first tab's words."
+    second.get_by_text("Compare the two versions").click()
+    expect(second.locator("#conflict-mine")).to_have_text("The second tab's words.")
+    expect(second.locator("#conflict-theirs")).to_have_text("The first tab's words.")
+
+    second.get_by_role("button", name="Keep my version").click()
+    expect(second.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == "The second tab's words."
+
+
+def test_words_typed_offline_are_kept_and_saved_when_back_online(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+    context.set_offline(True)
+    page.get_by_role("textbox", name="Story").fill("Written on a train.")
+    expect(page.locator("#save-state")).to_have_text("Offline: kept in this browser")
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING
+
+    context.set_offline(False)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == "Written on a train."
+
+
+def test_a_backup_in_the_browser_comes_back_after_a_reload(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+    context.set_offline(True)
+    page.get_by_role("textbox", name="Story").fill("Not yet on the server.")
+    expect(page.locator("#save-state")).to_have_text("Offline: kept in this browser")
+    page.close()
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING
+
+    context.set_offline(False)
+    again = open_editor(new_page, context, live_site, story)
+    expect(again.get_by_role("textbox", name="Story")).to_have_value("Not yet on the server.")
+    expect(again.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == "Not yet on the server."
+
+
+def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 400, "seed": 1}))
+    page = open_editor(new_page, context, live_site, story)
+    editor = page.get_by_role("textbox", name="Story")
+    editor.focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#gen-state")).to_have_text("Writing...")
+    page.keyboard.press("Escape")
+
+    expect(page.locator("#gen-state")).to_have_text("Stopped", timeout=30_000)
+    generation = db(Generation.objects.get)
+    assert generation.finish_reason == "cancelled" and generation.new_tokens < 400
+    expect(editor).to_have_value(OPENING + generation.output)

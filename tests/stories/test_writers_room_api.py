@@ -1,0 +1,294 @@
+"""The API around the editor: context fields, history, sharing, trash, lore, export."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from generation.models import Generation
+from storyteller.stories.models import Revision, Story
+from storyteller.stories.services import draft_save, revisions_thin, story_create, story_trash, trash_purge
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def story(alice):
+    return story_create(owner=alice, title="Whiskers", text="Once upon a time.")
+
+
+def send(client, method, url, body=None):
+    return getattr(client, method)(url, data=json.dumps(body or {}), content_type="application/json")
+
+
+# -- memory, note, settings -----------------------------------------------------------
+
+
+def test_memory_note_and_settings_are_saved_with_the_story(alice_client, story):
+    body = {"memory": "A grey cat.", "note": "Calm.", "note_depth": 2, "settings": {"temperature": 0.5}}
+    response = send(alice_client, "put", f"/api/stories/{story.id}/", {**body, "base_revision": 1})
+
+    assert response.status_code == 200
+    saved = response.json()
+    assert {k: saved[k] for k in body} == body and saved["revision"] == 2
+    # Context changes move the revision (a stale tab cannot overwrite them) but add no
+    # history entry: the history is the text's.
+    assert list(story.revisions.values_list("number", flat=True)) == [1]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"memory": "m" * 20_001}, "memory"),
+        ({"note": 5}, "note"),
+        ({"note_depth": 51}, "note_depth"),
+        ({"note_depth": -1}, "note_depth"),
+        ({"note_depth": True}, "note_depth"),
+        ({"settings": {"temperature": 9}}, "settings.temperature"),
+        ({"settings": {"colour": "red"}}, "settings.colour"),
+        ({"settings": []}, "settings"),
+    ],
+)
+def test_wrong_context_fields_get_400_naming_them_and_save_nothing(alice_client, story, body, field):
+    response = send(alice_client, "put", f"/api/stories/{story.id}/", {**body, "base_revision": 1})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+    story.refresh_from_db()
+    assert (story.revision, story.memory, story.note, story.settings) == (1, "", "", {})
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+def test_every_text_change_is_a_revision_that_can_be_read_and_restored(alice_client, story):
+    draft_save(story=story, base_revision=1, text="Once upon a time, a cat.")
+    draft_save(story=story, base_revision=2, text="Gone.")
+
+    listed = alice_client.get(f"/api/stories/{story.id}/revisions/").json()
+    assert [(r["number"], r["chars"], r["words"]) for r in listed] == [(3, 5, 1), (2, 24, 6), (1, 17, 4)]
+    one = alice_client.get(f"/api/stories/{story.id}/revisions/2/").json()
+    assert one["text"] == "Once upon a time, a cat."
+
+    restored = send(alice_client, "post", f"/api/stories/{story.id}/revisions/2/restore", {"base_revision": 3})
+
+    assert restored.status_code == 200
+    assert (restored.json()["text"], restored.json()["revision"]) == ("Once upon a time, a cat.", 4)
+    assert story.revisions.count() == 4
+
+
+def test_a_stale_restore_is_refused_and_a_missing_revision_is_404(alice_client, story):
+    draft_save(story=story, base_revision=1, text="Newer.")
+
+    stale = send(alice_client, "post", f"/api/stories/{story.id}/revisions/1/restore", {"base_revision": 1})
+    missing = send(alice_client, "post", f"/api/stories/{story.id}/revisions/9/restore", {"base_revision": 2})
+
+    assert stale.status_code == 409 and stale.json()["story"]["text"] == "Newer."
+    assert missing.status_code == 404
+    assert Story.objects.get(pk=story.pk).text == "Newer."
+
+
+def test_old_revisions_are_thinned_to_one_a_minute_and_never_all_lost(story):
+    two_days_ago = timezone.now() - timedelta(days=2)
+    for number in range(2, 8):
+        Revision.objects.create(story=story, number=number, title="t", text=f"v{number}")
+    # Revisions 1-4 in one old minute, 5-6 in the next; 7 is recent.
+    for number, seconds in ((1, 1), (2, 2), (3, 3), (4, 4), (5, 61), (6, 62)):
+        Revision.objects.filter(story=story, number=number).update(created_at=two_days_ago + timedelta(seconds=seconds))
+
+    deleted = revisions_thin(story)
+
+    assert deleted == 4
+    assert list(story.revisions.order_by("number").values_list("number", flat=True)) == [4, 6, 7]
+
+
+def test_thinning_keeps_the_newest_revision_even_when_it_is_old(story):
+    Revision.objects.filter(story=story).update(created_at=timezone.now() - timedelta(days=9))
+    assert revisions_thin(story) == 0
+    assert story.revisions.count() == 1
+
+
+# -- sharing ------------------------------------------------------------------------------
+
+
+def test_a_share_link_shows_the_current_text_until_it_is_revoked(alice_client, client, story):
+    shared = send(alice_client, "post", f"/api/stories/{story.id}/share").json()
+    token = shared["share_path"].split("/")[2]
+    assert len(token) >= 32  # 24 random bytes, base64: 192 bits
+    assert shared["share_url"].endswith(shared["share_path"])
+
+    draft_save(story=story, base_revision=1, text="The latest words.")
+    page = client.get(shared["share_path"])
+    assert page.status_code == 200 and "The latest words." in page.content.decode()
+    assert page["Referrer-Policy"] == "no-referrer"
+    assert 'name="Story"' not in page.content.decode()  # a reading page, not the editor
+
+    revoked = send(alice_client, "delete", f"/api/stories/{story.id}/share")
+    assert revoked.json() == {"share_url": None, "share_path": None}
+    assert client.get(shared["share_path"]).status_code == 404
+    again = send(alice_client, "post", f"/api/stories/{story.id}/share").json()
+    assert again["share_path"] != shared["share_path"]
+
+
+def test_a_shared_page_escapes_what_the_writer_typed(alice_client, client, alice):
+    story = story_create(owner=alice, title="<img src=x onerror=alert(1)>", text="<script>alert(2)</script>")
+    path = send(alice_client, "post", f"/api/stories/{story.id}/share").json()["share_path"]
+
+    html = client.get(path).content.decode()
+
+    assert "<img src=x" not in html and "<script>alert(2)" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+
+
+def test_unknown_share_tokens_are_404(client):
+    assert client.get("/s/not-a-token/").status_code == 404
+
+
+def test_nobody_else_can_share_or_read_the_history_of_a_story(story, bob_client):
+    assert send(bob_client, "post", f"/api/stories/{story.id}/share").status_code == 404
+    assert bob_client.get(f"/api/stories/{story.id}/revisions/").status_code == 404
+    assert bob_client.get(f"/api/stories/{story.id}/revisions/1/").status_code == 404
+    assert (
+        send(bob_client, "post", f"/api/stories/{story.id}/revisions/1/restore", {"base_revision": 1}).status_code
+        == 404
+    )
+    assert bob_client.get(f"/api/stories/{story.id}/lore/").status_code == 404
+    assert bob_client.get(f"/api/stories/{story.id}/context").status_code == 404
+    assert send(bob_client, "delete", f"/api/stories/{story.id}/").status_code == 404
+    assert Story.objects.get(pk=story.pk).deleted_at is None
+
+
+# -- library: search, trash ---------------------------------------------------------------
+
+
+def test_search_finds_stories_by_title(alice_client, alice, story):
+    story_create(owner=alice, title="The Dragon's Tea", text="")
+
+    found = alice_client.get("/api/stories/?q=dragon").json()
+
+    assert [s["title"] for s in found] == ["The Dragon's Tea"]
+
+
+def test_deleting_moves_a_story_to_the_trash_and_restore_brings_it_back(alice_client, story):
+    assert send(alice_client, "delete", f"/api/stories/{story.id}/").status_code == 200
+
+    assert alice_client.get("/api/stories/").json() == []
+    assert [s["id"] for s in alice_client.get("/api/stories/?trash=1").json()] == [story.id]
+    assert alice_client.get(f"/api/stories/{story.id}/").status_code == 404
+    assert alice_client.get(f"/stories/{story.id}/").status_code == 404
+
+    restored = send(alice_client, "post", f"/api/stories/{story.id}/restore")
+    assert restored.status_code == 200 and restored.json()["text"] == "Once upon a time."
+    assert [s["id"] for s in alice_client.get("/api/stories/").json()] == [story.id]
+    assert send(alice_client, "post", f"/api/stories/{story.id}/restore").status_code == 404
+
+
+def test_trashing_revokes_the_share_link(alice_client, client, story):
+    path = send(alice_client, "post", f"/api/stories/{story.id}/share").json()["share_path"]
+    story_trash(story)
+    assert client.get(path).status_code == 404
+
+
+def test_the_trash_is_emptied_after_thirty_days(alice, story):
+    kept = story_create(owner=alice, title="Kept", text="")
+    story_trash(story)
+    story_trash(kept)
+    Story.objects.filter(pk=story.pk).update(deleted_at=timezone.now() - timedelta(days=31))
+
+    assert trash_purge() == 1
+    assert list(Story.objects.values_list("title", flat=True)) == ["Kept"]
+
+
+# -- lore ---------------------------------------------------------------------------------
+
+
+def test_lore_entries_can_be_added_changed_and_removed(alice_client, story):
+    url = f"/api/stories/{story.id}/lore/"
+    created = send(alice_client, "post", url, {"keys": "pier, boats", "text": "The pier creaks."})
+    assert created.status_code == 201
+    entry = created.json()
+    assert {k: entry[k] for k in ("keys", "text", "enabled")} == {
+        "keys": "pier, boats",
+        "text": "The pier creaks.",
+        "enabled": True,
+    }
+
+    changed = send(alice_client, "put", f"{url}{entry['id']}/", {"enabled": False, "text": "Old pier."})
+    assert (changed.json()["enabled"], changed.json()["text"]) == (False, "Old pier.")
+    assert alice_client.get(f"/api/stories/{story.id}/").json()["lore"][0]["text"] == "Old pier."
+
+    assert send(alice_client, "delete", f"{url}{entry['id']}/").status_code == 200
+    assert alice_client.get(url).json() == []
+    assert send(alice_client, "delete", f"{url}{entry['id']}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": "No keys."}, "keys"),
+        ({"keys": " , ", "text": "Blank keys."}, "keys"),
+        ({"keys": "pier", "text": 3}, "text"),
+        ({"keys": "pier", "text": "x" * 10_001}, "text"),
+        ({"keys": "pier", "text": "ok", "enabled": "yes"}, "enabled"),
+    ],
+)
+def test_wrong_lore_gets_400_naming_the_field(alice_client, story, body, field):
+    response = send(alice_client, "post", f"/api/stories/{story.id}/lore/", body)
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert story.lore.count() == 0
+
+
+# -- what the model saw, export and import --------------------------------------------------
+
+
+def test_the_context_of_the_last_generation_is_readable(alice_client, alice, story):
+    assert alice_client.get(f"/api/stories/{story.id}/context").status_code == 404
+    parts = [{"kind": "story", "label": "Story", "text": "Once upon a time.", "tokens": 5}]
+    Generation.objects.create(
+        story=story, user=alice, seed=1, context={"parts": parts, "prompt_tokens": 5, "budget": 90, "warnings": []}
+    )
+
+    body = alice_client.get(f"/api/stories/{story.id}/context").json()
+
+    assert body["parts"] == parts and body["budget"] == 90 and body["status"] == "queued"
+
+
+def test_a_json_export_imports_as_the_same_story(alice_client, story):
+    send(
+        alice_client,
+        "put",
+        f"/api/stories/{story.id}/",
+        {"memory": "A grey cat.", "note": "Calm.", "note_depth": 1, "settings": {"top_k": 20}, "base_revision": 1},
+    )
+    send(
+        alice_client, "post", f"/api/stories/{story.id}/lore/", {"keys": "pier", "text": "It creaks.", "enabled": False}
+    )
+    exported = json.loads(alice_client.get(f"/api/stories/{story.id}/export?format=json").content)
+
+    imported = send(alice_client, "post", "/api/stories/import", exported)
+
+    assert imported.status_code == 201
+    original = alice_client.get(f"/api/stories/{story.id}/").json()
+    copy = imported.json()
+    same = ("title", "text", "memory", "note", "note_depth", "settings")
+    assert {k: copy[k] for k in same} == {k: original[k] for k in same}
+    assert [(e["keys"], e["text"], e["enabled"]) for e in copy["lore"]] == [("pier", "It creaks.", False)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"lore": "pier"}, "lore"),
+        ({"lore": [{"keys": "pier"}]}, "lore[0]"),
+        ({"note_depth": "3"}, "note_depth"),
+        ({"memory": "m" * 20_001}, "memory"),
+    ],
+)
+def test_a_broken_import_creates_nothing(alice_client, extra, field):
+    data = {"format": "storyteller.story", "version": 1, "title": "T", "text": "x", **extra}
+
+    response = send(alice_client, "post", "/api/stories/import", data)
+
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert Story.objects.count() == 0
