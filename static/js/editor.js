@@ -1,13 +1,15 @@
-// The story editor: autosave with conflict detection, and generation over the story socket.
+// The story editor: a Quill editor (static/vendor) with autosave and conflict detection,
+// and generation over the story socket with retry, alternatives and one undo history.
 // The contract with the server is docs/protocol.md; the side panels live in panels.js.
 
 import { api, errorMessage } from "./api.js";
 import { initPanels } from "./panels.js";
+import { createStoryEditor } from "./story-editor.js";
 
 const root = document.querySelector(".editor");
 const story = JSON.parse(document.getElementById("story-data").textContent);
 const siteDefaults = JSON.parse(document.getElementById("site-defaults").textContent);
-const textarea = document.getElementById("story");
+const editor = createStoryEditor(document.getElementById("story"), story.text);
 const titleInput = document.getElementById("title");
 const memoryInput = document.getElementById("memory");
 const noteInput = document.getElementById("note");
@@ -52,7 +54,7 @@ function writeSettings(values) {
 let settingsTouched = Object.keys(story.settings).length > 0;
 
 const fields = {
-  text: { get: () => textarea.value, set: (v) => (textarea.value = v) },
+  text: { get: () => editor.text(), set: (v) => editor.setText(v) },
   title: { get: () => titleInput.value, set: (v) => (titleInput.value = v) },
   memory: { get: () => memoryInput.value, set: (v) => (memoryInput.value = v) },
   note: { get: () => noteInput.value, set: (v) => (noteInput.value = v) },
@@ -141,7 +143,7 @@ async function save({ keepalive = false } = {}) {
 function showConflict(theirs) {
   conflict = theirs;
   conflictBanner.hidden = false;
-  document.getElementById("conflict-mine").textContent = textarea.value;
+  document.getElementById("conflict-mine").textContent = editor.text();
   document.getElementById("conflict-theirs").textContent = theirs.text;
   setSaveState("Not saved: conflict");
 }
@@ -176,11 +178,13 @@ document.getElementById("settings-reset").addEventListener("click", () => {
 });
 
 function updateWordCount() {
-  const words = textarea.value.trim().split(/\s+/).filter(Boolean).length;
+  const words = editor.text().trim().split(/\s+/).filter(Boolean).length;
   wordCount.textContent = `${words} ${words === 1 ? "word" : "words"}`;
 }
 
-for (const input of [textarea, titleInput, memoryInput, noteInput, noteDepthInput]) {
+editor.onChange(scheduleSave);
+editor.onBlur(() => save());
+for (const input of [titleInput, memoryInput, noteInput, noteDepthInput]) {
   input.addEventListener("input", scheduleSave);
   input.addEventListener("blur", () => save());
 }
@@ -215,8 +219,15 @@ updateWordCount();
 
 let socket = null;
 let reconnectDelay = 500;
-let current = null; // {id, insertAt, lastSeq} while a generation streams into the editor
+let current = null; // {id, requestId, insertAt, lastSeq, text} while a generation streams in
 let requestCounter = 0;
+// The last continuation, while it is intact: where it starts, the text it followed, and
+// every version Retry has written, to browse.
+let last = null; // {start, prompt, versions: [text], shown}
+
+const retryButton = document.getElementById("retry");
+const alternatives = document.getElementById("alternatives");
+const altPosition = document.getElementById("alt-position");
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -227,34 +238,70 @@ function connect() {
     if (current && current.id) {
       socket.send(JSON.stringify({ type: "resume", generation_id: current.id, after_seq: current.lastSeq }));
     }
-    generateButton.disabled = Boolean(current);
+    updateButtons();
   });
   socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
   socket.addEventListener("close", () => {
-    generateButton.disabled = true;
+    generateButton.disabled = retryButton.disabled = true;
     genState.textContent = "Connection lost; reconnecting...";
     setTimeout(connect, reconnectDelay);
     reconnectDelay = Math.min(reconnectDelay * 2, 10000);
   });
 }
 
-function params() {
-  return Object.fromEntries(settingInputs.map((input) => [input.dataset.setting, readSetting(input)]));
+const connected = () => socket && socket.readyState === WebSocket.OPEN;
+
+function updateButtons() {
+  generateButton.disabled = Boolean(current) || !connected();
+  retryButton.disabled = Boolean(current) || !connected() || !last;
+  stopButton.disabled = !current;
+  document.getElementById("undo").disabled = Boolean(current);
+  document.getElementById("redo").disabled = Boolean(current);
+  alternatives.hidden = !last || last.versions.length < 2;
+  if (last) altPosition.textContent = `${last.shown + 1} of ${last.versions.length}`;
+  document.getElementById("alt-prev").disabled = Boolean(current) || !last || last.shown === 0;
+  document.getElementById("alt-next").disabled = Boolean(current) || !last || last.shown === last.versions.length - 1;
 }
 
-async function generate() {
-  if (current || !socket || socket.readyState !== WebSocket.OPEN) return;
-  const insertAt = textarea.selectionEnd ?? textarea.value.length;
+function params({ freshSeed = false } = {}) {
+  const values = Object.fromEntries(settingInputs.map((input) => [input.dataset.setting, readSetting(input)]));
+  // Retry asks for another continuation, even when the story's settings fix the seed.
+  if (freshSeed) values.seed = Math.floor(Math.random() * 2 ** 31);
+  return values;
+}
+
+async function start({ insertAt, prompt, retry }) {
   const requestId = `r${++requestCounter}`;
-  current = { id: null, requestId, insertAt, lastSeq: -1 };
-  generateButton.disabled = true;
-  stopButton.disabled = false;
+  current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry };
+  editor.lock(true);
+  editor.historyCut();
   warningsBanner.hidden = true;
   genState.textContent = "Waiting for the model...";
+  updateButtons();
   // Memory, note and lore are read by the worker from the saved story.
   await save();
-  const text = textarea.value.slice(Math.max(0, insertAt - maxChars), insertAt);
-  socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: params() }));
+  const text = prompt.slice(Math.max(0, prompt.length - maxChars));
+  socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: params({ freshSeed: retry }) }));
+}
+
+function generate() {
+  if (current || !connected()) return;
+  const insertAt = editor.cursor();
+  last = null;
+  start({ insertAt, prompt: editor.text().slice(0, insertAt), retry: false });
+}
+
+function retry() {
+  if (current || !connected() || !last) return;
+  editor.replaceModelText(last.start, last.versions[last.shown].length, "");
+  start({ insertAt: last.start, prompt: last.prompt, retry: true });
+}
+
+function show(index) {
+  if (current || !last || index < 0 || index >= last.versions.length) return;
+  editor.replaceModelText(last.start, last.versions[last.shown].length, last.versions[index]);
+  last.shown = index;
+  updateButtons();
 }
 
 function stop() {
@@ -262,23 +309,38 @@ function stop() {
 }
 
 function insert(text) {
-  const { selectionStart, selectionEnd } = textarea;
-  const at = current.insertAt;
-  textarea.value = textarea.value.slice(0, at) + text + textarea.value.slice(at);
+  editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
-  // Keep the writer's own cursor where it was relative to their text.
-  const shift = (pos) => (pos >= at ? pos + text.length : pos);
-  textarea.setSelectionRange(shift(selectionStart), shift(selectionEnd));
-  scheduleSave();
+  current.text += text;
 }
 
 function finish(message) {
+  const done = current;
   current = null;
-  generateButton.disabled = false;
-  stopButton.disabled = true;
+  editor.historyCut();
+  editor.lock(false);
+  if (done.text) {
+    if (done.retry && last) last.versions.push(done.text);
+    else last = { start: done.insertAt - done.text.length, prompt: editor.text().slice(0, done.insertAt - done.text.length), versions: [done.text] };
+    last.shown = last.versions.length - 1;
+  } else if (done.retry && last) {
+    // A retry that wrote nothing puts the version it replaced back.
+    editor.replaceModelText(last.start, 0, last.versions[last.shown]);
+  }
   genState.textContent = message;
+  updateButtons();
   save();
 }
+
+// The writer's own edits: a continuation they changed is no longer one Retry may replace,
+// and one before it moves it.
+editor.onUserEdit((from, to, shift) => {
+  if (!last) return;
+  const end = last.start + last.versions[last.shown].length;
+  if (to < last.start) last.start += shift;
+  else if (from <= end) last = null;
+  updateButtons();
+});
 
 function showWarnings(context) {
   const warnings = (context && context.warnings) || [];
@@ -322,6 +384,11 @@ function handle(message) {
 
 generateButton.addEventListener("click", generate);
 stopButton.addEventListener("click", stop);
+retryButton.addEventListener("click", retry);
+document.getElementById("alt-prev").addEventListener("click", () => show(last.shown - 1));
+document.getElementById("alt-next").addEventListener("click", () => show(last.shown + 1));
+document.getElementById("undo").addEventListener("click", () => editor.undo());
+document.getElementById("redo").addEventListener("click", () => editor.redo());
 document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
@@ -332,4 +399,5 @@ document.addEventListener("keydown", (event) => {
 });
 
 const panels = initPanels({ story, save, loadStory, revision: () => revision });
+updateButtons();
 connect();

@@ -43,7 +43,7 @@ def new_page(browser):
     def open_page(context=None):
         page = (context or browser.new_context()).new_page()
         page.set_default_timeout(30_000)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
         return page
 
     yield open_page
@@ -53,3 +53,22 @@ def new_page(browser):
 @pytest.fixture
 def page(new_page):
     return new_page()
+
+
+# The story's text as the editor holds it (Quill keeps a line break of its own at the end).
+_STORY_TEXT = """() => {
+    const quill = window.Quill && document.getElementById("story") && Quill.find(document.getElementById("story"));
+    return quill && quill.getText ? quill.getText().slice(0, -1) : null;
+}"""
+
+
+def story_text(page) -> str:
+    return page.evaluate(_STORY_TEXT)
+
+
+def expect_story_text(page, expected: str, timeout: float = 30_000) -> None:
+    """Waits until the editor holds exactly `expected`; fails with what it holds instead."""
+    try:
+        page.wait_for_function(f"expected => ({_STORY_TEXT})() === expected", arg=expected, timeout=timeout)
+    except Exception:
+        raise AssertionError(f"the story is {story_text(page)!r}, not {expected!r}") from None

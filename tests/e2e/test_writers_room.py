@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from generation.models import Generation
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, story_create
-from tests.e2e.conftest import outside_the_event_loop
+from tests.e2e.conftest import expect_story_text, outside_the_event_loop, story_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -92,12 +92,12 @@ def test_history_shows_each_version_and_restores_one(writer, new_page, context, 
     expect(page.locator("#history-preview-text")).to_have_text(OPENING)
     page.get_by_role("button", name="Restore this version").click()
 
-    expect(editor).to_have_value(OPENING)
+    expect_story_text(page, OPENING)
     expect(page.get_by_role("button", name="Revision 3")).to_be_visible()
     refreshed = db(lambda: Story.objects.get(pk=story.pk))
     assert (refreshed.text, refreshed.revision) == (OPENING, 3)
     page.reload()
-    expect(page.get_by_role("textbox", name="Story")).to_have_value(OPENING)
+    expect_story_text(page, OPENING)
 
 
 def test_a_share_link_reads_the_story_until_it_is_revoked(writer, new_page, context, live_site):
@@ -137,7 +137,7 @@ def test_an_exported_story_imports_as_the_same_story(writer, new_page, context, 
     page.get_by_label("Storyteller file (.json)").set_input_files(path)
     page.get_by_role("button", name="Import").click()
 
-    expect(page.get_by_role("textbox", name="Story")).to_have_value(OPENING)
+    expect_story_text(page, OPENING)
     expect(page.get_by_label("Memory text")).to_have_value("A grey cat.", timeout=5_000)
     copy = db(lambda: Story.objects.exclude(pk=story.pk).get())
     assert (copy.title, copy.text, copy.memory, copy.note, copy.note_depth) == (
@@ -187,15 +187,20 @@ def test_words_typed_offline_are_kept_and_saved_when_back_online(writer, new_pag
 def test_a_backup_in_the_browser_comes_back_after_a_reload(writer, new_page, context, live_site):
     story = writer[0]
     page = open_editor(new_page, context, live_site, story)
-    context.set_offline(True)
+
+    def unreachable(route):
+        return route.abort() if route.request.method == "PUT" else route.continue_()
+
+    # Every save fails as if the server were down, until the page is closed.
+    context.route("**/api/stories/**", unreachable)
     page.get_by_role("textbox", name="Story").fill("Not yet on the server.")
     expect(page.locator("#save-state")).to_have_text("Offline: kept in this browser")
     page.close()
+    context.unroute("**/api/stories/**")
     assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING
 
-    context.set_offline(False)
     again = open_editor(new_page, context, live_site, story)
-    expect(again.get_by_role("textbox", name="Story")).to_have_value("Not yet on the server.")
+    expect_story_text(again, "Not yet on the server.")
     expect(again.locator("#save-state")).to_have_text("Saved")
     assert db(lambda: Story.objects.get(pk=story.pk).text) == "Not yet on the server."
 
@@ -214,4 +219,76 @@ def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, conte
     expect(page.locator("#gen-state")).to_have_text("Stopped", timeout=30_000)
     generation = db(Generation.objects.get)
     assert generation.finish_reason == "cancelled" and generation.new_tokens < 400
-    expect(editor).to_have_value(OPENING + generation.output)
+    expect_story_text(page, OPENING + generation.output)
+
+
+def generate_and_wait(page):
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+
+
+def test_retry_keeps_every_continuation_to_browse(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    generate_and_wait(page)
+    first = story_text(page)[len(OPENING) :]
+    assert first
+    # The model's words are shown apart from the writer's.
+    expect(page.locator(".model-text")).to_have_text(first)
+
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)
+    expect(page.locator("#gen-state")).to_have_text("Done")
+    second = story_text(page)[len(OPENING) :]
+    assert second and second != first
+
+    page.get_by_role("button", name="Previous continuation").click()
+    expect_story_text(page, OPENING + first)
+    expect(page.locator("#alt-position")).to_have_text("1 of 2")
+    page.get_by_role("button", name="Next continuation").click()
+    expect_story_text(page, OPENING + second)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING + second
+
+
+def test_undo_and_redo_cover_typing_and_generations_alike(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" The end?")
+    page.wait_for_timeout(1_100)  # typing pauses: the next change is a step of its own
+    generate_and_wait(page)
+    written = story_text(page)
+
+    page.get_by_role("button", name="Undo").click()
+    expect_story_text(page, OPENING + " The end?")
+    page.get_by_role("button", name="Undo").click()
+    expect_story_text(page, OPENING)
+    page.get_by_role("button", name="Redo").click()
+    page.get_by_role("button", name="Redo").click()
+    expect_story_text(page, written)
+
+
+def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    generate_and_wait(page)
+    expect(page.locator(".model-text")).to_have_count(1)
+
+    # Typing after the continuation is the writer's own and leaves its colour alone.
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Mine.")
+    expect(page.locator(".model-text")).to_have_count(1)
+    expect(page.locator(".model-text")).not_to_contain_text("Mine.")
+    # An edit inside it makes the whole passage the writer's.
+    page.evaluate("at => Quill.find(document.getElementById('story')).setSelection(at, 0)", len(OPENING) + 1)
+    page.keyboard.type("x")
+    expect(page.locator(".model-text")).to_have_count(0)

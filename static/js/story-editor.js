@@ -1,0 +1,128 @@
+// The story's text box: Quill 2 (static/vendor/quill-2.0.3, loaded as window.Quill) holding
+// plain text, with one format of our own: text the model wrote, shown in its own colour
+// until the writer edits it. Typing, generations, retries and restores share Quill's one
+// undo history; a generation is one step of it.
+
+const Quill = window.Quill;
+const Inline = Quill.import("blots/inline");
+
+class ModelText extends Inline {
+  static blotName = "model";
+  static tagName = "SPAN";
+  static className = "model-text";
+
+  // Parchment reads a plain SPAN as no format at all; ours is known by its class.
+  static formats(node) {
+    return node.classList.contains(ModelText.className) || undefined;
+  }
+}
+Quill.register(ModelText, true);
+
+export function createStoryEditor(container, text) {
+  const quill = new Quill(container, {
+    // Only our format: pasted bold, links or headings come in as plain text.
+    formats: ["model"],
+    placeholder: "Once upon a time...",
+    modules: { toolbar: false, history: { delay: 1000, maxStack: 1000, userOnly: false } },
+  });
+  const root = quill.root;
+  root.setAttribute("role", "textbox");
+  root.setAttribute("aria-multiline", "true");
+  root.setAttribute("aria-label", "Story");
+  root.spellcheck = true;
+
+  // Quill's document always ends with a line break of its own; the story's text is what
+  // comes before it, trailing line breaks included.
+  const setText = (value, source = "api") => quill.setText(`${value}\n`, source);
+  // A browser may type a no-break space at the end of a line; the story gets a plain one.
+  const getText = () => quill.getText().slice(0, -1).replaceAll("\u00a0", " ");
+  setText(text, "silent");
+  quill.history.clear();
+
+  let lastRange = null;
+  quill.on("selection-change", (range) => {
+    if (range) lastRange = range;
+  });
+
+  const isModel = (index) => index >= 0 && index < quill.getLength() && Boolean(quill.getFormat(index, 1).model);
+
+  // The whole run of model text around index, or null.
+  function modelRunAt(index) {
+    let at = 0;
+    for (const op of quill.getContents().ops) {
+      const length = typeof op.insert === "string" ? op.insert.length : 1;
+      if (op.attributes && op.attributes.model && at <= index && index < at + length) return [at, length];
+      at += length;
+    }
+    return null;
+  }
+
+  const userEditListeners = [];
+  quill.on("text-change", (delta, _old, source) => {
+    if (source !== "user") return;
+    // Where the edit starts, where it ends in the old text, and how much it moved what follows.
+    let index = 0;
+    let oldIndex = 0;
+    let from = null;
+    let to = 0;
+    let shift = 0;
+    const touched = [];
+    for (const op of delta.ops) {
+      if (op.retain !== undefined) {
+        index += op.retain;
+        oldIndex += op.retain;
+      } else if (op.insert !== undefined) {
+        const length = typeof op.insert === "string" ? op.insert.length : 1;
+        from ??= index;
+        touched.push([index, length]);
+        index += length;
+        to = oldIndex;
+        shift += length;
+      } else if (op.delete) {
+        from ??= index;
+        touched.push([index, 0]);
+        oldIndex += op.delete;
+        to = oldIndex;
+        shift -= op.delete;
+      }
+    }
+    for (const [at, length] of touched) {
+      // What the writer types is theirs, even next to model text; an edit inside model
+      // text makes the whole passage theirs.
+      if (length) quill.formatText(at, length, "model", false, "api");
+      if ((isModel(at - 1) && isModel(at + length)) || (length === 0 && (isModel(at - 1) || isModel(at)))) {
+        for (const run of [modelRunAt(at - 1), modelRunAt(at + length)]) {
+          if (run) quill.formatText(run[0], run[1], "model", false, "api");
+        }
+      }
+    }
+    if (from !== null) for (const listener of userEditListeners) listener(from, to, shift);
+  });
+
+  return {
+    text: getText,
+    setText: (value) => setText(value),
+    // Where Generate continues from: the end of the selection, or of the text when the
+    // writer has not placed the cursor yet.
+    cursor() {
+      const range = quill.getSelection() || lastRange;
+      return range ? Math.min(range.index + range.length, getText().length) : getText().length;
+    },
+    insertModelText(at, value) {
+      quill.insertText(at, value, { model: true }, "api");
+    },
+    replaceModelText(at, length, value) {
+      if (length) quill.deleteText(at, length, "api");
+      if (value) quill.insertText(at, value, { model: true }, "api");
+    },
+    lock(locked) {
+      quill.enable(!locked);
+    },
+    historyCut: () => quill.history.cutoff(),
+    undo: () => quill.history.undo(),
+    redo: () => quill.history.redo(),
+    onChange: (listener) => quill.on("text-change", () => listener()),
+    onBlur: (listener) => root.addEventListener("blur", listener),
+    onUserEdit: (listener) => userEditListeners.push(listener),
+  };
+}
