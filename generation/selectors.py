@@ -27,6 +27,45 @@ def generation_last_for_story(story) -> Generation | None:
     return Generation.objects.filter(story=story).order_by("-created_at", "-pk").first()
 
 
+def generation_unseen_for_story(story) -> dict | None:
+    """The story's last generation when the writer has not seen all of it: still running,
+    or finished after the story was last saved (its tab was closed while it wrote).
+
+    `insert_at` is where its words belong: after the text it continued, past the part of
+    its output that autosave already put in the story (`skip` characters of it). Both
+    count UTF-16 code units, as the editor's JavaScript strings do."""
+    generation = generation_last_for_story(story)
+    if generation is None:
+        return None
+    finished_unseen = (
+        generation.status == Generation.Status.FINISHED
+        and generation.finished_at is not None
+        and generation.finished_at >= story.updated_at
+    )
+    if not (generation.is_active or finished_unseen):
+        return None
+    prompt, text = generation.prompt_text, story.text
+    at = len(prompt) if text.startswith(prompt) else len(text)
+    rest, output = text[at:], generation.output
+    skip = 0
+    while skip < min(len(rest), len(output)) and rest[skip] == output[skip]:
+        skip += 1
+    if not generation.is_active and skip == len(output):
+        return None
+    return {
+        "id": generation.id,
+        "status": generation.status,
+        "finish_reason": generation.finish_reason,
+        "text": output[skip:],
+        "insert_at": _utf16_length(text[: at + skip]),
+        "skip": _utf16_length(output[:skip]),
+    }
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 def generation_active_for_story(story) -> Generation | None:
     return Generation.objects.filter(story=story, status__in=Generation.ACTIVE).first()
 

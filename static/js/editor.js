@@ -309,6 +309,13 @@ function stop() {
 }
 
 function insert(text) {
+  // A resumed generation replays words that autosave had already put in the story.
+  if (current.skip) {
+    const skipped = Math.min(current.skip, text.length);
+    current.skip -= skipped;
+    text = text.slice(skipped);
+    if (!text) return;
+  }
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
   current.text += text;
@@ -398,6 +405,38 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+// ---- a generation the writer has not seen: offered, or followed again -------------------
+
+function offerUnseen(unseen) {
+  const dismissedKey = `storyteller:story:${story.id}:dismissed`;
+  if (!unseen || localStorage.getItem(dismissedKey) === String(unseen.id)) return;
+  const at = Math.min(unseen.insert_at, editor.text().length);
+  if (unseen.status === "queued" || unseen.status === "running") {
+    // Still writing: follow it where it left off (the socket's open handler sends resume).
+    current = { id: unseen.id, requestId: null, insertAt: at, lastSeq: -1, text: "", retry: false, skip: unseen.skip };
+    editor.lock(true);
+    editor.historyCut();
+    genState.textContent = "Writing...";
+    return;
+  }
+  const banner = document.getElementById("unseen");
+  document.getElementById("unseen-text").textContent = unseen.text;
+  banner.hidden = false;
+  document.getElementById("unseen-insert").addEventListener("click", () => {
+    editor.historyCut();
+    editor.insertModelText(at, unseen.text);
+    editor.historyCut();
+    last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], shown: 0 };
+    banner.hidden = true;
+    updateButtons();
+  });
+  document.getElementById("unseen-dismiss").addEventListener("click", () => {
+    localStorage.setItem(dismissedKey, String(unseen.id));
+    banner.hidden = true;
+  });
+}
+
+offerUnseen(story.unseen_generation);
 const panels = initPanels({ story, save, loadStory, revision: () => revision });
 updateButtons();
 connect();

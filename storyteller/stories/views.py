@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from generation.selectors import model_config_active
+from generation.selectors import generation_unseen_for_story, model_config_active
 from storyteller.stories import selectors, services
 from storyteller.stories.forms import ImportForm, StoryForm
 
@@ -93,7 +93,7 @@ def editor(request, story_id):
         "defaults": {**site_defaults, **story.settings},
         "site_defaults": site_defaults,
         "story": story,
-        "story_json": selectors.story_as_dict(story),
+        "story_json": {**selectors.story_as_dict(story), "unseen_generation": generation_unseen_for_story(story)},
         "max_text_chars": settings.STORYTELLER_MAX_TEXT_CHARS,
     }
     return render(request, "stories/editor.html", context)

@@ -3,6 +3,7 @@ import, two tabs, offline, stop."""
 
 import json
 import re
+import time
 
 import pytest
 from django.test import Client
@@ -292,3 +293,30 @@ def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live
     page.evaluate("at => Quill.find(document.getElementById('story')).setSelection(at, 0)", len(OPENING) + 1)
     page.keyboard.type("x")
     expect(page.locator(".model-text")).to_have_count(0)
+
+
+def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 200, "seed": 1}))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Writing...")
+    page.close()
+    generation = db(Generation.objects.get)
+    deadline = time.monotonic() + 60
+    while generation.status != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        generation = db(Generation.objects.get)
+    assert generation.status == "finished" and generation.output
+
+    again = open_editor(new_page, context, live_site, story)
+    offer = again.get_by_role("region", name="Written while you were away")
+    expect(offer).to_be_visible()
+    again.get_by_role("button", name="Insert it").click()
+
+    expect_story_text(again, OPENING + generation.output)
+    expect(offer).to_be_hidden()
+    expect(again.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING + generation.output
