@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from generation import services
-from generation.models import Generation, ModelConfig
+from generation.models import Generation, ModelConfig, Preset
 
 
 @admin.register(ModelConfig)
@@ -38,3 +38,9 @@ class GenerationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Preset)
+class PresetAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "params", "order"]
+    list_editable = ["order"]

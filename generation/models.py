@@ -134,3 +134,30 @@ class Generation(models.Model):
             "ttft_ms": round(self.ttft_ms) if self.ttft_ms is not None else None,
             "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s is not None else None,
         }
+
+
+class Preset(models.Model):
+    """A named set of sampling parameters the admin offers writers ("Balanced", "Creative")."""
+
+    name = models.CharField(max_length=60, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    # Any of the sampling parameters (generation/params.py) but the seed; the rest come
+    # from the active configuration's defaults.
+    params = models.JSONField(default=dict)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if not isinstance(self.params, dict):
+            raise ValidationError({"params": 'params must be an object like {"temperature": 0.7}.'})
+        if "seed" in self.params:
+            raise ValidationError({"params": "A preset sets no seed: each story or generation chooses its own."})
+        try:
+            self.params = sampling.clean_params(self.params)
+        except sampling.ParamError as exc:
+            raise ValidationError({"params": str(exc)}) from None

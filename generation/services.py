@@ -62,7 +62,9 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         config = selectors.model_config_active()
         try:
             resolved = sampling.resolve_params(
-                defaults=config.default_params(), story_settings=story.settings, requested=params
+                defaults={**config.default_params(), **(story.preset.params if story.preset else {})},
+                story_settings=story.settings,
+                requested=params,
             )
         except sampling.ParamError as exc:
             raise GenerationRefused("invalid", str(exc)) from None

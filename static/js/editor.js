@@ -9,6 +9,8 @@ import { createStoryEditor } from "./story-editor.js";
 const root = document.querySelector(".editor");
 const story = JSON.parse(document.getElementById("story-data").textContent);
 const siteDefaults = JSON.parse(document.getElementById("site-defaults").textContent);
+const presets = JSON.parse(document.getElementById("presets").textContent);
+const presetSelect = document.getElementById("preset");
 const editor = createStoryEditor(document.getElementById("story"), story.text);
 const titleInput = document.getElementById("title");
 const memoryInput = document.getElementById("memory");
@@ -40,8 +42,16 @@ function readSetting(input) {
   return input.value.trim() === "" ? NaN : Number(input.value);
 }
 
+const chosenPreset = () => presets.find((preset) => String(preset.id) === presetSelect.value) || null;
+
+function showPresetDescription() {
+  const preset = chosenPreset();
+  document.getElementById("preset-description").textContent = preset ? preset.description : "";
+}
+
 function writeSettings(values) {
-  const shown = { ...siteDefaults, ...values };
+  const preset = chosenPreset();
+  const shown = { ...siteDefaults, ...(preset ? preset.params : {}), ...values };
   for (const input of settingInputs) {
     const value = shown[input.dataset.setting];
     if (input.dataset.setting === "stop") input.value = (value || []).map(escapeStop).join("\n");
@@ -59,6 +69,13 @@ const fields = {
   memory: { get: () => memoryInput.value, set: (v) => (memoryInput.value = v) },
   note: { get: () => noteInput.value, set: (v) => (noteInput.value = v) },
   note_depth: { get: () => Number(noteDepthInput.value), set: (v) => (noteDepthInput.value = v) },
+  preset: {
+    get: () => (presetSelect.value ? Number(presetSelect.value) : null),
+    set: (v) => {
+      presetSelect.value = v === null ? "" : String(v);
+      showPresetDescription();
+    },
+  },
   settings: {
     get: () =>
       settingsTouched ? Object.fromEntries(settingInputs.map((i) => [i.dataset.setting, readSetting(i)])) : saved.settings,
@@ -176,6 +193,14 @@ document.getElementById("settings-reset").addEventListener("click", () => {
   fields.settings.set({});
   scheduleSave();
 });
+
+// Choosing a preset shows its values; the story's own changes start again from them.
+presetSelect.addEventListener("change", () => {
+  showPresetDescription();
+  fields.settings.set({});
+  scheduleSave();
+});
+showPresetDescription();
 
 function updateWordCount() {
   const words = editor.text().trim().split(/\s+/).filter(Boolean).length;

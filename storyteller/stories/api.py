@@ -92,9 +92,14 @@ def story(request, story_id):
         return JsonResponse(selectors.story_summary(story))
     data = _body(request)
     base_revision = _field(data, "base_revision", int, required=True)
-    changes = {name: _field(data, name, kind, required=False) for name, kind in _CHANGES}
-    if all(value is None for value in changes.values()):
-        names = ", ".join(name for name, _ in _CHANGES)
+    changes = {name: _field(data, name, kind, required=False) for name, kind in _CHANGES if name in data}
+    if "preset" in data:
+        preset = data["preset"]
+        if preset is not None and (not isinstance(preset, int) or isinstance(preset, bool)):
+            raise ApiError(400, "invalid", "The field 'preset' must be a preset's id or null.", field="preset")
+        changes["preset"] = preset
+    if not changes:
+        names = ", ".join([*(name for name, _ in _CHANGES), "preset"])
         raise ApiError(400, "invalid", f"Nothing to save: give at least one of {names}.", field="text")
     try:
         story = services.draft_save(story=story, base_revision=base_revision, **changes)

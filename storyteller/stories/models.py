@@ -17,8 +17,10 @@ class Story(models.Model):
     # Grows by one with every save that changes anything; clients send it back as
     # base_revision so that a stale save is refused instead of overwriting newer text.
     revision = models.PositiveIntegerField(default=1)
-    # Sampling parameters chosen for this story; they override the admin's defaults.
+    # Sampling parameters chosen for this story; they override the preset's, which
+    # override the admin's defaults.
     settings = models.JSONField(default=dict, blank=True)
+    preset = models.ForeignKey("generation.Preset", null=True, blank=True, on_delete=models.SET_NULL)
     # Always at the top of the model's context (generation/context.py).
     memory = models.TextField(blank=True, max_length=MEMORY_MAX_CHARS)
     # Inserted note_depth paragraphs before the end of the story in the context.

@@ -83,6 +83,7 @@ def story_as_dict(story: Story) -> dict:
         "revision": story.revision,
         "updated_at": story.updated_at.isoformat(),
         "settings": story.settings,
+        "preset": story.preset_id,
         "memory": story.memory,
         "note": story.note,
         "note_depth": story.note_depth,

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from generation.models import Preset
 from generation.params import ParamError, clean_params
 from storyteller.stories.models import (
     LORE_KEYS_MAX_CHARS,
@@ -59,7 +60,7 @@ _CONTEXT_LIMITS = {"memory": MEMORY_MAX_CHARS, "note": NOTE_MAX_CHARS}
 
 def _check_changes(changes: dict) -> dict:
     """The story fields a save may change, checked; ValidationError names the first wrong one."""
-    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings"}
+    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings", "preset"}
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "This field cannot be changed here."})
     cleaned = dict(changes)
@@ -74,6 +75,12 @@ def _check_changes(changes: dict) -> dict:
             raise ValidationError({field: f"This is longer than {limit:,} characters."})
     if "note_depth" in cleaned and not 0 <= cleaned["note_depth"] <= NOTE_MAX_DEPTH:
         raise ValidationError({"note_depth": f"The note's depth is a number of paragraphs from 0 to {NOTE_MAX_DEPTH}."})
+    if "preset" in cleaned:
+        # None follows the site's defaults; otherwise the id of one of the admin's presets.
+        preset = cleaned.pop("preset")
+        if preset is not None and not Preset.objects.filter(pk=preset).exists():
+            raise ValidationError({"preset": f"There is no preset {preset}."})
+        cleaned["preset_id"] = preset
     if "settings" in cleaned:
         try:
             cleaned["settings"] = clean_params(cleaned["settings"])
@@ -84,14 +91,13 @@ def _check_changes(changes: dict) -> dict:
 
 @transaction.atomic
 def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
-    """Saves the writer's changes (text, title, memory, note, note_depth, settings) if
-    `base_revision` is the latest, else raises StaleRevision.
+    """Saves the writer's changes (text, title, memory, note, note_depth, settings, preset)
+    if `base_revision` is the latest, else raises StaleRevision.
 
     The compare-and-set is one conditional UPDATE, so two saves racing from the same
     revision cannot both win, on SQLite or on PostgreSQL. A save that changes the text or
     the title adds a revision to the history.
     """
-    changes = {field: value for field, value in changes.items() if value is not None}
     changes = _check_changes(changes)
     current = Story.objects.get(pk=story.pk)
     if current.revision != base_revision:
@@ -216,6 +222,8 @@ def story_export(story: Story) -> dict:
         "note_depth": story.note_depth,
         "lore": [{"keys": e.keys, "text": e.text, "enabled": e.enabled} for e in story.lore.all()],
         "settings": story.settings,
+        # By name: another site may have the same preset under another id, or none.
+        "preset": story.preset.name if story.preset else None,
         "exported_at": timezone.now().isoformat(),
     }
 
@@ -257,6 +265,9 @@ def story_import(*, owner, data: dict) -> Story:
     story = story_create(
         owner=owner, title=data.get("title") or "", text=data.get("text") or "", story_settings=story_settings
     )
+    preset = data.get("preset")
+    if isinstance(preset, str):
+        context["preset_id"] = Preset.objects.filter(name=preset).values_list("pk", flat=True).first()
     if context:
         Story.objects.filter(pk=story.pk).update(**context)
         story.refresh_from_db()

@@ -320,3 +320,25 @@ def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(w
     expect(offer).to_be_hidden()
     expect(again.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING + generation.output
+
+
+def test_a_preset_chosen_in_the_editor_is_saved_and_shown(writer, new_page, context, live_site):
+    from generation.models import Preset
+
+    story = writer[0]
+    creative = db(lambda: Preset.objects.get(name="Creative"))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Settings").click()
+
+    page.get_by_label("Preset").select_option(label="Creative")
+
+    expect(page.get_by_label("Temperature")).to_have_value(str(creative.params["temperature"]))
+    expect(page.locator("#preset-description")).to_have_text(creative.description)
+    expect(page.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).preset_id) == creative.id
+    page.get_by_label("Temperature").fill("0.3")
+    expect(page.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).settings)["temperature"] == 0.3
+    page.reload()
+    expect(page.get_by_label("Preset")).to_have_value(str(creative.id))
+    expect(page.get_by_label("Temperature")).to_have_value("0.3")

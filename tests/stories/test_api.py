@@ -46,6 +46,7 @@ def test_it_creates_a_story_at_revision_one(alice_client, alice):
         "lore",
         "share_url",
         "words",
+        "preset",
     }
     assert (body["title"], body["text"], body["revision"], body["settings"]) == ("New", "It was a dark night.", 1, {})
     assert Story.objects.get(pk=body["id"]).owner == alice

@@ -292,3 +292,77 @@ def test_a_broken_import_creates_nothing(alice_client, extra, field):
 
     assert response.status_code == 400 and response.json()["error"]["field"] == field
     assert Story.objects.count() == 0
+
+
+# -- presets ------------------------------------------------------------------------------
+
+
+def test_the_site_ships_three_presets():
+    from generation.models import Preset
+
+    assert list(Preset.objects.values_list("name", flat=True)) == ["Balanced", "Creative", "Precise"]
+
+
+def test_a_story_follows_its_preset_then_its_own_settings(alice_client, alice, story):
+    from generation.models import Preset
+    from generation.services import generation_start
+
+    creative = Preset.objects.get(name="Creative")
+    response = send(
+        alice_client,
+        "put",
+        f"/api/stories/{story.id}/",
+        {"preset": creative.id, "settings": {"top_k": 7}, "base_revision": 1},
+    )
+    assert response.status_code == 200 and response.json()["preset"] == creative.id
+
+    generation = generation_start(story=story, user=alice, text="Once", params={"max_new_tokens": 5})
+
+    assert generation.params["temperature"] == creative.params["temperature"]  # from the preset
+    assert generation.params["top_k"] == 7  # the story's own setting wins
+    assert generation.params["max_new_tokens"] == 5  # and the request's
+
+
+@pytest.mark.parametrize("preset", ["Creative", 999_999, True, 1.5])
+def test_a_wrong_preset_is_refused(alice_client, story, preset):
+    response = send(alice_client, "put", f"/api/stories/{story.id}/", {"preset": preset, "base_revision": 1})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "preset"
+    assert Story.objects.get(pk=story.pk).preset is None
+
+
+def test_null_puts_a_story_back_on_the_site_defaults(alice_client, story):
+    from generation.models import Preset
+
+    Story.objects.filter(pk=story.pk).update(preset=Preset.objects.first())
+    response = send(alice_client, "put", f"/api/stories/{story.id}/", {"preset": None, "base_revision": 1})
+    assert response.status_code == 200 and response.json()["preset"] is None
+
+
+def test_an_export_names_its_preset_and_the_import_finds_it(alice_client, story):
+    from generation.models import Preset
+
+    precise = Preset.objects.get(name="Precise")
+    Story.objects.filter(pk=story.pk).update(preset=precise)
+    exported = json.loads(alice_client.get(f"/api/stories/{story.id}/export?format=json").content)
+    assert exported["preset"] == "Precise"
+
+    copy = send(alice_client, "post", "/api/stories/import", exported).json()
+    unknown = send(alice_client, "post", "/api/stories/import", {**exported, "preset": "Gone"}).json()
+
+    assert copy["preset"] == precise.id and unknown["preset"] is None
+
+
+def test_a_preset_with_wrong_params_is_refused_by_the_admin(admin_client):
+    from generation.models import Preset
+
+    for params in ('{"temperature": 9}', '{"seed": 3}', '{"colour": 1}', "[1]"):
+        response = admin_client.post(
+            "/admin/generation/preset/add/", {"name": "Odd", "description": "", "params": params, "order": 0}
+        )
+        assert response.status_code == 200, params  # the form again, with the error
+        assert not Preset.objects.filter(name="Odd").exists()
+    response = admin_client.post(
+        "/admin/generation/preset/add/",
+        {"name": "Odd", "description": "", "params": '{"temperature": 0.3}', "order": 0},
+    )
+    assert response.status_code == 302 and Preset.objects.get(name="Odd").params == {"temperature": 0.3}
