@@ -12,6 +12,7 @@ const siteDefaults = JSON.parse(document.getElementById("site-defaults").textCon
 const presets = JSON.parse(document.getElementById("presets").textContent);
 const presetSelect = document.getElementById("preset");
 const editor = createStoryEditor(document.getElementById("story"), story.text);
+editor.setModelSpans(story.model_spans, { silent: true });
 const titleInput = document.getElementById("title");
 const memoryInput = document.getElementById("memory");
 const noteInput = document.getElementById("note");
@@ -84,6 +85,8 @@ const fields = {
       writeSettings(v);
     },
   },
+  // After text: the spans index into it.
+  model_spans: { get: () => editor.modelSpans(), set: (v) => editor.setModelSpans(v) },
 };
 
 let revision = story.revision;

@@ -99,9 +99,28 @@ export function createStoryEditor(container, text) {
     if (from !== null) for (const listener of userEditListeners) listener(from, to, shift);
   });
 
+  // The model's passages as [[start, end], ...], what the server keeps between visits.
+  function modelSpans() {
+    const spans = [];
+    let at = 0;
+    for (const op of quill.getContents().ops) {
+      const length = typeof op.insert === "string" ? op.insert.length : 1;
+      if (op.attributes && op.attributes.model) spans.push([at, at + length]);
+      at += length;
+    }
+    return spans;
+  }
+
+  function setModelSpans(spans, source = "api") {
+    quill.formatText(0, quill.getLength(), "model", false, source);
+    for (const [start, end] of spans || []) quill.formatText(start, end - start, "model", true, source);
+  }
+
   return {
     text: getText,
     setText: (value) => setText(value),
+    modelSpans,
+    setModelSpans: (spans, { silent = false } = {}) => setModelSpans(spans, silent ? "silent" : "api"),
     // Where Generate continues from: the end of the selection, or of the text when the
     // writer has not placed the cursor yet.
     cursor() {

@@ -78,7 +78,15 @@ def stories(request):
 
 
 # What a PUT may change, with the JSON type each takes.
-_CHANGES = (("text", str), ("title", str), ("memory", str), ("note", str), ("note_depth", int), ("settings", dict))
+_CHANGES = (
+    ("text", str),
+    ("title", str),
+    ("memory", str),
+    ("note", str),
+    ("note_depth", int),
+    ("settings", dict),
+    ("model_spans", list),
+)
 
 
 @api_view

@@ -26,6 +26,9 @@ class Story(models.Model):
     # Inserted note_depth paragraphs before the end of the story in the context.
     note = models.TextField(blank=True, max_length=NOTE_MAX_CHARS)
     note_depth = models.PositiveSmallIntegerField(default=3)
+    # Where the text is the model's, not yet edited by the writer: [[start, end], ...] in
+    # UTF-16 code units (the editor's string indices). A text change without them clears them.
+    model_spans = models.JSONField(default=list, blank=True)
     # The read-only link /s/<token>/; empty when the story is not shared.
     share_token = models.CharField(max_length=64, blank=True, db_index=True)
     # In the trash since; purged 30 days later.

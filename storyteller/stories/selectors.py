@@ -89,6 +89,7 @@ def story_as_dict(story: Story) -> dict:
         "note_depth": story.note_depth,
         "lore": [lore_as_dict(entry) for entry in story.lore.all()],
         "share_url": share_path(story),
+        "model_spans": story.model_spans,
         "words": story.word_count,
     }
 

@@ -60,7 +60,7 @@ _CONTEXT_LIMITS = {"memory": MEMORY_MAX_CHARS, "note": NOTE_MAX_CHARS}
 
 def _check_changes(changes: dict) -> dict:
     """The story fields a save may change, checked; ValidationError names the first wrong one."""
-    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings", "preset"}
+    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings", "preset", "model_spans"}
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "This field cannot be changed here."})
     cleaned = dict(changes)
@@ -102,6 +102,10 @@ def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
     current = Story.objects.get(pk=story.pk)
     if current.revision != base_revision:
         raise StaleRevision(current)
+    if "model_spans" in changes:
+        _check_spans(changes["model_spans"], changes.get("text", current.text))
+    elif "text" in changes and changes["text"] != current.text:
+        changes["model_spans"] = []
     changes = {field: value for field, value in changes.items() if getattr(current, field) != value}
     if not changes:
         return current
@@ -116,6 +120,31 @@ def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
         Revision.objects.create(story=story, number=story.revision, title=story.title, text=story.text)
         revisions_thin(story)
     return story
+
+
+MAX_SPANS = 10_000
+
+
+def _check_spans(spans, text: str) -> None:
+    """[[start, end], ...], ordered, not overlapping, inside the text (UTF-16 units)."""
+    length = len(text.encode("utf-16-le")) // 2
+    problem = None
+    if not isinstance(spans, list) or len(spans) > MAX_SPANS:
+        problem = f"model_spans is a list of at most {MAX_SPANS:,} [start, end] pairs."
+    else:
+        previous_end = 0
+        for span in spans:
+            if not (
+                isinstance(span, list)
+                and len(span) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in span)
+                and previous_end <= span[0] < span[1] <= length
+            ):
+                problem = f"{span!r} is not an ordered [start, end] inside the text of {length} units."
+                break
+            previous_end = span[1]
+    if problem:
+        raise ValidationError({"model_spans": problem})
 
 
 def revisions_thin(story: Story, *, now=None) -> int:

@@ -237,8 +237,16 @@ def test_retry_keeps_every_continuation_to_browse(writer, new_page, context, liv
     generate_and_wait(page)
     first = story_text(page)[len(OPENING) :]
     assert first
-    # The model's words are shown apart from the writer's.
+    # The model's words are shown apart from the writer's, also after a reload.
     expect(page.locator(".model-text")).to_have_text(first)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    page.reload()
+    expect(page.locator(".model-text")).to_have_text(first)
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    generate_and_wait(page)
+    first = story_text(page)[len(OPENING) :]
 
     page.get_by_role("button", name="Retry").click()
     expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)

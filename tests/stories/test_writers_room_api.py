@@ -366,3 +366,36 @@ def test_a_preset_with_wrong_params_is_refused_by_the_admin(admin_client):
         {"name": "Odd", "description": "", "params": '{"temperature": 0.3}', "order": 0},
     )
     assert response.status_code == 302 and Preset.objects.get(name="Odd").params == {"temperature": 0.3}
+
+
+# -- the model's passages -------------------------------------------------------------------
+
+
+def test_model_spans_are_kept_with_the_text_and_cleared_by_a_text_change_without_them(alice_client, story):
+    url = f"/api/stories/{story.id}/"
+    saved = send(
+        alice_client, "put", url, {"text": "Once. The cat 🐈 ran.", "model_spans": [[5, 21]], "base_revision": 1}
+    )
+    assert saved.status_code == 200 and saved.json()["model_spans"] == [[5, 21]]  # the cat is two units
+
+    cleared = send(alice_client, "put", url, {"text": "Once. The cat ran.", "base_revision": 2})
+    assert cleared.json()["model_spans"] == []
+
+
+@pytest.mark.parametrize(
+    "spans",
+    [
+        "0-5",
+        [[0, 99]],
+        [[3, 3]],
+        [[4, 8], [0, 2]],
+        [[0, 5], [4, 8]],
+        [[0, True]],
+        [[0, 1, 2]],
+        [[-1, 2]],
+    ],
+)
+def test_wrong_model_spans_are_refused(alice_client, story, spans):
+    response = send(alice_client, "put", f"/api/stories/{story.id}/", {"model_spans": spans, "base_revision": 1})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "model_spans"
+    assert Story.objects.get(pk=story.pk).model_spans == []
