@@ -59,6 +59,9 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         # the second one sees the first and is refused as busy. Its settings are read
         # here, fresh: the caller's copy may be as old as the socket.
         story = Story.objects.select_for_update().get(pk=story.pk)
+        if story.deleted_at is not None:
+            # A socket opened before the story went to the trash.
+            raise GenerationRefused("not_found", "This story is in the trash; restore it to write on.")
         config = selectors.model_config_active()
         try:
             resolved = sampling.resolve_params(

@@ -312,9 +312,15 @@ async function start({ insertAt, prompt, retry }) {
   socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: params({ freshSeed: retry }) }));
 }
 
+// Generate continues from the cursor, or from the end of the story when the writer asks.
+const fromEnd = document.getElementById("from-end");
+const fromEndKey = "storyteller:generate-from-end";
+fromEnd.checked = localStorage.getItem(fromEndKey) === "1";
+fromEnd.addEventListener("change", () => localStorage.setItem(fromEndKey, fromEnd.checked ? "1" : "0"));
+
 function generate() {
   if (current || !connected()) return;
-  const insertAt = editor.cursor();
+  const insertAt = fromEnd.checked ? editor.text().length : editor.cursor();
   last = null;
   start({ insertAt, prompt: editor.text().slice(0, insertAt), retry: false });
 }

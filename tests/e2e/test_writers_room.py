@@ -52,6 +52,20 @@ def db(query):
     return outside_the_event_loop(query)
 
 
+def open_at_the_end(new_page, context, live_site, story, **settings):
+    """The editor with the cursor at the end of the story, after saving these settings."""
+    db(lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, settings=settings))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    return page
+
+
+def generate_and_wait(page):
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+
+
 def test_memory_and_lore_reach_the_model_and_the_writer_sees_what_it_read(writer, new_page, context, live_site):
     story = writer[0]
     page = open_editor(new_page, context, live_site, story)
@@ -208,11 +222,7 @@ def test_a_backup_in_the_browser_comes_back_after_a_reload(writer, new_page, con
 
 def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, context, live_site):
     story = writer[0]
-    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 400, "seed": 1}))
-    page = open_editor(new_page, context, live_site, story)
-    editor = page.get_by_role("textbox", name="Story")
-    editor.focus()
-    page.keyboard.press("Control+End")
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=400, seed=1)
     page.keyboard.press("Control+Enter")
     expect(page.locator("#gen-state")).to_have_text("Writing...")
     page.keyboard.press("Escape")
@@ -223,17 +233,9 @@ def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, conte
     expect_story_text(page, OPENING + generation.output)
 
 
-def generate_and_wait(page):
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
-
-
 def test_retry_keeps_every_continuation_to_browse(writer, new_page, context, live_site):
     story = writer[0]
-    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
-    page = open_editor(new_page, context, live_site, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=12)
     generate_and_wait(page)
     first = story_text(page)[len(OPENING) :]
     assert first
@@ -265,10 +267,7 @@ def test_retry_keeps_every_continuation_to_browse(writer, new_page, context, liv
 
 def test_undo_and_redo_cover_typing_and_generations_alike(writer, new_page, context, live_site):
     story = writer[0]
-    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
-    page = open_editor(new_page, context, live_site, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=12)
     page.keyboard.type(" The end?")
     page.wait_for_timeout(1_100)  # typing pauses: the next change is a step of its own
     generate_and_wait(page)
@@ -285,10 +284,7 @@ def test_undo_and_redo_cover_typing_and_generations_alike(writer, new_page, cont
 
 def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live_site):
     story = writer[0]
-    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 12}))
-    page = open_editor(new_page, context, live_site, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=12)
     generate_and_wait(page)
     expect(page.locator(".model-text")).to_have_count(1)
 
@@ -305,10 +301,7 @@ def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live
 
 def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(writer, new_page, context, live_site):
     story = writer[0]
-    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 200, "seed": 1}))
-    page = open_editor(new_page, context, live_site, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=200, seed=1)
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#gen-state")).to_have_text("Writing...")
     page.close()
@@ -353,3 +346,20 @@ def test_a_preset_chosen_in_the_editor_is_saved_and_shown(writer, new_page, cont
     page.reload()
     expect(page.get_by_label("Preset")).to_have_value(str(creative.id))
     expect(page.get_by_label("Temperature")).to_have_value("0.3")
+
+
+def test_generate_continues_from_the_cursor_or_from_the_end(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 6}))
+    page = open_editor(new_page, context, live_site, story)
+    page.evaluate("at => Quill.find(document.getElementById('story')).setSelection(at, 0)", len("Once upon a time,"))
+    generate_and_wait(page)
+    generation = db(Generation.objects.get)
+    assert generation.prompt_text == "Once upon a time,"
+    expect_story_text(page, "Once upon a time," + generation.output + " there was a cat named Whiskers.")
+
+    page.get_by_label("from the end").check()
+    page.evaluate("() => Quill.find(document.getElementById('story')).setSelection(0, 0)")
+    generate_and_wait(page)
+    latest = db(lambda: Generation.objects.order_by("-id").first())
+    assert latest.prompt_text == "Once upon a time," + generation.output + " there was a cat named Whiskers."

@@ -47,6 +47,7 @@ def test_it_creates_a_story_at_revision_one(alice_client, alice):
         "share_url",
         "words",
         "preset",
+        "model_spans",
     }
     assert (body["title"], body["text"], body["revision"], body["settings"]) == ("New", "It was a dark night.", 1, {})
     assert Story.objects.get(pk=body["id"]).owner == alice

@@ -399,3 +399,13 @@ def test_wrong_model_spans_are_refused(alice_client, story, spans):
     response = send(alice_client, "put", f"/api/stories/{story.id}/", {"model_spans": spans, "base_revision": 1})
     assert response.status_code == 400 and response.json()["error"]["field"] == "model_spans"
     assert Story.objects.get(pk=story.pk).model_spans == []
+
+
+def test_a_story_in_the_trash_is_not_continued(alice, story):
+    from generation.services import GenerationRefused, generation_start
+
+    story_trash(story)
+    with pytest.raises(GenerationRefused) as refused:
+        generation_start(story=story, user=alice, text="Once", params=None)
+    assert refused.value.code == "not_found" and "trash" in refused.value.message
+    assert not Generation.objects.exists()
