@@ -301,7 +301,7 @@ def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live
 
 def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(writer, new_page, context, live_site):
     story = writer[0]
-    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=200, seed=1)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=400, seed=1)
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#gen-state")).to_have_text("Writing...")
     page.close()
