@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
 
 from generation import realtime, selectors, services
-from storyteller.stories.models import Story
+from storyteller.stories import selectors as story_selectors
 
 MAX_FRAME_BYTES = 256 * 1024
 
@@ -17,6 +18,14 @@ MAX_FRAME_BYTES = 256 * 1024
 class _Sent:
     last_seq: int
     other: set = field(default_factory=set)
+
+
+def _owned_story(user, story_id):
+    """The user's story outside the trash, or None: the same rule as every page and API."""
+    try:
+        return story_selectors.story_get_for(user, story_id)
+    except Http404:
+        return None
 
 
 class StoryConsumer(AsyncWebsocketConsumer):
@@ -28,9 +37,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
         self.following: dict[int, _Sent] = {}
         if user is not None and user.is_authenticated:
             story_id = self.scope["url_route"]["kwargs"]["story_id"]
-            self.story = await database_sync_to_async(
-                Story.objects.filter(pk=story_id, owner=user, deleted_at__isnull=True).first
-            )()
+            self.story = await database_sync_to_async(_owned_story)(user, story_id)
         if self.story is None:
             await self.close()  # before accept: the handshake is refused with 403
             return

@@ -1,7 +1,8 @@
 from django.conf import settings
 
 from generation.engine.config import ModelSpec
-from generation.models import Generation, ModelConfig
+from generation.models import Generation, ModelConfig, Preset
+from storyteller.stories.text import utf16_length
 
 
 def model_config_active() -> ModelConfig:
@@ -9,6 +10,19 @@ def model_config_active() -> ModelConfig:
     (or STORYTELLER_DEFAULT_MODEL), so that a fresh site works before anyone opens the admin."""
     config = ModelConfig.objects.filter(is_active=True).first()
     return config or ModelConfig(name="Default", source=settings.STORYTELLER_DEFAULT_MODEL, is_active=True)
+
+
+def params_defaults_for(story, config: ModelConfig | None = None) -> dict:
+    """The sampling parameters a story starts from, before its own settings: the active
+    configuration's defaults, then its preset's."""
+    config = config or model_config_active()
+    return {**config.default_params(), **(story.preset.params if story.preset else {})}
+
+
+def preset_list() -> list[dict]:
+    return [
+        {"id": p.id, "name": p.name, "description": p.description, "params": p.params} for p in Preset.objects.all()
+    ]
 
 
 def model_spec(config: ModelConfig) -> ModelSpec:
@@ -57,13 +71,9 @@ def generation_unseen_for_story(story) -> dict | None:
         "status": generation.status,
         "finish_reason": generation.finish_reason,
         "text": output[skip:],
-        "insert_at": _utf16_length(text[: at + skip]),
-        "skip": _utf16_length(output[:skip]),
+        "insert_at": utf16_length(text[: at + skip]),
+        "skip": utf16_length(output[:skip]),
     }
-
-
-def _utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
 
 
 def generation_active_for_story(story) -> Generation | None:

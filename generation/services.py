@@ -65,7 +65,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         config = selectors.model_config_active()
         try:
             resolved = sampling.resolve_params(
-                defaults={**config.default_params(), **(story.preset.params if story.preset else {})},
+                defaults=selectors.params_defaults_for(story, config),
                 story_settings=story.settings,
                 requested=params,
             )
@@ -145,7 +145,6 @@ def _story_context(story: Story) -> context.StoryContext:
 def generation_run(generation_id: int) -> None:
     """Runs a queued generation on this worker's engine, streaming and saving its output."""
     from generation.engine.engine import Request
-    from generation.engine.events import Delta, Finished, Started
     from generation.engine.loader import ModelLoadError
     from generation.worker import engine_for
 
@@ -181,6 +180,15 @@ def generation_run(generation_id: int) -> None:
     generation.save(update_fields=["status", "started_at", "model_name", "context", "updated_at"])
 
     handle = engine.submit(Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids)))
+    _relay(generation, engine, handle, trimmed=prompt.trimmed_tokens > 0)
+
+
+def _relay(generation: Generation, engine, handle, *, trimmed: bool) -> None:
+    """Publishes a running generation's events to its writer and saves its output: at
+    least every FLUSH_EVERY_S while running (the heartbeat), whole at the end. Looks for a
+    cancel request every CANCEL_POLL_S."""
+    from generation.engine.events import Delta, Finished, Started
+
     seq, chunks = 0, []
     last_flush = last_cancel_poll = time.monotonic()
     for event in handle.events():
@@ -198,7 +206,7 @@ def generation_run(generation_id: int) -> None:
             )
         if isinstance(event, Started):
             generation.prompt_tokens = event.prompt_tokens
-            generation.prompt_truncated = event.truncated or prompt.trimmed_tokens > 0
+            generation.prompt_truncated = event.truncated or trimmed
             generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
         elif isinstance(event, Delta) and event.text:
             realtime.publish(

@@ -11,15 +11,18 @@ from storyteller.http import ApiError, api_view, json_body
 from storyteller.stories import selectors, services
 
 
-def _field(data: dict, name: str, kind: type, *, required: bool):
+def _field(data: dict, name: str, kind: type, *, required: bool, nullable: bool = False):
     if name not in data:
         if required:
             raise ApiError(400, "invalid", f"The field '{name}' is required.", field=name)
         return None
     value = data[name]
+    if value is None and nullable:
+        return None
     # bool is an int in Python; a JSON true is not a revision number.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiError(400, "invalid", f"The field '{name}' must be a {kind.__name__}.", field=name)
+        also = " or null" if nullable else ""
+        raise ApiError(400, "invalid", f"The field '{name}' must be a {kind.__name__}{also}.", field=name)
     return value
 
 
@@ -77,7 +80,7 @@ def stories(request):
     return JsonResponse(selectors.story_as_dict(story), status=201)
 
 
-# What a PUT may change, with the JSON type each takes.
+# What a PUT may change, with the JSON type each takes; preset may be null (no preset).
 _CHANGES = (
     ("text", str),
     ("title", str),
@@ -86,6 +89,7 @@ _CHANGES = (
     ("note_depth", int),
     ("settings", dict),
     ("model_spans", list),
+    ("preset", int),
 )
 
 
@@ -100,14 +104,13 @@ def story(request, story_id):
         return JsonResponse(selectors.story_summary(story))
     data = _body(request)
     base_revision = _field(data, "base_revision", int, required=True)
-    changes = {name: _field(data, name, kind, required=False) for name, kind in _CHANGES if name in data}
-    if "preset" in data:
-        preset = data["preset"]
-        if preset is not None and (not isinstance(preset, int) or isinstance(preset, bool)):
-            raise ApiError(400, "invalid", "The field 'preset' must be a preset's id or null.", field="preset")
-        changes["preset"] = preset
+    changes = {
+        name: _field(data, name, kind, required=False, nullable=name == "preset")
+        for name, kind in _CHANGES
+        if name in data
+    }
     if not changes:
-        names = ", ".join([*(name for name, _ in _CHANGES), "preset"])
+        names = ", ".join(name for name, _ in _CHANGES)
         raise ApiError(400, "invalid", f"Nothing to save: give at least one of {names}.", field="text")
     try:
         story = services.draft_save(story=story, base_revision=base_revision, **changes)
@@ -153,7 +156,7 @@ def revision_restore(request, story_id, number):
     revision = _revision(story, number)
     base_revision = _field(_body(request), "base_revision", int, required=True)
     try:
-        story = services.revision_restore(story=story, number=revision.number, base_revision=base_revision)
+        story = services.revision_restore(story=story, revision=revision, base_revision=base_revision)
     except services.StaleRevision as stale:
         raise _stale(stale) from None
     return JsonResponse(selectors.story_as_dict(story))

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from storyteller.stories.text import word_count
+
 TITLE_MAX_LENGTH = 200
 MEMORY_MAX_CHARS = 20_000
 NOTE_MAX_CHARS = 5_000
@@ -48,7 +50,7 @@ class Story(models.Model):
 
     @property
     def word_count(self) -> int:
-        return len(self.text.split())
+        return word_count(self.text)
 
 
 class Revision(models.Model):
@@ -66,6 +68,10 @@ class Revision(models.Model):
 
     def __str__(self):
         return f"{self.story_id} r{self.number}"
+
+    @property
+    def word_count(self) -> int:
+        return word_count(self.text)
 
 
 class LoreEntry(models.Model):

@@ -68,7 +68,7 @@ def revision_as_dict(revision: Revision, *, with_text: bool = False) -> dict:
         "title": revision.title,
         "created_at": revision.created_at.isoformat(),
         "chars": len(revision.text),
-        "words": len(revision.text.split()),
+        "words": revision.word_count,
     }
     if with_text:
         data["text"] = revision.text

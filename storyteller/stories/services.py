@@ -20,6 +20,7 @@ from storyteller.stories.models import (
     Revision,
     Story,
 )
+from storyteller.stories.text import utf16_length
 
 EXPORT_FORMAT = "storyteller.story"
 EXPORT_VERSION = 1
@@ -29,6 +30,7 @@ SHARE_TOKEN_BYTES = 24
 TRASH_DAYS = 30
 # Revisions older than this are thinned to one a minute.
 THIN_AFTER = timedelta(days=1)
+THIN_EVERY = 50
 
 
 class StaleRevision(Exception):
@@ -118,7 +120,10 @@ def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
     story.refresh_from_db()
     if "text" in changes or "title" in changes:
         Revision.objects.create(story=story, number=story.revision, title=story.title, text=story.text)
-        revisions_thin(story)
+        # Autosave comes every few seconds while a writer types: thinning, which reads all
+        # of the story's day-old revisions, runs on one save in THIN_EVERY.
+        if story.revision % THIN_EVERY == 0:
+            revisions_thin(story)
     return story
 
 
@@ -127,7 +132,7 @@ MAX_SPANS = 10_000
 
 def _check_spans(spans, text: str) -> None:
     """[[start, end], ...], ordered, not overlapping, inside the text (UTF-16 units)."""
-    length = len(text.encode("utf-16-le")) // 2
+    length = utf16_length(text)
     problem = None
     if not isinstance(spans, list) or len(spans) > MAX_SPANS:
         problem = f"model_spans is a list of at most {MAX_SPANS:,} [start, end] pairs."
@@ -165,12 +170,9 @@ def revisions_thin(story: Story, *, now=None) -> int:
     return len(doomed)
 
 
-def revision_restore(*, story: Story, number: int, base_revision: int) -> Story:
-    """Makes an old revision's title and text the story's again, as a new revision."""
-    old = Revision.objects.filter(story=story, number=number).first()
-    if old is None:
-        raise Revision.DoesNotExist(f"This story has no revision {number}.")
-    return draft_save(story=story, base_revision=base_revision, text=old.text, title=old.title)
+def revision_restore(*, story: Story, revision: Revision, base_revision: int) -> Story:
+    """Makes one of the story's revisions' title and text the story's again, as a new revision."""
+    return draft_save(story=story, base_revision=base_revision, text=revision.text, title=revision.title)
 
 
 def share_enable(story: Story) -> Story:
@@ -286,13 +288,14 @@ def story_import(*, owner, data: dict) -> Story:
             raise ValidationError(
                 {f"lore[{index}]": 'Each lore entry is {"keys": "...", "text": "...", "enabled": true}.'}
             )
-    context = _check_changes({f: data[f] for f, _ in _IMPORT_FIELDS[2:] if data.get(f) is not None})
-    try:
-        story_settings = clean_params(data.get("settings") or {})
-    except ParamError as exc:
-        raise ValidationError({f"settings.{exc.field}": str(exc)}) from None
+    context = _check_changes(
+        {f: data[f] for f in ("memory", "note", "note_depth", "settings") if data.get(f) is not None}
+    )
     story = story_create(
-        owner=owner, title=data.get("title") or "", text=data.get("text") or "", story_settings=story_settings
+        owner=owner,
+        title=data.get("title") or "",
+        text=data.get("text") or "",
+        story_settings=context.pop("settings", {}),
     )
     preset = data.get("preset")
     if isinstance(preset, str):

@@ -5,8 +5,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from generation.models import Preset
-from generation.selectors import generation_unseen_for_story, model_config_active
+from generation.selectors import generation_unseen_for_story, model_config_active, params_defaults_for, preset_list
 from storyteller.stories import selectors, services
 from storyteller.stories.forms import ImportForm, StoryForm
 
@@ -89,15 +88,10 @@ def import_story(request):
 @login_required
 def editor(request, story_id):
     story = selectors.story_get_for(request.user, story_id)
-    site_defaults = model_config_active().default_params()
-    presets = [
-        {"id": p.id, "name": p.name, "description": p.description, "params": p.params} for p in Preset.objects.all()
-    ]
-    preset_params = story.preset.params if story.preset else {}
     context = {
-        "defaults": {**site_defaults, **preset_params, **story.settings},
-        "site_defaults": site_defaults,
-        "presets": presets,
+        "defaults": {**params_defaults_for(story), **story.settings},
+        "site_defaults": model_config_active().default_params(),
+        "presets": preset_list(),
         "story": story,
         "story_json": {**selectors.story_as_dict(story), "unseen_generation": generation_unseen_for_story(story)},
         "max_text_chars": settings.STORYTELLER_MAX_TEXT_CHARS,

@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 
 from generation.models import Generation
+from storyteller.stories.services import story_trash
 from tests.generation.conftest import OPENING, socket_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,6 +21,14 @@ async def test_an_anonymous_socket_is_refused_at_the_handshake(story):
 
 async def test_another_writers_story_is_refused_at_the_handshake(bob, story):
     socket = await socket_for(bob, story.id)
+    connected, _ = await socket.connect()
+    await socket.disconnect()
+    assert not connected
+
+
+async def test_a_story_in_the_trash_is_refused_at_the_handshake(alice, story):
+    await database_sync_to_async(story_trash)(story)
+    socket = await socket_for(alice, story.id)
     connected, _ = await socket.connect()
     await socket.disconnect()
     assert not connected

@@ -409,3 +409,18 @@ def test_a_story_in_the_trash_is_not_continued(alice, story):
         generation_start(story=story, user=alice, text="Once", params=None)
     assert refused.value.code == "not_found" and "trash" in refused.value.message
     assert not Generation.objects.exists()
+
+
+def test_saving_thins_old_revisions_once_every_fifty_saves(story):
+    from storyteller.stories.services import THIN_EVERY
+
+    two_days_ago = timezone.now() - timedelta(days=2)
+    for number in (2, 3):
+        Revision.objects.create(story=story, number=number, title="t", text=f"v{number}")
+    Revision.objects.update(created_at=two_days_ago)  # 1, 2 and 3 in one old minute
+    Story.objects.filter(pk=story.pk).update(revision=THIN_EVERY - 2)
+
+    draft_save(story=story, base_revision=THIN_EVERY - 2, text="Not yet.")
+    assert story.revisions.count() == 4
+    draft_save(story=story, base_revision=THIN_EVERY - 1, text="Now.")
+    assert sorted(story.revisions.values_list("number", flat=True)) == [3, THIN_EVERY - 1, THIN_EVERY]
