@@ -27,6 +27,16 @@ def _preload_then_beat():
     from generation.worker import engine_for, loaded_engines
 
     name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def beat(state: dict) -> None:
+        try:
+            realtime.worker_heartbeat(name, state)
+        except Exception:
+            log.warning("Heartbeat to Redis failed; retrying", exc_info=True)
+
+    # The worker is alive (and takes tasks, which wait for the model) from now on, not only
+    # once the model has loaded: the first heartbeat comes before the load.
+    beat({"models": [], "loading": True, "error": ""})
     error = ""
     try:
         engine_for(selectors.model_spec(selectors.model_config_active()))
@@ -36,8 +46,5 @@ def _preload_then_beat():
     finally:
         close_old_connections()
     while True:
-        try:
-            realtime.worker_heartbeat(name, {"models": loaded_engines(), "error": error})
-        except Exception:
-            log.warning("Heartbeat to Redis failed; retrying", exc_info=True)
+        beat({"models": loaded_engines(), "error": error})
         time.sleep(HEARTBEAT_EVERY_S)
