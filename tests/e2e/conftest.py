@@ -6,6 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from playwright.sync_api import sync_playwright
 
+from generation import selectors
+from generation.params import resolve_params, to_sampling
+from generation.worker import engine_for
+from tests.engine.helpers import run
+
+OPENING = "Once upon a time, there was a cat named Whiskers."
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -72,3 +79,20 @@ def expect_story_text(page, expected: str, timeout: float = 30_000) -> None:
         page.wait_for_function(f"expected => ({_STORY_TEXT})() === expected", arg=expected, timeout=timeout)
     except Exception:
         raise AssertionError(f"the story is {story_text(page)!r}, not {expected!r}") from None
+
+
+def a_seed_that_writes_to_the_full_length(max_new_tokens: int | None = None) -> tuple[int, str]:
+    """(seed, text): the tiny model is random and may end early; this finds a seed for
+    which the editor's request for OPENING runs to its full length, and the text the
+    worker will write. A long one gives Stop, or a closing tab, time to come first."""
+    config = selectors.model_config_active()
+    engine = engine_for(selectors.model_spec(config))
+    editor_params = {"max_new_tokens": max_new_tokens or config.max_new_tokens, "temperature": config.temperature}
+    for seed in range(50):
+        params = resolve_params(
+            defaults=config.default_params(), story_settings={"seed": seed}, requested=editor_params
+        )
+        finished = run(engine, OPENING, to_sampling(params))[2]
+        if finished.reason == "length":
+            return seed, finished.text
+    raise AssertionError("no seed in 0..49 writes to the full length")

@@ -3,34 +3,12 @@
 import pytest
 from playwright.sync_api import expect
 
-from generation import selectors
 from generation.models import Generation
-from generation.params import resolve_params, to_sampling
-from generation.worker import engine_for
 from storyteller.stories.models import Story
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import expect_story_text, outside_the_event_loop
-from tests.engine.helpers import run
+from tests.e2e.conftest import OPENING, a_seed_that_writes_to_the_full_length, expect_story_text, outside_the_event_loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-OPENING = "Once upon a time, there was a cat named Whiskers."
-
-
-def a_seed_that_writes_to_the_full_length():
-    """(seed, text): the tiny model is random and may end early; this finds a seed for
-    which the editor's request runs to its full length, and the text the worker must write."""
-    config = selectors.model_config_active()
-    engine = engine_for(selectors.model_spec(config))
-    editor_params = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature}
-    for seed in range(50):
-        params = resolve_params(
-            defaults=config.default_params(), story_settings={"seed": seed}, requested=editor_params
-        )
-        finished = run(engine, OPENING, to_sampling(params))[2]
-        if finished.reason == "length":
-            return seed, finished.text
-    raise AssertionError("no seed in 0..49 writes to the full length")
 
 
 def test_a_writer_signs_up_generates_and_finds_the_story_after_a_reload(page, live_site):

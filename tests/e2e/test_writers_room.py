@@ -12,11 +12,18 @@ from playwright.sync_api import expect
 from generation.models import Generation
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, story_create
-from tests.e2e.conftest import expect_story_text, outside_the_event_loop, story_text
+from tests.e2e.conftest import (
+    OPENING,
+    a_seed_that_writes_to_the_full_length,
+    expect_story_text,
+    outside_the_event_loop,
+    story_text,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-OPENING = "Once upon a time, there was a cat named Whiskers."
+# Long enough (and run to its end by a chosen seed) that Stop or a closing tab comes first.
+LONG = 480
 
 
 @pytest.fixture
@@ -222,14 +229,15 @@ def test_a_backup_in_the_browser_comes_back_after_a_reload(writer, new_page, con
 
 def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, context, live_site):
     story = writer[0]
-    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=400, seed=1)
+    seed, _ = db(lambda: a_seed_that_writes_to_the_full_length(LONG))
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=LONG, seed=seed)
     page.keyboard.press("Control+Enter")
     expect(page.locator("#gen-state")).to_have_text("Writing...")
     page.keyboard.press("Escape")
 
     expect(page.locator("#gen-state")).to_have_text("Stopped", timeout=30_000)
     generation = db(Generation.objects.get)
-    assert generation.finish_reason == "cancelled" and generation.new_tokens < 400
+    assert generation.finish_reason == "cancelled" and generation.new_tokens < LONG
     expect_story_text(page, OPENING + generation.output)
 
 
@@ -301,7 +309,8 @@ def test_editing_model_text_makes_it_the_writers(writer, new_page, context, live
 
 def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(writer, new_page, context, live_site):
     story = writer[0]
-    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=400, seed=1)
+    seed, _ = db(lambda: a_seed_that_writes_to_the_full_length(LONG))
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=LONG, seed=seed)
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#gen-state")).to_have_text("Writing...")
     page.close()
