@@ -90,7 +90,8 @@ def test_a_stale_restore_is_refused_and_a_missing_revision_is_404(alice_client, 
 
 
 def test_old_revisions_are_thinned_to_one_a_minute_and_never_all_lost(story):
-    two_days_ago = timezone.now() - timedelta(days=2)
+    # At the start of a minute, so that seconds 1 to 4 fall in one minute and 61, 62 in the next.
+    two_days_ago = (timezone.now() - timedelta(days=2)).replace(second=0, microsecond=0)
     for number in range(2, 8):
         Revision.objects.create(story=story, number=number, title="t", text=f"v{number}")
     # Revisions 1-4 in one old minute, 5-6 in the next; 7 is recent.
@@ -414,7 +415,7 @@ def test_a_story_in_the_trash_is_not_continued(alice, story):
 def test_saving_thins_old_revisions_once_every_fifty_saves(story):
     from storyteller.stories.services import THIN_EVERY
 
-    two_days_ago = timezone.now() - timedelta(days=2)
+    two_days_ago = (timezone.now() - timedelta(days=2)).replace(second=0, microsecond=0)
     for number in (2, 3):
         Revision.objects.create(story=story, number=number, title="t", text=f"v{number}")
     Revision.objects.update(created_at=two_days_ago)  # 1, 2 and 3 in one old minute
