@@ -1,6 +1,9 @@
 """The story socket of docs/protocol.md: authenticate, parse, call a service, relay events."""
 
+import asyncio
+import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -11,7 +14,12 @@ from django.http import Http404
 from generation import realtime, selectors, services
 from storyteller.stories import selectors as story_selectors
 
+log = logging.getLogger(__name__)
+
 MAX_FRAME_BYTES = 256 * 1024
+# How often a socket checks that the generations it follows still have a live worker; a
+# killed worker is reported within this plus services.STALE_RUNNING_S.
+WATCH_EVERY_S = 2.0
 
 
 @dataclass
@@ -42,8 +50,25 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused with 403
             return
         await self.accept()
+        self.watchdog = asyncio.create_task(self.watch_workers())
+
+    async def watch_workers(self):
+        """Finishes, as lost, a followed generation whose worker stopped writing its row (a
+        killed process says nothing); the `error` and `done` then arrive like any other."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            for generation_id in list(self.following):
+                try:
+                    await database_sync_to_async(services.generation_finish_if_lost)(generation_id)
+                except Exception:
+                    log.warning("Could not check generation %s", generation_id, exc_info=True)
 
     async def disconnect(self, code):
+        watchdog = getattr(self, "watchdog", None)
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         for generation_id in list(self.following):
             await self.channel_layer.group_discard(realtime.group_name(generation_id), self.channel_name)
         self.following.clear()

@@ -8,13 +8,17 @@ duplicates. The same log serves clients that reconnect and `resume`.
 
 import asyncio
 import json
+import logging
 import threading
+import time
 from functools import lru_cache
 
 import redis
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 
 def group_name(generation_id: int) -> str:
@@ -67,12 +71,88 @@ def _layer_sender() -> _LayerSender:
 
 def publish(generation_id: int, event: dict) -> None:
     """Logs an event ({"type": "token"|"done"|"error", ...}) and sends it to the group."""
+    _log(generation_id, [event])
+    _layer_sender().group_send(group_name(generation_id), {"type": "generation.event", "event": event})
+
+
+class Stream:
+    """One generation's events as its worker publishes them, kept whole through a Redis outage.
+
+    The worker goes on writing while Redis is away (the row still gets the text every
+    second). Once Redis answers again, the stream writes the generation's log anew from its
+    own copy, since a restarted Redis may have lost it, and sends the group what it
+    missed: a client that resumes finds every `seq`, with no gap.
+    """
+
+    # While Redis is away, a new attempt is made at most this often, so that failing
+    # connections do not slow down the loop that saves the text.
+    RETRY_EVERY_S = 1.0
+
+    def __init__(self, generation_id: int):
+        self.generation_id = generation_id
+        self.events: list[dict] = []
+        self.delivered = 0
+        self.broken = False
+        self._next_try = 0.0
+
+    def publish(self, event: dict) -> None:
+        self.events.append(event)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Delivers what is pending; returns whether everything has been delivered."""
+        if self.delivered == len(self.events):
+            return True
+        if self.broken and time.monotonic() < self._next_try:
+            return False
+        pending = self.events[self.delivered :]
+        try:
+            if self.broken:
+                _rewrite_log(self.generation_id, self.events)
+            else:
+                _log(self.generation_id, pending)
+            for event in pending:
+                _layer_sender().group_send(group_name(self.generation_id), {"type": "generation.event", "event": event})
+        except Exception as exc:
+            # Any failure to reach Redis or the channel layer: the text is safe in the
+            # database, and this stream tries again.
+            if not self.broken:
+                log.warning("Generation %s: cannot publish (%s); retrying", self.generation_id, exc)
+            self.broken = True
+            self._next_try = time.monotonic() + self.RETRY_EVERY_S
+            return False
+        if self.broken:
+            log.info("Generation %s: publishing again", self.generation_id)
+        self.broken = False
+        self.delivered = len(self.events)
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Keeps trying to deliver what is pending for up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            if time.monotonic() >= deadline:
+                log.warning("Generation %s: gave up publishing its last events", self.generation_id)
+                return False
+            time.sleep(min(self.RETRY_EVERY_S, max(0.0, deadline - time.monotonic())))
+        return True
+
+
+def _log(generation_id: int, events: list[dict]) -> None:
     key = _log_key(generation_id)
     pipe = redis_client().pipeline()
-    pipe.rpush(key, json.dumps(event))
+    pipe.rpush(key, *(json.dumps(event) for event in events))
     pipe.expire(key, settings.STORYTELLER_EVENT_LOG_TTL)
     pipe.execute()
-    _layer_sender().group_send(group_name(generation_id), {"type": "generation.event", "event": event})
+
+
+def _rewrite_log(generation_id: int, events: list[dict]) -> None:
+    key = _log_key(generation_id)
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.rpush(key, *(json.dumps(event) for event in events))
+    pipe.expire(key, settings.STORYTELLER_EVENT_LOG_TTL)
+    pipe.execute()
 
 
 def logged_events(generation_id: int) -> list[dict]:

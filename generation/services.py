@@ -8,6 +8,7 @@ from django.utils import timezone
 from generation import context, realtime, selectors
 from generation import params as sampling
 from generation.models import Generation, ModelConfig
+from storyteller import ratelimit
 from storyteller.stories.models import Story
 
 log = logging.getLogger(__name__)
@@ -17,10 +18,14 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 1.0
 # How often a running generation looks for a cancel request from the writer.
 CANCEL_POLL_S = 0.1
-# A running generation whose row has not been touched for this long lost its worker; a
-# queued one that no worker picked up for this long lost its place in the queue.
-STALE_RUNNING_S = 60
+# A running generation whose row has not been touched for this long lost its worker (its
+# heartbeat is the flush above, every second); a queued one that no worker picked up for
+# this long lost its place in the queue.
+STALE_RUNNING_S = 10
 STALE_QUEUED_S = 15 * 60
+# After its last event, a worker keeps trying this long to reach a Redis that went away.
+DRAIN_S = 30
+LOST_MESSAGE = "The worker stopped before this generation finished; the text written so far is kept."
 
 
 class GenerationRefused(Exception):
@@ -52,6 +57,13 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
     limit = settings.STORYTELLER_MAX_TEXT_CHARS
     if len(text) > limit:
         raise GenerationRefused("too_large", f"The text is {len(text):,} characters; the limit is {limit:,}.")
+    wait = ratelimit.hit("generate", str(user.pk), limit=settings.STORYTELLER_GENERATIONS_PER_MINUTE, window_s=60)
+    if wait is not None:
+        raise GenerationRefused(
+            "limit",
+            f"You have asked for {settings.STORYTELLER_GENERATIONS_PER_MINUTE} continuations in a minute; "
+            f"wait {wait} s before the next.",
+        )
     from generation.tasks import generate_task
 
     with transaction.atomic():
@@ -75,12 +87,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         if active is not None and _is_stale(active):
             # Its worker died or its queue was lost (an embedded Redis restarts empty):
             # record that, keeping the text saved so far, instead of locking the story.
-            _finish(
-                active,
-                "error",
-                error="The worker stopped before this generation finished; the text written so far is kept.",
-                error_code="unavailable",
-            )
+            _finish(active, "error", error=LOST_MESSAGE, error_code="unavailable")
         elif active is not None:
             raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
         generation = Generation.objects.create(
@@ -104,6 +111,17 @@ def _is_stale(generation: Generation) -> bool:
     return age > STALE_QUEUED_S
 
 
+def generation_finish_if_lost(generation_id: int) -> bool:
+    """Records a generation whose worker is gone as finished with an error, keeping the
+    text it saved, and tells its followers; returns whether it did. The story socket asks
+    this every few seconds of each generation it follows."""
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
+        if generation is None or not generation.is_active or not _is_stale(generation):
+            return False
+        return _finish(generation, "error", error=LOST_MESSAGE, error_code="unavailable")
+
+
 def generation_cancel(*, story: Story, generation_id) -> Generation:
     """Asks the worker to stop a generation of this story; a finished one is left alone."""
     generation = selectors.generation_for_story(story, generation_id)
@@ -114,24 +132,46 @@ def generation_cancel(*, story: Story, generation_id) -> Generation:
     return generation
 
 
-def _finish(generation: Generation, reason: str, *, error: str = "", error_code: str = "internal") -> None:
+def _finish(generation: Generation, reason: str, *, error: str = "", error_code: str = "internal", stream=None) -> bool:
+    """Records the end of an active generation and publishes its `done` (after an `error`
+    when it failed). A generation ends once: when another process has already finished it,
+    as the socket does for one whose worker went silent, this writes and sends nothing and
+    returns False. `stream` is the worker's `realtime.Stream`; without one, events go out
+    after commit."""
+    now = timezone.now()
     generation.status = Generation.Status.FINISHED
     generation.finish_reason = reason
     generation.error_message = error
-    generation.finished_at = timezone.now()
-    generation.save()
+    generation.finished_at = now
+    generation.updated_at = now
+    fields = ["status", "finish_reason", "error_message", "finished_at", "updated_at", "output", "new_tokens"]
+    fields += ["ttft_ms", "tokens_per_s"]
+    updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.ACTIVE).update(
+        **{name: getattr(generation, name) for name in fields}
+    )
+    if not updated:
+        return False
     events = [selectors.done_event(generation)]
     if reason == "error":
         events.insert(0, {"type": "error", "generation_id": generation.id, "code": error_code, "message": error})
+    if stream is not None:
+        for event in events:
+            stream.publish(event)
+        return True
 
     def publish():
-        for event in events:
-            realtime.publish(generation.id, event)
+        try:
+            for event in events:
+                realtime.publish(generation.id, event)
+        except Exception:
+            # The row holds the outcome; a client that resumes reads it from there.
+            log.warning("Could not publish the end of generation %s", generation.id, exc_info=True)
 
     # After commit: generation_start finishes a stale generation inside its transaction,
     # and a rolled-back finish must not have told anyone. Outside a transaction (the
     # worker) this runs at once.
     transaction.on_commit(publish)
+    return True
 
 
 def _story_context(story: Story) -> context.StoryContext:
@@ -174,10 +214,14 @@ def generation_run(generation_id: int) -> None:
         _finish(generation, "error", error=str(exc), error_code="too_large")
         return
     generation.status = Generation.Status.RUNNING
-    generation.started_at = timezone.now()
+    generation.started_at = generation.updated_at = timezone.now()
     generation.model_name = engine.name
     generation.context = prompt.as_dict()
-    generation.save(update_fields=["status", "started_at", "model_name", "context", "updated_at"])
+    fields = ["status", "started_at", "model_name", "context", "updated_at"]
+    if not Generation.objects.filter(pk=generation.pk, status=Generation.Status.QUEUED).update(
+        **{name: getattr(generation, name) for name in fields}
+    ):
+        return  # finished meanwhile (given up for lost while the model loaded)
 
     handle = engine.submit(Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids)))
     _relay(generation, engine, handle, trimmed=prompt.trimmed_tokens > 0)
@@ -186,42 +230,58 @@ def generation_run(generation_id: int) -> None:
 def _relay(generation: Generation, engine, handle, *, trimmed: bool) -> None:
     """Publishes a running generation's events to its writer and saves its output: at
     least every FLUSH_EVERY_S while running (the heartbeat), whole at the end. Looks for a
-    cancel request every CANCEL_POLL_S."""
+    cancel request every CANCEL_POLL_S. Redis going away interrupts neither: the text goes
+    on being saved, and the stream catches up when Redis is back."""
     from generation.engine.events import Delta, Finished, Started
 
-    seq, chunks = 0, []
+    stream = realtime.Stream(generation.id)
+    seq, chunks, lost = 0, [], False
     last_flush = last_cancel_poll = time.monotonic()
     for event in handle.events():
         now = time.monotonic()
-        if now - last_cancel_poll >= CANCEL_POLL_S:
+        if now - last_cancel_poll >= CANCEL_POLL_S and not stream.broken and not lost:
             last_cancel_poll = now
-            if realtime.cancel_requested(generation.id):
+            if _cancel_requested(generation.id):
                 engine.cancel(handle.request_id)
-        if now - last_flush >= FLUSH_EVERY_S and not isinstance(event, Finished):
+        if now - last_flush >= FLUSH_EVERY_S and not isinstance(event, Finished) and not lost:
             # Also while the engine has not started it: updated_at is the heartbeat by
-            # which a stale generation is recognised (generation_start).
+            # which a lost generation is recognised (generation_finish_if_lost).
             last_flush = now
-            Generation.objects.filter(pk=generation.pk).update(
+            alive = Generation.objects.filter(pk=generation.pk, status=Generation.Status.RUNNING).update(
                 output="".join(chunks), new_tokens=generation.new_tokens, updated_at=timezone.now()
             )
+            if not alive:
+                # This worker went silent long enough to be given up for lost, and the
+                # writer was told: stop rather than write a second ending.
+                log.warning("Generation %s was recorded as lost; stopping it", generation.id)
+                lost = True
+                engine.cancel(handle.request_id)
+            else:
+                stream.flush()
         if isinstance(event, Started):
             generation.prompt_tokens = event.prompt_tokens
             generation.prompt_truncated = event.truncated or trimmed
             generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
-        elif isinstance(event, Delta) and event.text:
-            realtime.publish(
-                generation.id, {"type": "token", "generation_id": generation.id, "seq": seq, "text": event.text}
-            )
+        elif isinstance(event, Delta) and event.text and not lost:
+            stream.publish({"type": "token", "generation_id": generation.id, "seq": seq, "text": event.text})
             seq += 1
             chunks.append(event.text)
             generation.new_tokens += event.tokens
-        elif isinstance(event, Finished):
+        elif isinstance(event, Finished) and not lost:
             # The joined deltas are what the client received; done.text must equal them.
             generation.output = "".join(chunks)
             generation.new_tokens = event.new_tokens
             generation.ttft_ms = event.ttft_ms
             generation.tokens_per_s = event.tokens_per_s
-            _finish(generation, event.reason, error=event.error or "")
+            _finish(generation, event.reason, error=event.error or "", stream=stream)
+    stream.drain(DRAIN_S)
+
+
+def _cancel_requested(generation_id: int) -> bool:
+    try:
+        return realtime.cancel_requested(generation_id)
+    except Exception:
+        return False  # Redis is away; the writer's cancel is seen once it is back
 
 
 def generation_fail(generation_id: int, error: str) -> None:

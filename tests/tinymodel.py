@@ -16,7 +16,10 @@ Café, naïve, déjà vu: the village had words from everywhere. 猫は海を見
 """
 
 
-def build_tiny_model(target: Path) -> Path:
+def build_tiny_model(target: Path, *, layers: int = 2, hidden: int = 64, context: int = 512, eos: bool = True) -> Path:
+    """The tiny model; bigger `layers` and `hidden` make it slower, and without `eos` it
+    never ends a story early (the fault tests want one that is still writing when they
+    strike)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -31,20 +34,22 @@ def build_tiny_model(target: Path) -> Path:
     # Only the corpus's own bytes, not all 256: random weights then write printable text
     # rather than control characters, which a browser's textarea would rewrite.
     tokenizer.train_from_iterator(CORPUS.splitlines() * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>" if eos else None
+    )
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=fast.vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=context,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.eos_token_id,
+        pad_token_id=fast.eos_token_id if eos else fast.bos_token_id,
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
