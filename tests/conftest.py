@@ -224,6 +224,23 @@ def bob(django_user_model):
 
 
 @pytest.fixture
+def alices(alice):
+    """Alice's story with two revisions, a lore entry, a share link and a generation."""
+    from generation.models import Generation
+    from storyteller.stories import services
+    from tests.generation.conftest import OPENING
+
+    story = services.story_create(owner=alice, title="Whiskers", text=OPENING)
+    story = services.draft_save(story=story, text=OPENING + " More.", base_revision=1)
+    entry = services.lore_create(story=story, keys="ship", text="The Mara is a fishing boat.")
+    story = services.share_enable(story)
+    generation = Generation.objects.create(
+        story=story, user=alice, seed=1, status="finished", finish_reason="length", output=" and so on"
+    )
+    return story, entry, generation
+
+
+@pytest.fixture
 def alice_client(client, alice):
     client.force_login(alice)
     return client

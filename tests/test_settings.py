@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -53,3 +55,55 @@ def test_a_deep_data_directory_gets_its_socket_under_tmp(tmp_path):
     socket = redis_urls.embedded_socket_path(deep)
     assert len(str(socket)) < 108
     assert socket == redis_urls.embedded_socket_path(deep)
+
+
+def _manage(*args, env=None):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True
+    )
+
+
+PRODUCTION = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "k7Qp2vX9-example-only-not-used-anywhere-zR4mT8wY1nB6cH3jL5sD0fG",
+    "DJANGO_ALLOWED_HOSTS": "stories.example.com",
+}
+
+
+def test_the_production_settings_pass_the_deploy_checks():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_a_weak_production_secret_fails_the_deploy_checks():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION, "DJANGO_SECRET_KEY": "short"})
+    assert result.returncode != 0 and "security.W009" in result.stderr
+
+
+def test_production_without_a_secret_key_stops_with_a_clear_message():
+    result = _manage("check", env={"DJANGO_DEBUG": "0"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Storyteller cannot start: DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0."
+
+
+def test_the_repository_holds_no_secret():
+    import re
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = listed.stdout.split()
+    assert not [f for f in files if f.startswith("var/") or f.endswith(("secret_key", ".pem", ".key", ".env"))]
+    secret = re.compile(r"SECRET_KEY\s*=\s*['\"]|-----BEGIN [A-Z ]*PRIVATE KEY|django-insecure-\S{40}")
+    found = [f for f in files if (ROOT / f).is_file() and secret.search((ROOT / f).read_text(errors="ignore"))]
+    assert found == []
