@@ -46,5 +46,18 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The suite runs on SQLite, then again (all but the browser tests and the real-model smoke
+# test) on PostgreSQL when one answers at POSTGRES_URL; STORYTELLER_REQUIRE_POSTGRES=1
+# makes a missing PostgreSQL an error instead of a skipped pass (CI sets it).
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/storyteller
+
 test: install chromium model lint
 	$(BIN)/pytest
+	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' \
+	    "$(POSTGRES_URL)" 2>/dev/null; then \
+	  echo "== The suite again on PostgreSQL ($(POSTGRES_URL)), without the browser tests"; \
+	  DATABASE_URL="$(POSTGRES_URL)" $(BIN)/pytest -m "not e2e and not smoke"; \
+	else \
+	  echo "== PostgreSQL does not answer at $(POSTGRES_URL): its pass is skipped"; \
+	  test -z "$$STORYTELLER_REQUIRE_POSTGRES"; \
+	fi

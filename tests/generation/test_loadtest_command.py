@@ -1,0 +1,31 @@
+"""manage.py loadtest against the live site: real sockets, checked streams, JSON out."""
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_drives_clients_and_reports_a_clean_run(live_site, capsys):
+    call_command(
+        "loadtest",
+        *("--url", live_site, "--clients", "3", "--idle", "5", "--duration", "3", "--max-new-tokens", "16"),
+        # At most 3 / 0.5 = 6 generations a client: well under the per-minute limit.
+        *("--pause", "0.5"),
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["generations_completed"] >= 3
+    assert (report["messages_lost"], report["messages_out_of_order"], report["errors"]) == (0, 0, {})
+    assert report["idle_answering"] == 5
+    assert report["tokens_per_s"] > 0 and 0 < report["ttft_p50_ms"] <= report["ttft_p95_ms"]
+    assert not User.objects.filter(username__startswith="loadtest-").exists()
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.10:8000", "http://no-such-host.invalid", "ftp://127.0.0.1/"])
+def test_it_refuses_a_site_that_is_not_on_this_machine(url):
+    with pytest.raises(CommandError, match="loopback|resolve|http://"):
+        call_command("loadtest", "--url", url, "--clients", "1", "--idle", "0", "--duration", "1")
+    assert not User.objects.filter(username__startswith="loadtest-").exists()
