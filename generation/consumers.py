@@ -26,6 +26,9 @@ WATCH_EVERY_S = 2.0
 class _Sent:
     last_seq: int
     other: set = field(default_factory=set)
+    # While it waits for a worker: its place in the queue as last sent, and its request_id.
+    position: int = 0
+    request_id: str | None = None
 
 
 def _owned_story(user, story_id):
@@ -53,15 +56,35 @@ class StoryConsumer(AsyncWebsocketConsumer):
         self.watchdog = asyncio.create_task(self.watch_workers())
 
     async def watch_workers(self):
-        """Finishes, as lost, a followed generation whose worker stopped writing its row (a
-        killed process says nothing); the `error` and `done` then arrive like any other."""
+        """Every few seconds, for each generation this socket follows: a new `queued` when
+        its place in the queue has changed, and, when its worker stopped writing its row (a
+        killed process says nothing), finishing it as lost; `error` and `done` then arrive
+        like any other."""
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
                 try:
+                    await self.send_new_position(generation_id)
                     await database_sync_to_async(services.generation_finish_if_lost)(generation_id)
                 except Exception:
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
+
+    async def send_new_position(self, generation_id: int) -> None:
+        sent = self.following.get(generation_id)
+        if sent is None or sent.position == 0:
+            return
+        position = await database_sync_to_async(selectors.queue_position_of)(generation_id)
+        # Once its words flow, the writer knows it runs; a late count would only confuse.
+        if position != sent.position and sent.last_seq < 0 and generation_id in self.following:
+            sent.position = position
+            await self.send_json(self.queued_event(generation_id, position, sent.request_id))
+
+    @staticmethod
+    def queued_event(generation_id: int, position: int, request_id: str | None) -> dict:
+        queued = {"type": "queued", "generation_id": generation_id, "position": position}
+        if request_id is not None:
+            queued["request_id"] = request_id
+        return queued
 
     async def disconnect(self, code):
         watchdog = getattr(self, "watchdog", None)
@@ -130,11 +153,11 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await self.send_error(refused.code, refused.message, request_id=request_id)
             return
         position = await database_sync_to_async(selectors.queue_position)(generation)
-        queued = {"type": "queued", "generation_id": generation.id, "position": position}
-        if request_id is not None:
-            queued["request_id"] = request_id
-        await self.send_json(queued)
+        await self.send_json(self.queued_event(generation.id, position, request_id))
         await self.follow(generation.id, after_seq=-1)
+        sent = self.following.get(generation.id)  # gone if it finished already
+        if sent is not None:
+            sent.position, sent.request_id = position, request_id
 
     async def on_cancel(self, message):
         generation_id = message.get("generation_id")

@@ -7,6 +7,8 @@ from django.db import models
 
 from generation import params as sampling
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
 
 class ModelConfig(models.Model):
     """Which model the workers run, and the sampling defaults writers start from."""
@@ -53,8 +55,12 @@ class ModelConfig(models.Model):
         if source.endswith(".gguf") and not path.is_file():
             raise ValidationError({"source": f"There is no GGUF file at {source}."})
         if (path.is_absolute() or source.startswith(".")) and not source.endswith(".gguf"):
+            if not path.is_dir():
+                raise ValidationError({"source": f"There is no folder at {source}."})
             if not (path / "config.json").is_file():
                 raise ValidationError({"source": f"{source} is not a model folder: it has no config.json."})
+            if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+                raise ValidationError({"source": f"{source} holds no weights (*.safetensors or *.bin)."})
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
 
@@ -161,3 +167,41 @@ class Preset(models.Model):
             self.params = sampling.clean_params(self.params)
         except sampling.ParamError as exc:
             raise ValidationError({"params": str(exc)}) from None
+
+
+class Worker(models.Model):
+    """What a worker process last reported about itself (every few seconds)."""
+
+    class State(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        ERROR = "error"
+
+    # A worker silent for longer than this is counted as gone.
+    ALIVE_S = 30
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
+    config_name = models.CharField("configuration", max_length=100, blank=True)
+    model_name = models.CharField("model", max_length=200, blank=True)
+    dtype = models.CharField(max_length=32, blank=True)
+    device = models.CharField(max_length=32, blank=True)
+    load_seconds = models.FloatField(null=True, blank=True)
+    live_requests = models.PositiveIntegerField(default=0)
+    # The configuration it is loading, and the last load that failed, with its error.
+    loading = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_heartbeat"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_alive(self) -> bool:
+        from django.utils import timezone
+
+        return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S

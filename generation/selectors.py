@@ -25,6 +25,14 @@ def preset_list() -> list[dict]:
     ]
 
 
+def model_wanted():
+    """The active configuration, as a worker needs it (generation.worker.Wanted)."""
+    from generation.worker import Wanted
+
+    config = model_config_active()
+    return Wanted(spec=model_spec(config), config_name=config.name, key=(config.pk, config.updated_at))
+
+
 def model_spec(config: ModelConfig) -> ModelSpec:
     return ModelSpec(
         source=config.source, dtype=config.dtype, device=config.device, models_dir=str(settings.STORYTELLER_MODELS_DIR)
@@ -89,6 +97,11 @@ def queue_position(generation: Generation) -> int:
     if generation.status != Generation.Status.QUEUED:
         return 0
     return Generation.objects.filter(status=Generation.Status.QUEUED, pk__lt=generation.pk).count()
+
+
+def queue_position_of(generation_id: int) -> int:
+    generation = Generation.objects.filter(pk=generation_id).first()
+    return queue_position(generation) if generation is not None else 0
 
 
 def done_event(generation: Generation) -> dict:

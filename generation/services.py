@@ -1,5 +1,6 @@
 import logging
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -115,9 +116,17 @@ def generation_finish_if_lost(generation_id: int) -> bool:
     """Records a generation whose worker is gone as finished with an error, keeping the
     text it saved, and tells its followers; returns whether it did. The story socket asks
     this every few seconds of each generation it follows."""
+
+    def lost(generation) -> bool:
+        return generation is not None and generation.is_active and _is_stale(generation)
+
+    # A plain read first: most checks find a live worker, and a locking transaction on
+    # SQLite takes the database's write lock.
+    if not lost(Generation.objects.filter(pk=generation_id).first()):
+        return False
     with transaction.atomic():
         generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
-        if generation is None or not generation.is_active or not _is_stale(generation):
+        if not lost(generation):
             return False
         return _finish(generation, "error", error=LOST_MESSAGE, error_code="unavailable")
 
@@ -184,9 +193,8 @@ def _story_context(story: Story) -> context.StoryContext:
 
 def generation_run(generation_id: int) -> None:
     """Runs a queued generation on this worker's engine, streaming and saving its output."""
-    from generation.engine.engine import Request
     from generation.engine.loader import ModelLoadError
-    from generation.worker import engine_for
+    from generation.worker import slot
 
     generation = Generation.objects.filter(pk=generation_id).first()
     if generation is None or generation.status != Generation.Status.QUEUED:
@@ -195,12 +203,21 @@ def generation_run(generation_id: int) -> None:
     if realtime.cancel_requested(generation.id):
         _finish(generation, "cancelled")
         return
-    config = selectors.model_config_active()
     try:
-        engine = engine_for(selectors.model_spec(config))
+        # The model serving now: the active configuration's once this worker has loaded
+        # it, the one before until then.
+        lease = slot.acquire(selectors.model_wanted)
     except ModelLoadError as exc:
         _finish(generation, "error", error=f"The model could not be loaded: {exc}", error_code="unavailable")
         return
+    try:
+        _run_on(generation, lease.engine)
+    finally:
+        slot.release(lease)
+
+
+def _run_on(generation: Generation, engine) -> None:
+    from generation.engine.engine import Request
 
     params = sampling.to_sampling(generation.params)
     try:
@@ -290,3 +307,21 @@ def generation_fail(generation_id: int, error: str) -> None:
     if generation is None or not generation.is_active:
         return
     _finish(generation, "error", error=error)
+
+
+def worker_report(name: str, status: dict) -> None:
+    """Records a worker's state for the admin (the Worker row) and for /healthz (a
+    heartbeat in Redis); either may be away without stopping the other."""
+    from generation.models import Worker
+
+    now = timezone.now()
+    try:
+        Worker.objects.update_or_create(name=name, defaults={**status, "last_heartbeat": now})
+        # Rows of workers that stopped long ago (each restart is a new host:pid).
+        Worker.objects.filter(last_heartbeat__lt=now - timedelta(days=1)).delete()
+    except Exception:
+        log.warning("Could not record the worker's state in the database", exc_info=True)
+    try:
+        realtime.worker_heartbeat(name, status)
+    except Exception:
+        log.warning("Heartbeat to Redis failed; retrying", exc_info=True)

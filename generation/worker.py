@@ -1,7 +1,18 @@
-"""The worker process's engines: one per model, loaded once, shared by every task thread."""
+"""The worker process's models.
+
+`slot` is what the Celery worker serves: one engine that new generations go to. When the
+admin activates another configuration, the new model loads beside the old one and takes
+the new generations once it is ready; the old one finishes what it has and is then let
+go. A model that fails to load leaves the old one serving, and says why in the worker's
+status. No request fails, and none waits, because of a switch.
+
+`engine_for` is the simpler cache that the `generate` command and tests use: one engine
+per model, loaded once.
+"""
 
 import logging
 import threading
+from dataclasses import dataclass
 
 from generation.engine.config import EngineConfig, ModelSpec
 
@@ -23,21 +34,141 @@ def engine_for(spec: ModelSpec, config: EngineConfig | None = None):
         engine = _engines.get(spec)
         if engine is None:
             engine = Engine.load(spec, config)
-            log.info(
-                "Loaded model %s (%s, %s) in %.1f s",
-                engine.name,
-                engine.loaded.dtype,
-                engine.loaded.device,
-                engine.loaded.load_seconds,
-            )
+            _log_load(engine)
             _engines[spec] = engine
         return engine
 
 
-def loaded_engines() -> list[dict]:
-    """What this process has loaded, for its heartbeat."""
-    with _lock:
-        return [
-            {"name": e.name, "source": spec.source, "dtype": str(e.loaded.dtype), "device": str(e.loaded.device)}
-            for spec, e in _engines.items()
-        ]
+def _log_load(engine) -> None:
+    log.info(
+        "Loaded model %s (%s, %s) in %.1f s",
+        engine.name,
+        engine.loaded.dtype,
+        engine.loaded.device,
+        engine.loaded.load_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The active configuration, as the worker needs it: what to load, its name, and a key
+    that changes whenever the configuration is saved (a failed load is retried then)."""
+
+    spec: ModelSpec
+    config_name: str
+    key: tuple
+
+
+@dataclass(eq=False)
+class Lease:
+    engine: object
+    spec: ModelSpec
+    config_name: str
+    users: int = 0
+
+
+class ModelSlot:
+    def __init__(self):
+        self._lock = threading.Lock()  # guards the fields below
+        self._load_lock = threading.Lock()  # one load at a time
+        self._serving: Lease | None = None
+        self._retiring: list[Lease] = []
+        self._loading = ""
+        self._error = ""
+        self._failed_key: tuple | None = None
+
+    def acquire(self, wanted) -> Lease:
+        """The engine for a new generation, held until `release`. Before any model serves
+        (a request during the first load) this waits for the load of `wanted()`, and
+        raises ModelLoadError when it fails."""
+        with self._lock:
+            if self._serving is not None:
+                self._serving.users += 1
+                return self._serving
+        self.load(wanted())
+        with self._lock:
+            self._serving.users += 1
+            return self._serving
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            lease.users -= 1
+        self.retire_idle()
+
+    def load(self, wanted: Wanted) -> None:
+        """Loads the wanted model (unless it serves already) and makes it serve new
+        generations. A failure leaves the serving model as it is, and raises."""
+        from generation.engine.engine import Engine
+        from generation.engine.loader import ModelLoadError
+
+        with self._load_lock:
+            with self._lock:
+                if self._serving is not None and self._serving.spec == wanted.spec:
+                    self._serving.config_name = wanted.config_name
+                    return
+                self._loading = wanted.config_name
+            try:
+                engine = Engine.load(wanted.spec)
+            except Exception as exc:
+                with self._lock:
+                    self._loading = ""
+                    self._error = f"{wanted.config_name}: {exc}"
+                    self._failed_key = wanted.key
+                if isinstance(exc, ModelLoadError):
+                    raise
+                raise ModelLoadError(str(exc)) from exc
+            _log_load(engine)
+            with self._lock:
+                if self._serving is not None:
+                    self._retiring.append(self._serving)
+                self._serving = Lease(engine, wanted.spec, wanted.config_name)
+                self._loading = self._error = ""
+                self._failed_key = None
+        self.retire_idle()
+
+    def follow(self, wanted: Wanted) -> None:
+        """Starts loading the active configuration, in a thread of its own, when it is not
+        the one serving; one that failed is tried again only once it has been changed."""
+        with self._lock:
+            serving = self._serving is not None and self._serving.spec == wanted.spec
+            if serving or self._loading or wanted.key == self._failed_key:
+                return
+            self._loading = wanted.config_name
+        threading.Thread(target=self._load_logged, args=(wanted,), name="model-load", daemon=True).start()
+
+    def _load_logged(self, wanted: Wanted) -> None:
+        try:
+            self.load(wanted)
+        except Exception:
+            log.exception("Could not load %s; the model loaded before goes on serving", wanted.config_name)
+
+    def retire_idle(self) -> None:
+        """Lets go of replaced models once their last generation has finished."""
+        with self._lock:
+            idle = [lease for lease in self._retiring if lease.users == 0]
+            self._retiring = [lease for lease in self._retiring if lease.users > 0]
+        for lease in idle:
+            lease.engine.shutdown()
+            log.info("Released model %s", lease.engine.name)
+
+    def status(self) -> dict:
+        """For the worker's heartbeat and its row in the admin."""
+        with self._lock:
+            serving = self._serving
+            live = sum(lease.users for lease in [*([serving] if serving else []), *self._retiring])
+            if serving is None:
+                model = {"model_name": "", "dtype": "", "device": "", "load_seconds": None, "config_name": ""}
+            else:
+                loaded = serving.engine.loaded
+                model = {
+                    "model_name": serving.engine.name,
+                    "dtype": str(loaded.dtype).removeprefix("torch."),
+                    "device": str(loaded.device),
+                    "load_seconds": round(loaded.load_seconds, 2),
+                    "config_name": serving.config_name,
+                }
+            state = "ready" if serving is not None else "error" if self._error and not self._loading else "loading"
+            return {**model, "state": state, "loading": self._loading, "error": self._error, "live_requests": live}
+
+
+slot = ModelSlot()

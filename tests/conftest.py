@@ -16,6 +16,9 @@ import pytest
 
 from tests.tinymodel import build_tiny_model
 
+# A site of its own for the tests that break things (tests/sites.py).
+pytest_plugins = ["tests.sites"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a long test passphrase"
 
@@ -160,10 +163,11 @@ class _Process:
             self.proc.kill()
 
 
-def start_worker(env: dict) -> _Process:
+def start_worker(env: dict, concurrency: int = 4) -> _Process:
     """A real Celery worker process, threads pool, ready once its model has loaded."""
     return _Process(
-        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads", "--concurrency", "4"]
+        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads"]
+        + ["--concurrency", str(concurrency)]
         + ["-Q", "generation", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env,
         ready=r"Loaded model",
@@ -254,6 +258,15 @@ def alices(alice):
         story=story, user=alice, seed=1, status="finished", finish_reason="length", output=" and so on"
     )
     return story, entry, generation
+
+
+@pytest.fixture
+def story(alice):
+    """Alice's story, at its opening (some test files have their own)."""
+    from storyteller.stories.services import story_create
+    from tests.generation.conftest import OPENING
+
+    return story_create(owner=alice, title="Whiskers", text=OPENING)
 
 
 @pytest.fixture

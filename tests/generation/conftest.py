@@ -1,10 +1,8 @@
-import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from storyteller.asgi import application
-from storyteller.stories.services import story_create
 
 OPENING = "Once upon a time, there was a cat named Whiskers."
 
@@ -32,8 +30,3 @@ async def receive_until(communicator, kind, timeout=30):
         messages.append(message)
         if message["type"] == kind:
             return messages
-
-
-@pytest.fixture
-def story(alice):
-    return story_create(owner=alice, title="Whiskers", text=OPENING)

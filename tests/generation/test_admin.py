@@ -1,6 +1,6 @@
 import pytest
 
-from generation.models import Generation, ModelConfig
+from generation.models import Generation, ModelConfig, Worker
 from storyteller.stories.services import story_create
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +32,21 @@ def test_a_folder_that_holds_no_model_is_refused_before_it_is_saved(admin_client
     response = admin_client.post("/admin/generation/modelconfig/add/", _config_form(source=str(tmp_path)))
     assert response.status_code == 200
     assert "is not a model folder" in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [(None, "There is no folder at"), ({"config.json": "{}"}, "holds no weights")],
+)
+def test_a_missing_folder_or_one_without_weights_is_refused(admin_client, tmp_path, files, words):
+    folder = tmp_path / "model"
+    if files is not None:
+        folder.mkdir()
+        for name, content in files.items():
+            (folder / name).write_text(content)
+    response = admin_client.post("/admin/generation/modelconfig/add/", _config_form(source=str(folder)))
+    assert response.status_code == 200 and words in response.content.decode()
     assert not ModelConfig.objects.exists()
 
 
@@ -74,3 +89,39 @@ def test_the_activate_action_switches_the_active_configuration(admin_client, tin
     assert list(ModelConfig.objects.filter(is_active=True)) == [second]
     first.refresh_from_db()
     assert not first.is_active
+
+
+def test_the_admin_shows_each_worker_and_where_a_switch_stands(admin_client, tiny_model_dir):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    config = ModelConfig.objects.create(name="Tiny", source=str(tiny_model_dir), is_active=True)
+    now = timezone.now()
+    Worker.objects.create(
+        name="host-a:11",
+        state="ready",
+        config_name="Default",
+        model_name="SmolLM2",
+        dtype="float32",
+        device="cpu",
+        loading="Tiny",
+        live_requests=3,
+        last_heartbeat=now,
+    )
+    Worker.objects.create(
+        name="host-b:12",
+        state="ready",
+        config_name="Default",
+        model_name="SmolLM2",
+        error="Tiny: out of memory",
+        last_heartbeat=now,
+    )
+    Worker.objects.create(name="host-c:13", config_name="Tiny", last_heartbeat=now - timedelta(minutes=5))
+
+    listing = admin_client.get("/admin/generation/worker/").content.decode()
+    assert "host-a:11" in listing and "host-b:12" in listing and "Tiny: out of memory" in listing
+    page = admin_client.get(f"/admin/generation/modelconfig/{config.pk}/change/").content.decode()
+    assert "host-a:11: loading it; SmolLM2 serves meanwhile" in page
+    assert "host-b:12: could not load it (Tiny: out of memory); SmolLM2 serves" in page
+    assert "host-c:13" not in page  # silent for five minutes: gone

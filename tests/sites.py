@@ -1,0 +1,54 @@
+"""A site of its own for tests that break things: its own Redis, worker and Daphne on the
+test database, driven over real websockets."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+
+from tests.conftest import RedisServer, start_web, start_worker, subprocess_env
+from tests.generation.conftest import session_headers
+from tests.tinymodel import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory):
+    """A model that writes about a hundred tokens a second here and never ends early."""
+    return build_tiny_model(tmp_path_factory.mktemp("slow-model"), layers=8, hidden=512, context=2048, eos=False)
+
+
+class Site:
+    def __init__(self, model_dir, concurrency: int = 4):
+        self.redis = RedisServer().start()
+        self.env = {**subprocess_env(), "REDIS_URL": self.redis.url, "STORYTELLER_DEFAULT_MODEL": str(model_dir)}
+        self.worker = start_worker(self.env, concurrency)
+        self.web, url = start_web(self.env)
+        self.ws_url = url.replace("http://", "ws://")
+
+    def close(self):
+        self.web.stop()
+        if self.worker.proc.poll() is None:
+            self.worker.stop()
+        self.redis.remove()
+
+
+@pytest.fixture
+def site(slow_model_dir):
+    site = Site(slow_model_dir)
+    yield site
+    site.close()
+
+
+async def open_socket(site, user, story):
+    headers = dict((k.decode(), v.decode()) for k, v in await database_sync_to_async(session_headers)(user))
+    return await websockets.connect(
+        f"{site.ws_url}/ws/stories/{story.id}/",
+        additional_headers={"Cookie": headers["cookie"]},
+        origin=headers["origin"],
+    )
+
+
+async def receive(socket, timeout=30) -> dict:
+    return json.loads(await asyncio.wait_for(socket.recv(), timeout))
