@@ -51,10 +51,30 @@ class ModelConfigAdmin(admin.ModelAdmin):
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
-    list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens", "created_at"]
-    list_filter = ["status", "finish_reason", "model_name", "created_at"]
+    list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens"]
+    list_display += ["waited", "ttft", "tokens_per_second", "took", "created_at"]
+    list_filter = ["status", "finish_reason", "model_name", "created_at", ("user", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["user__username", "story__title"]
     list_select_related = ["story", "user"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="waited")
+    def waited(self, obj):
+        """From the request to a worker taking it."""
+        return _seconds(obj.created_at, obj.started_at)
+
+    @admin.display(description="first token", ordering="ttft_ms")
+    def ttft(self, obj):
+        return f"{obj.ttft_ms / 1000:.2f} s" if obj.ttft_ms is not None else "-"
+
+    @admin.display(description="tokens/s", ordering="tokens_per_s")
+    def tokens_per_second(self, obj):
+        return f"{obj.tokens_per_s:.1f}" if obj.tokens_per_s is not None else "-"
+
+    @admin.display(description="took")
+    def took(self, obj):
+        """From a worker taking it to its end."""
+        return _seconds(obj.started_at, obj.finished_at)
 
     def has_add_permission(self, request):
         return False
@@ -86,3 +106,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+def _seconds(start, end) -> str:
+    return f"{(end - start).total_seconds():.1f} s" if start and end else "-"

@@ -91,6 +91,37 @@ def test_the_activate_action_switches_the_active_configuration(admin_client, tin
     assert not first.is_active
 
 
+def test_the_generation_list_filters_by_user_status_and_model_and_shows_timings(admin_client, alice, bob):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    start = timezone.now()
+    for user, model, status in [(alice, "SmolLM2", "finished"), (bob, "Other", "finished"), (alice, "Other", "queued")]:
+        story = story_create(owner=user, title=f"{user.username} {model} {status}", text="")
+        Generation.objects.create(
+            story=story,
+            user=user,
+            seed=1,
+            status=status,
+            model_name=model,
+            ttft_ms=250.0,
+            tokens_per_s=12.34,
+            started_at=start + timedelta(seconds=1.5),
+            finished_at=start + timedelta(seconds=4),
+        )
+    Generation.objects.update(created_at=start)
+
+    def titles(query):
+        html = admin_client.get(f"/admin/generation/generation/?{query}").content.decode()
+        return {t for t in ("alice SmolLM2 finished", "bob Other finished", "alice Other queued") if t in html}
+
+    assert titles(f"user__id__exact={alice.pk}") == {"alice SmolLM2 finished", "alice Other queued"}
+    assert titles("status__exact=finished&model_name=Other") == {"bob Other finished"}
+    html = admin_client.get("/admin/generation/generation/?model_name=SmolLM2").content.decode()
+    assert "1.5 s" in html and "0.25 s" in html and "12.3" in html and "2.5 s" in html
+
+
 def test_the_admin_shows_each_worker_and_where_a_switch_stands(admin_client, tiny_model_dir):
     from datetime import timedelta
 
