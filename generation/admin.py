@@ -1,7 +1,11 @@
-from django.contrib import admin
+from datetime import timedelta
 
-from generation import services
-from generation.models import Generation, ModelConfig, Preset, Worker
+from django.contrib import admin
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from generation import selectors, services
+from generation.models import Generation, ModelConfig, Preset, UsageLimit, Worker, WriterUsage
 
 
 @admin.register(ModelConfig)
@@ -110,3 +114,62 @@ class WorkerAdmin(admin.ModelAdmin):
 
 def _seconds(start, end) -> str:
     return f"{(end - start).total_seconds():.1f} s" if start and end else "-"
+
+
+@admin.register(UsageLimit)
+class UsageLimitAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "concurrent_generations", "max_new_tokens", "tokens_per_day"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(WriterUsage)
+class WriterUsageAdmin(admin.ModelAdmin):
+    """What each writer has used in the last 24 hours, against their limits."""
+
+    list_display = ["username", "running_now", "generations_24h", "tokens_24h", "limits"]
+    search_fields = ["username"]
+
+    def get_queryset(self, request):
+        since = timezone.now() - timedelta(hours=24)
+        recent = Q(generations__created_at__gte=since)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                tokens_24h=Sum("generations__new_tokens", filter=recent, default=0),
+                generations_24h=Count("generations", filter=recent),
+                running_now=Count("generations", filter=Q(generations__status__in=Generation.ACTIVE)),
+            )
+            .order_by("-tokens_24h", "username")
+        )
+
+    @admin.display(description="tokens (24 h)", ordering="tokens_24h")
+    def tokens_24h(self, obj):
+        return obj.tokens_24h
+
+    @admin.display(description="generations (24 h)", ordering="generations_24h")
+    def generations_24h(self, obj):
+        return obj.generations_24h
+
+    @admin.display(description="running now", ordering="running_now")
+    def running_now(self, obj):
+        return obj.running_now
+
+    @admin.display(description="limits")
+    def limits(self, obj):
+        limits = selectors.limits_for(obj)
+        shown = {
+            "at once": limits["concurrent_generations"],
+            "per request": limits["max_new_tokens"],
+            "tokens per 24 h": limits["tokens_per_day"],
+        }
+        return ", ".join(f"{name}: {'no limit' if value is None else f'{value:,}'}" for name, value in shown.items())
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -205,3 +206,50 @@ class Worker(models.Model):
         from django.utils import timezone
 
         return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
+
+
+class UsageLimit(models.Model):
+    """How much one writer may generate; the row without a user is the site's default.
+
+    In a writer's row an empty field means "the site default"; in the default row, "no
+    limit". Without a default row, DEFAULTS apply.
+    """
+
+    DEFAULTS = {"concurrent_generations": 3, "max_new_tokens": None, "tokens_per_day": 200_000}
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="usage_limit",
+        help_text="Empty: the site default for every writer without a row of their own.",
+    )
+    concurrent_generations = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Generations running at once."
+    )
+    max_new_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="New tokens one request may ask for."
+    )
+    tokens_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="New tokens over the last 24 hours (0 stops the writer)."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                models.Value(1), condition=models.Q(user__isnull=True), name="one_site_default_limit"
+            )
+        ]
+
+    def __str__(self):
+        return f"Limits for {self.user}" if self.user_id else "Site default limits"
+
+
+class WriterUsage(User):
+    """Each writer's use and limits, for staff (a read-only list in the admin)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "writer's use"
+        verbose_name_plural = "writers' use"

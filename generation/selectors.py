@@ -1,4 +1,8 @@
+from datetime import timedelta
+
 from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
 from generation.engine.config import ModelSpec
 from generation.models import Generation, ModelConfig, Preset
@@ -120,4 +124,34 @@ def done_event(generation: Generation) -> dict:
             "trimmed_tokens": generation.context.get("trimmed_tokens", 0),
             "warnings": generation.context.get("warnings", []),
         },
+    }
+
+
+def limits_for(user) -> dict:
+    """The writer's limits (None: no limit): their own row's fields, then the site
+    default's, then UsageLimit.DEFAULTS."""
+    from generation.models import UsageLimit
+
+    rows = {row.user_id: row for row in UsageLimit.objects.filter(Q(user=user) | Q(user__isnull=True))}
+    limits = {}
+    for name, default in UsageLimit.DEFAULTS.items():
+        own = getattr(rows[user.pk], name) if user.pk in rows else None
+        site = getattr(rows[None], name) if None in rows else default
+        limits[name] = own if own is not None else site
+    return limits
+
+
+USAGE_WINDOW = timedelta(hours=24)
+
+
+def usage_for(user) -> dict:
+    """What the writer has used: generations running or waiting now, and new tokens and
+    generations over the last 24 hours."""
+    since = timezone.now() - USAGE_WINDOW
+    recent = Generation.objects.filter(user=user, created_at__gte=since)
+    totals = recent.aggregate(tokens=Sum("new_tokens"), generations=Count("id"))
+    return {
+        "active_generations": Generation.objects.filter(user=user, status__in=Generation.ACTIVE).count(),
+        "tokens_last_24h": totals["tokens"] or 0,
+        "generations_last_24h": totals["generations"],
     }

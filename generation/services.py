@@ -91,6 +91,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
             _finish(active, "error", error=LOST_MESSAGE, error_code="unavailable")
         elif active is not None:
             raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
+        _check_limits(user, resolved["max_new_tokens"])
         generation = Generation.objects.create(
             story=story,
             user=user,
@@ -103,6 +104,35 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         realtime.forget(generation.id)
         transaction.on_commit(lambda: generate_task.delay(generation.id))
     return generation
+
+
+def _check_limits(user, max_new_tokens: int) -> None:
+    """Refuses, with code `limit` and before any model time, a request over the writer's
+    limits (selectors.limits_for)."""
+    limits = selectors.limits_for(user)
+    used = selectors.usage_for(user)
+    if limits["max_new_tokens"] is not None and max_new_tokens > limits["max_new_tokens"]:
+        raise GenerationRefused(
+            "limit",
+            f"You may ask for at most {limits['max_new_tokens']:,} new tokens at a time; "
+            f"this asks for {max_new_tokens:,}. Lower the length in Settings.",
+        )
+    if limits["concurrent_generations"] is not None and used["active_generations"] >= limits["concurrent_generations"]:
+        raise GenerationRefused(
+            "limit",
+            f"You have {used['active_generations']} continuations being written, your limit; "
+            "wait for one to finish or stop one.",
+        )
+    if limits["tokens_per_day"] is not None:
+        left = max(0, limits["tokens_per_day"] - used["tokens_last_24h"])
+        if max_new_tokens > left:
+            raise GenerationRefused(
+                "limit",
+                f"You have {left:,} of your {limits['tokens_per_day']:,} tokens for 24 hours left, and this asks "
+                f"for {max_new_tokens:,}. "
+                + ("Ask for fewer, or wait:" if left else "Wait:")
+                + " tokens come back 24 hours after they were used.",
+            )
 
 
 def _is_stale(generation: Generation) -> bool:

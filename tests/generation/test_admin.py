@@ -156,3 +156,20 @@ def test_the_admin_shows_each_worker_and_where_a_switch_stands(admin_client, tin
     assert "host-a:11: loading it; SmolLM2 serves meanwhile" in page
     assert "host-b:12: could not load it (Tiny: out of memory); SmolLM2 serves" in page
     assert "host-c:13" not in page  # silent for five minutes: gone
+
+
+def test_staff_see_each_writers_use_against_their_limits(admin_client, alice, bob):
+    from generation.models import UsageLimit
+
+    UsageLimit.objects.create(tokens_per_day=5000)
+    UsageLimit.objects.create(user=bob, concurrent_generations=1)
+    story = story_create(owner=alice, title="Whiskers", text="")
+    Generation.objects.create(story=story, user=alice, seed=1, status="finished", new_tokens=1234)
+    Generation.objects.create(story=story, user=alice, seed=1, status="running", new_tokens=10)
+
+    html = admin_client.get("/admin/generation/writerusage/").content.decode()
+    alice_row = html[html.index(">alice<") : html.index("</tr>", html.index(">alice<"))]
+    assert ">1244<" in alice_row and ">2<" in alice_row and ">1<" in alice_row
+    assert "at once: no limit, per request: no limit, tokens per 24 h: 5,000" in alice_row
+    bob_row = html[html.index(">bob<") : html.index("</tr>", html.index(">bob<"))]
+    assert "at once: 1, per request: no limit, tokens per 24 h: 5,000" in bob_row
