@@ -187,3 +187,8 @@ def live_workers() -> dict[str, dict]:
     keys = list(client.scan_iter(match=_WORKER_PREFIX + "*", count=100))
     values = client.mget(keys) if keys else []
     return {k.decode().removeprefix(_WORKER_PREFIX): json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+
+
+def queue_length(queue: str = "generation") -> int:
+    """Tasks waiting in the Celery queue (the Redis transport keeps them in a list)."""
+    return redis_client().llen(queue)

@@ -1,3 +1,4 @@
+import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -155,3 +156,64 @@ def usage_for(user) -> dict:
         "tokens_last_24h": totals["tokens"] or 0,
         "generations_last_24h": totals["generations"],
     }
+
+
+# The dashboard's windows: (length, bucket) of each.
+LOAD_WINDOWS = {"hour": (timedelta(hours=1), timedelta(minutes=1)), "day": (timedelta(days=1), timedelta(minutes=15))}
+
+
+def load_series(window: str, now=None) -> dict:
+    """The load over the last hour or day, bucket by bucket, for the staff dashboard.
+
+    Per bucket: generations finished per minute and new tokens per second (counted when
+    they finish), the time to first token as the writer waits for it (queue plus the
+    engine's first token) at p50 and p95, and, at the bucket's end, how many generations
+    waited for a worker and how many were running.
+    """
+    length, bucket = LOAD_WINDOWS[window]
+    now = now or timezone.now()
+    start = now - length
+    rows = list(
+        Generation.objects.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=start), created_at__lt=now).values(
+            "created_at", "started_at", "finished_at", "new_tokens", "ttft_ms"
+        )
+    )
+    count = int(length / bucket)
+    ends = [start + bucket * (n + 1) for n in range(count)]
+    finished = [[] for _ in range(count)]
+    for row in rows:
+        if row["finished_at"] is not None and row["finished_at"] >= start:
+            finished[min(count - 1, int((row["finished_at"] - start) / bucket))].append(row)
+
+    later = now + bucket  # the end of what has not ended yet
+
+    def waiting_at(t, row):
+        return row["created_at"] <= t < (row["started_at"] or row["finished_at"] or later)
+
+    def running_at(t, row):
+        return row["started_at"] is not None and row["started_at"] <= t < (row["finished_at"] or later)
+
+    minutes, seconds = bucket.total_seconds() / 60, bucket.total_seconds()
+    series = {"ends": [], "generations_per_min": [], "tokens_per_s": [], "ttft_p50_ms": [], "ttft_p95_ms": []}
+    series |= {"queued": [], "running": []}
+    for end, done in zip(ends, finished, strict=True):
+        waits = sorted(
+            (r["started_at"] - r["created_at"]).total_seconds() * 1000 + r["ttft_ms"]
+            for r in done
+            if r["ttft_ms"] is not None and r["started_at"] is not None
+        )
+        series["ends"].append(end.isoformat())
+        series["generations_per_min"].append(round(len(done) / minutes, 2))
+        series["tokens_per_s"].append(round(sum(r["new_tokens"] for r in done) / seconds, 2))
+        series["ttft_p50_ms"].append(_percentile(waits, 0.50))
+        series["ttft_p95_ms"].append(_percentile(waits, 0.95))
+        series["queued"].append(sum(waiting_at(end, r) for r in rows))
+        series["running"].append(sum(running_at(end, r) for r in rows))
+    return {"window": window, "bucket_s": int(seconds), "series": series}
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of an ordered list; None when it is empty."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])

@@ -1,0 +1,63 @@
+"""The staff dashboard in a real browser: its four charts draw the figures the server
+computed."""
+
+import json
+
+import pytest
+from django.test import Client
+from playwright.sync_api import expect
+
+from generation.models import Generation
+from storyteller.stories.services import story_create
+from tests.e2e.conftest import outside_the_event_loop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_dashboard_draws_its_charts_from_the_servers_figures(admin_user, alice, live_site, browser, new_page):
+    def make():
+        from django.utils import timezone
+
+        story = story_create(owner=alice, title="Whiskers", text="")
+        now = timezone.now()
+        Generation.objects.create(
+            story=story,
+            user=alice,
+            seed=1,
+            status="finished",
+            new_tokens=600,
+            ttft_ms=300,
+            started_at=now,
+            finished_at=now,
+        )
+        client = Client()
+        client.force_login(admin_user)
+        return client.cookies["sessionid"].value
+
+    session = outside_the_event_loop(make)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": session, "url": live_site}])
+    page = new_page(context)
+    page.goto(f"{live_site}/staff/dashboard/")
+    expect(page.locator("#now")).to_contain_text("worker")
+    expect(page.locator(".dashboard")).to_have_attribute("data-loaded-window", "hour")
+
+    served = json.loads(page.evaluate("fetch('/staff/dashboard/data?window=hour').then(r => r.text())"))
+    drawn = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('canvas')].map(c => {
+            const chart = Chart.getChart(c);
+            return [c.id, {labels: chart.data.labels.length, data: chart.data.datasets.map(d => d.data),
+                           width: c.width, height: c.height}];
+        }))"""
+    )
+    assert drawn["chart-tokens"]["data"][0] == served["series"]["tokens_per_s"]
+    assert sum(drawn["chart-tokens"]["data"][0]) == 10.0  # 600 tokens in one minute
+    assert drawn["chart-generations"]["data"][0] == served["series"]["generations_per_min"]
+    assert drawn["chart-ttft"]["data"] == [served["series"]["ttft_p50_ms"], served["series"]["ttft_p95_ms"]]
+    assert drawn["chart-queue"]["data"] == [served["series"]["queued"], served["series"]["running"]]
+    assert all(chart["labels"] == 60 and chart["width"] > 100 and chart["height"] > 50 for chart in drawn.values())
+
+    page.get_by_label("last day").check()
+    expect(page.locator(".dashboard")).to_have_attribute("data-loaded-window", "day")
+    assert page.evaluate("Chart.getChart(document.getElementById('chart-tokens')).data.labels.length") == 96
+    context.close()

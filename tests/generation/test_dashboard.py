@@ -1,0 +1,80 @@
+"""The staff dashboard's figures, computed from the generations' own times."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from generation import selectors
+from generation.models import Generation
+from storyteller.stories.services import story_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _generation(story, now, created, started, finished, tokens=0, ttft=None):
+    """A generation whose times are given in seconds before `now`."""
+
+    def at(seconds):
+        return None if seconds is None else now - timedelta(seconds=seconds)
+
+    generation = Generation.objects.create(
+        story=story,
+        user=story.owner,
+        seed=1,
+        status="finished" if finished is not None else "running",
+        new_tokens=tokens,
+        ttft_ms=ttft,
+        started_at=at(started),
+        finished_at=at(finished),
+    )
+    Generation.objects.filter(pk=generation.pk).update(created_at=at(created))
+
+
+def test_the_last_hour_minute_by_minute(alice):
+    now = timezone.now().replace(second=0, microsecond=0)
+    story = story_create(owner=alice, title="Whiskers", text="")
+    # Two finished in the last minute: waited 1 s and 3 s, first tokens 200 and 400 ms.
+    _generation(story, now, created=50, started=49, finished=20, tokens=60, ttft=200)
+    _generation(story, now, created=40, started=37, finished=10, tokens=120, ttft=400)
+    # Running for the last 90 s; waiting for a worker for the last 30 s; and one from
+    # two hours ago, outside the window.
+    _generation(story, now, created=95, started=90, finished=None)
+    _generation(story, now, created=30, started=None, finished=None)
+    _generation(story, now, created=7300, started=7299, finished=7200, tokens=999, ttft=100)
+
+    series = selectors.load_series("hour", now=now)["series"]
+    assert len(series["ends"]) == 60
+    assert series["generations_per_min"][-1] == 2 and series["generations_per_min"][-2] == 0
+    assert series["tokens_per_s"][-1] == 3.0  # 180 tokens in 60 s
+    assert (series["ttft_p50_ms"][-1], series["ttft_p95_ms"][-1]) == (1200, 3400)
+    assert series["ttft_p50_ms"][-2] is None
+    assert (series["queued"][-1], series["running"][-1]) == (1, 1)  # at the window's end
+    assert (series["queued"][-2], series["running"][-2]) == (0, 1)  # a minute before
+    assert sum(series["generations_per_min"]) == 2
+
+
+def test_the_day_in_quarter_hours(alice):
+    now = timezone.now()
+    story = story_create(owner=alice, title="Whiskers", text="")
+    _generation(story, now, created=7300, started=7299, finished=7200, tokens=900, ttft=100)
+    series = selectors.load_series("day", now=now)["series"]
+    assert len(series["ends"]) == 96
+    assert sum(series["generations_per_min"]) == pytest.approx(1 / 15, abs=0.01)
+    assert sum(series["tokens_per_s"]) == 1.0  # 900 tokens in a 900 s bucket
+
+
+def test_only_staff_see_it(client, alice, admin_user):
+    client.force_login(alice)
+    assert client.get("/staff/dashboard/").status_code == 302  # to the admin's login
+    assert client.get("/staff/dashboard/data").status_code == 302
+    client.force_login(admin_user)
+    page = client.get("/staff/dashboard/")
+    assert page.status_code == 200 and b"chart.umd.min.js" in page.content
+    data = client.get("/staff/dashboard/data?window=day").json()
+    assert data["window"] == "day" and len(data["series"]["ends"]) == 96 and "workers" in data["now"]
+
+
+def test_an_unknown_window_is_refused(admin_client):
+    answer = admin_client.get("/staff/dashboard/data?window=week")
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "window"
