@@ -15,7 +15,12 @@ class ModelConfigAdmin(admin.ModelAdmin):
     actions = ["activate"]
     fieldsets = [
         (None, {"fields": ["name", "source", "dtype", "device", "context_window", "is_active"]}),
+        ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight"]}),
         ("Default sampling", {"fields": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]}),
+        (
+            "What writers may choose",
+            {"fields": ["writer_max_new_tokens", "writer_min_temperature", "writer_max_temperature"]},
+        ),
     ]
 
     readonly_fields = ["workers"]

@@ -30,6 +30,31 @@ class ModelConfig(models.Model):
         null=True, blank=True, help_text="Tokens; empty uses the model's own maximum."
     )
     is_active = models.BooleanField(default=False, help_text="Exactly one configuration runs at a time.")
+    # The engine's limits; empty takes the engine's defaults (generation/engine/config.py).
+    max_batch_size = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(256)],
+        help_text="Generations decoded together in one step (engine default 32); more wait.",
+    )
+    max_tokens_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(256)],
+        help_text="Token positions the batch's KV cache may hold (engine default 65,536).",
+    )
+    # What writers may choose, within the site's own bounds (generation/params.py).
+    writer_max_new_tokens = models.PositiveIntegerField(
+        "most new tokens a writer may ask for",
+        default=sampling.MAX_NEW_TOKENS,
+        validators=[MinValueValidator(1), MaxValueValidator(sampling.MAX_NEW_TOKENS)],
+    )
+    writer_min_temperature = models.FloatField(
+        "lowest temperature", default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(5.0)]
+    )
+    writer_max_temperature = models.FloatField(
+        "highest temperature", default=5.0, validators=[MinValueValidator(0.0), MaxValueValidator(5.0)]
+    )
     max_new_tokens = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(sampling.MAX_NEW_TOKENS)]
     )
@@ -64,12 +89,34 @@ class ModelConfig(models.Model):
                 raise ValidationError({"source": f"{source} holds no weights (*.safetensors or *.bin)."})
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
+        if self.writer_min_temperature > self.writer_max_temperature:
+            raise ValidationError({"writer_max_temperature": "The highest temperature is below the lowest."})
+        ranges = self.writer_ranges()
+        for name, (low, high) in ranges.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValidationError({name: f"The default {name} is outside what writers may choose ({low}-{high})."})
 
     def validate_constraints(self, exclude=None):
         # Saving an active configuration deactivates the others in the same transaction
         # (services.model_config_save), so "one active" is not an error to show the admin;
         # the database constraint still guards every other path.
         super().validate_constraints(exclude={*(exclude or ()), "is_active"})
+
+    def writer_ranges(self) -> dict:
+        """{parameter: (lowest, highest)} that writers may choose on this configuration."""
+        return {
+            "max_new_tokens": (1, self.writer_max_new_tokens),
+            "temperature": (self.writer_min_temperature, self.writer_max_temperature),
+        }
+
+    def engine_limits(self) -> dict:
+        """The EngineConfig fields this configuration sets."""
+        limits = {
+            "max_batch_size": self.max_batch_size,
+            "max_tokens_in_flight": self.max_tokens_in_flight,
+            "context_window": self.context_window,
+        }
+        return {name: value for name, value in limits.items() if value is not None}
 
     def default_params(self) -> dict:
         return {

@@ -65,12 +65,16 @@ def clean_params(raw) -> dict:
     return {key: _CHECKS[key](value) for key, value in raw.items()}
 
 
-def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | None) -> dict:
+def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | None, ranges: dict | None = None) -> dict:
     """Admin defaults, overridden by the story's settings, then by the request; a seed is
-    drawn when none is given, so that every generation can be reproduced."""
+    drawn when none is given, so that every generation can be reproduced. `ranges`
+    ({name: (lowest, highest)}) narrows what the active configuration lets writers choose."""
     merged = {"stop": [], "seed": None, **defaults}
     merged.update(clean_params({k: v for k, v in story_settings.items() if k in _CHECKS}))
     merged.update(clean_params(requested))
+    for name, (low, high) in (ranges or {}).items():
+        if not low <= merged[name] <= high:
+            raise ParamError(name, f"On this site {name} is from {low} to {high}; got {merged[name]}.")
     if merged["seed"] is None:
         merged["seed"] = secrets.randbelow(2**31)
     return merged

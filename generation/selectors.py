@@ -32,10 +32,16 @@ def preset_list() -> list[dict]:
 
 def model_wanted():
     """The active configuration, as a worker needs it (generation.worker.Wanted)."""
+    from generation.engine.config import EngineConfig
     from generation.worker import Wanted
 
     config = model_config_active()
-    return Wanted(spec=model_spec(config), config_name=config.name, key=(config.pk, config.updated_at))
+    return Wanted(
+        spec=model_spec(config),
+        engine=EngineConfig(**config.engine_limits()),
+        config_name=config.name,
+        key=(config.pk, config.updated_at),
+    )
 
 
 def model_spec(config: ModelConfig) -> ModelSpec:
@@ -107,6 +113,23 @@ def queue_position(generation: Generation) -> int:
 def queue_position_of(generation_id: int) -> int:
     generation = Generation.objects.filter(pk=generation_id).first()
     return queue_position(generation) if generation is not None else 0
+
+
+def generation_as_dict(generation: Generation) -> dict:
+    """A generation as the HTTP API shows it."""
+    return {
+        "generation_id": generation.id,
+        "request_id": generation.request_id or None,
+        "status": generation.status,
+        "finish_reason": generation.finish_reason or None,
+        "text": generation.output,
+        "error": generation.error_message or None,
+        "model": generation.model_name,
+        "params": generation.params,
+        "stats": generation.stats(),
+        "created_at": generation.created_at.isoformat(),
+        "finished_at": generation.finished_at.isoformat() if generation.finished_at else None,
+    }
 
 
 def done_event(generation: Generation) -> dict:

@@ -81,6 +81,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
                 defaults=selectors.params_defaults_for(story, config),
                 story_settings=story.settings,
                 requested=params,
+                ranges=config.writer_ranges(),
             )
         except sampling.ParamError as exc:
             raise GenerationRefused("invalid", str(exc)) from None

@@ -55,14 +55,20 @@ class Wanted:
     that changes whenever the configuration is saved (a failed load is retried then)."""
 
     spec: ModelSpec
+    engine: EngineConfig
     config_name: str
     key: tuple
+
+    @property
+    def runs(self) -> tuple:
+        """What a loaded engine must match to serve this: the model and the engine's limits."""
+        return (self.spec, self.engine)
 
 
 @dataclass(eq=False)
 class Lease:
     engine: object
-    spec: ModelSpec
+    runs: tuple
     config_name: str
     users: int = 0
 
@@ -103,12 +109,12 @@ class ModelSlot:
 
         with self._load_lock:
             with self._lock:
-                if self._serving is not None and self._serving.spec == wanted.spec:
+                if self._serving is not None and self._serving.runs == wanted.runs:
                     self._serving.config_name = wanted.config_name
                     return
                 self._loading = wanted.config_name
             try:
-                engine = Engine.load(wanted.spec)
+                engine = Engine.load(wanted.spec, wanted.engine)
             except Exception as exc:
                 with self._lock:
                     self._loading = ""
@@ -121,7 +127,7 @@ class ModelSlot:
             with self._lock:
                 if self._serving is not None:
                     self._retiring.append(self._serving)
-                self._serving = Lease(engine, wanted.spec, wanted.config_name)
+                self._serving = Lease(engine, wanted.runs, wanted.config_name)
                 self._loading = self._error = ""
                 self._failed_key = None
         self.retire_idle()
@@ -130,7 +136,7 @@ class ModelSlot:
         """Starts loading the active configuration, in a thread of its own, when it is not
         the one serving; one that failed is tried again only once it has been changed."""
         with self._lock:
-            serving = self._serving is not None and self._serving.spec == wanted.spec
+            serving = self._serving is not None and self._serving.runs == wanted.runs
             if serving or self._loading or wanted.key == self._failed_key:
                 return
             self._loading = wanted.config_name

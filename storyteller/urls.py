@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("storyteller.accounts.urls")),
     path("stories/", include("storyteller.stories.urls")),
     path("api/", include(api_urls)),
+    path("api/", include("generation.api_urls")),
     path("s/<str:token>/", story_views.shared, name="shared"),
     path("healthz", views.healthz, name="healthz"),
 ]

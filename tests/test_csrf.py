@@ -35,9 +35,9 @@ def _call(client, method, url, body, **headers):
 
 @pytest.mark.parametrize(("method", "url", "body"), UNSAFE)
 def test_an_unsafe_request_without_the_token_is_refused_and_changes_nothing(guarded, alices, method, url, body):
-    story, entry, _ = alices
+    story, entry, generation = alices
     before = (story.title, story.text, story.revision, story.share_token, story.lore.count())
-    answer = _call(guarded, method, url.format(story=story.id, entry=entry.id), body)
+    answer = _call(guarded, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
     assert answer.status_code == 403
     if url.startswith("/api/"):
         assert answer.json()["error"]["code"] == "csrf"
@@ -47,7 +47,13 @@ def test_an_unsafe_request_without_the_token_is_refused_and_changes_nothing(guar
 
 @pytest.mark.parametrize(("method", "url", "body"), UNSAFE)
 def test_the_same_request_with_the_token_in_the_header_passes_the_check(guarded, alices, method, url, body):
-    story, entry, _ = alices
+    story, entry, generation = alices
     token = guarded.cookies["csrftoken"].value
-    answer = _call(guarded, method, url.format(story=story.id, entry=entry.id), body, HTTP_X_CSRFTOKEN=token)
+    answer = _call(
+        guarded,
+        method,
+        url.format(story=story.id, entry=entry.id, generation=generation.id),
+        body,
+        HTTP_X_CSRFTOKEN=token,
+    )
     assert answer.status_code != 403

@@ -32,6 +32,8 @@ ROUTES = [
     ("PUT", "/api/stories/{story}/lore/{entry}/", {"keys": "ship", "text": "Mine now"}),
     ("DELETE", "/api/stories/{story}/lore/{entry}/", None),
     ("GET", "/api/stories/{story}/context", None),
+    ("GET", "/api/stories/{story}/generations/{generation}/", None),
+    ("POST", "/api/stories/{story}/generations/", {"text": "Mine now", "params": {"max_new_tokens": 5}}),
 ]
 
 pytestmark = pytest.mark.django_db
@@ -54,9 +56,9 @@ def _call(client, method, url, body):
 
 @pytest.mark.parametrize(("method", "url", "body"), ROUTES)
 def test_another_writer_gets_404_and_changes_nothing(bob_client, alices, method, url, body):
-    story, entry, _ = alices
+    story, entry, generation = alices
     before = _snapshot(story)
-    answer = _call(bob_client, method, url.format(story=story.id, entry=entry.id), body)
+    answer = _call(bob_client, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
     assert answer.status_code == 404
     if url.startswith("/api/"):
         assert answer.json()["error"]["code"] == "not_found"
@@ -65,21 +67,21 @@ def test_another_writer_gets_404_and_changes_nothing(bob_client, alices, method,
 
 @pytest.mark.parametrize(("method", "url", "body"), [r for r in ROUTES if "{entry}" in r[1]])
 def test_a_lore_entry_of_another_story_is_not_found_through_ones_own(bob_client, bob, alices, method, url, body):
-    story, entry, _ = alices
+    story, entry, generation = alices
     bobs = services.story_create(owner=bob, title="Bob's", text="Bob's story.")
     before = _snapshot(story)
-    answer = _call(bob_client, method, url.format(story=bobs.id, entry=entry.id), body)
+    answer = _call(bob_client, method, url.format(story=bobs.id, entry=entry.id, generation=generation.id), body)
     assert answer.status_code == 404
     assert _snapshot(story) == before
 
 
 def test_the_owner_reaches_every_route(alice_client, alices):
     """The other side of the 404s above: the same requests work for Alice."""
-    story, entry, _ = alices
+    story, entry, generation = alices
     for method, url, body in ROUTES:
         if method == "DELETE" and "lore" in url:
             continue  # would remove what the PUT before it needs; covered by its own tests
-        answer = _call(alice_client, method, url.format(story=story.id, entry=entry.id), body)
+        answer = _call(alice_client, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
         # 409: an earlier request in the list saved a newer revision than the body names.
         assert answer.status_code < 400 or answer.status_code == 409, (method, url, answer)
 
@@ -95,6 +97,7 @@ def test_every_story_route_is_checked_here():
     named = {p for p in walk(get_resolver().url_patterns) if "<int:story_id>" in p}
     covered = {url.split("?")[0].replace("{story}", "<int:story_id>") for _, url, _ in ROUTES}
     covered = {u.replace("{entry}", "<int:entry_id>").replace("/1/", "/<int:number>/") for u in covered}
+    covered = {u.replace("{generation}", "<int:generation_id>") for u in covered}
     assert {"/" + p for p in named} == covered
 
 

@@ -324,8 +324,10 @@ def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(w
     page.get_by_role("textbox", name="Story").focus()
     page.keyboard.press("Control+End")
     page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#gen-state")).to_have_text("Waiting for the model...")
-    generation = db(Generation.objects.get)
+    deadline = time.monotonic() + 30
+    while (generation := db(Generation.objects.first)) is None:
+        assert time.monotonic() < deadline, "the generate request never arrived"
+        time.sleep(0.1)
     page.close()
     deadline = time.monotonic() + 60
     while generation.status != "finished" and time.monotonic() < deadline:

@@ -24,6 +24,11 @@ def _config_form(**overrides):
         "top_p": 0.95,
         "top_k": 50,
         "repetition_penalty": 1.1,
+        "max_batch_size": "",
+        "max_tokens_in_flight": "",
+        "writer_max_new_tokens": 1024,
+        "writer_min_temperature": 0,
+        "writer_max_temperature": 5,
         **overrides,
     }
 
@@ -173,3 +178,11 @@ def test_staff_see_each_writers_use_against_their_limits(admin_client, alice, bo
     assert "at once: no limit, per request: no limit, tokens per 24 h: 5,000" in alice_row
     bob_row = html[html.index(">bob<") : html.index("</tr>", html.index(">bob<"))]
     assert "at once: 1, per request: no limit, tokens per 24 h: 5,000" in bob_row
+
+
+def test_a_default_outside_what_writers_may_choose_is_refused(admin_client, tiny_model_dir):
+    form = _config_form(source=str(tiny_model_dir), temperature=1.2, writer_max_temperature=1.0)
+    response = admin_client.post("/admin/generation/modelconfig/add/", form)
+    assert response.status_code == 200
+    assert "The default temperature is outside what writers may choose (0.0-1.0)." in response.content.decode()
+    assert not ModelConfig.objects.exists()

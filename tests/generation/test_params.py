@@ -48,3 +48,14 @@ def test_it_refuses_wrong_values_naming_the_field(raw, field):
 def test_edge_values_are_accepted_as_given():
     raw = {"max_new_tokens": 1024, "temperature": 0, "top_p": 1, "top_k": 0, "seed": None, "stop": ["\n\n"]}
     assert clean_params(raw) == raw
+
+
+def test_the_configuration_narrows_what_writers_may_choose():
+    defaults = DEFAULTS
+    ranges = {"max_new_tokens": (1, 100), "temperature": (0.2, 1.0)}
+    assert resolve_params(defaults=defaults, story_settings={}, requested={"temperature": 1.0}, ranges=ranges)
+    with pytest.raises(ParamError, match=r"On this site temperature is from 0.2 to 1.0; got 1.5.") as refused:
+        resolve_params(defaults=defaults, story_settings={"temperature": 1.5}, requested=None, ranges=ranges)
+    assert refused.value.field == "temperature"
+    with pytest.raises(ParamError, match="max_new_tokens is from 1 to 100; got 101"):
+        resolve_params(defaults=defaults, story_settings={}, requested={"max_new_tokens": 101}, ranges=ranges)

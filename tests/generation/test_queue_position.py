@@ -6,6 +6,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
+from generation.models import UsageLimit
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
 from tests.sites import Site, open_socket, receive
@@ -22,6 +23,7 @@ def one_at_a_time(slow_model_dir):
 
 
 async def test_a_waiting_generation_gets_its_new_place_as_the_queue_moves(one_at_a_time, alice):
+    await UsageLimit.objects.acreate(user=alice, concurrent_generations=4)
     sockets = []
     for n in range(4):
         story = await sync_to_async(story_create)(owner=alice, title=f"Story {n}", text=OPENING)

@@ -105,3 +105,17 @@ async def test_cancel_of_another_storys_generation_is_not_found(alice, story):
     answer = await _answer(socket, {"type": "cancel", "generation_id": generation.id})
     await socket.disconnect()
     assert answer["code"] == "not_found"
+
+
+async def test_a_value_outside_what_the_configuration_allows_is_refused(alice, story, tiny_model_dir):
+    from generation.models import ModelConfig
+
+    await ModelConfig.objects.acreate(
+        name="Narrow", source=str(tiny_model_dir), is_active=True, writer_max_temperature=1
+    )
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    answer = await _answer(socket, {"type": "generate", "text": OPENING, "params": {"temperature": 1.5}})
+    await socket.disconnect()
+    assert (answer["code"], answer["message"]) == ("invalid", "On this site temperature is from 0.0 to 1.0; got 1.5.")
+    assert not await Generation.objects.filter(story=story).aexists()

@@ -1,0 +1,69 @@
+"""Generations over HTTP: start one, read it back; refusals carry the protocol's codes
+with a fitting status (429 for limits)."""
+
+import json
+import time
+
+import pytest
+
+from generation.models import Generation, UsageLimit
+from tests.generation.conftest import OPENING
+
+
+def start(client, story, **body):
+    return client.post(
+        f"/api/stories/{story.id}/generations/",
+        json.dumps({"text": OPENING, **body}),
+        content_type="application/json",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("celery_worker")
+def test_a_generation_started_over_http_is_written_and_read_back(alice_client, story):
+    answer = start(alice_client, story, request_id="h1", params={"max_new_tokens": 12, "seed": 4})
+    assert answer.status_code == 202
+    started = answer.json()
+    assert (started["status"], started["request_id"], started["position"]) == ("queued", "h1", 0)
+
+    url = f"/api/stories/{story.id}/generations/{started['generation_id']}/"
+    deadline = time.monotonic() + 60
+    while (read := alice_client.get(url).json())["status"] != "finished":
+        assert time.monotonic() < deadline, read
+        time.sleep(0.1)
+    saved = Generation.objects.get(pk=started["generation_id"])
+    assert read["text"] == saved.output and read["text"]
+    assert read["finish_reason"] in ("length", "eos") and read["stats"]["new_tokens"] == saved.new_tokens
+    assert read["params"]["seed"] == 4
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        ({"text": 5}, 400, "invalid", "text must be a string"),
+        ({"params": {"temperature": 9}}, 400, "invalid", "temperature"),
+        ({"request_id": 7}, 400, "invalid", "request_id"),
+        ({"params": {"max_new_tokens": 50}}, 429, "limit", "at most 40 new tokens"),
+    ],
+)
+def test_a_refused_request_gets_its_code_and_status_and_records_nothing(
+    alice_client, alice, story, body, status, code, words
+):
+    UsageLimit.objects.create(user=alice, max_new_tokens=40)
+    answer = start(alice_client, story, **body)
+    assert answer.status_code == status
+    assert answer.json()["error"]["code"] == code and words in answer.json()["error"]["message"]
+    assert not Generation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_too_many_requests_in_a_minute_get_429_and_a_running_story_409(alice_client, story, settings):
+    settings.STORYTELLER_GENERATIONS_PER_MINUTE = 1
+    assert start(alice_client, story).status_code == 202
+    busy = start(alice_client, story)
+    assert (busy.status_code, busy.json()["error"]["code"]) == (429, "limit")
+    settings.STORYTELLER_GENERATIONS_PER_MINUTE = 10
+    busy = start(alice_client, story)
+    assert (busy.status_code, busy.json()["error"]["code"]) == (409, "busy")
+    assert Generation.objects.count() == 1
