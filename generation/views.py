@@ -32,7 +32,15 @@ def dashboard_data(request):
         queue_now = None  # Redis is away; the series above still come from the database
     data["now"] = {
         "workers": [
-            {"name": w.name, "state": w.state, "model": w.model_name, "live_requests": w.live_requests} for w in workers
+            {
+                "name": w.name,
+                "state": w.state,
+                "model": w.model_name,
+                "loading": w.loading,
+                "error": w.error,
+                "live_requests": w.live_requests,
+            }
+            for w in workers
         ],
         "model": selectors.model_config_active().name,
         "celery_queue": queue_now,
