@@ -158,6 +158,9 @@ class Generation(models.Model):
     # The output so far: flushed at least every second while running, whole when finished.
     output = models.TextField(blank=True)
     new_tokens = models.PositiveIntegerField(default=0)
+    # With "Record choices" on: for every new token, {"id", "text", "top": [[id, text,
+    # probability], ...]}, the likeliest candidates of the distribution it was drawn from.
+    choices = models.JSONField(default=list, blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

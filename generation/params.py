@@ -41,6 +41,15 @@ def _stop(value):
     return value
 
 
+def _flag(name, value):
+    if not isinstance(value, bool):
+        raise ParamError(name, f"{name} must be true or false.")
+    return value
+
+
+# How many candidates a token keeps when a story records its choices.
+RECORDED_CHOICES = 5
+
 _CHECKS = {
     "max_new_tokens": lambda v: _number("max_new_tokens", v, integer=True, low=1, high=MAX_NEW_TOKENS),
     "temperature": lambda v: _number("temperature", v, integer=False, low=0, high=5),
@@ -49,6 +58,7 @@ _CHECKS = {
     "repetition_penalty": lambda v: _number("repetition_penalty", v, integer=False, low=MIN_PENALTY, high=MAX_PENALTY),
     "seed": lambda v: None if v is None else _number("seed", v, integer=True, low=0, high=MAX_SEED),
     "stop": _stop,
+    "record_choices": lambda v: _flag("record_choices", v),
 }
 FIELDS = tuple(_CHECKS)
 
@@ -89,4 +99,5 @@ def to_sampling(params: dict) -> SamplingParams:
         repetition_penalty=float(params["repetition_penalty"]),
         seed=params["seed"],
         stop=tuple(params.get("stop") or ()),
+        record_choices=RECORDED_CHOICES if params.get("record_choices") else 0,
     )

@@ -127,6 +127,7 @@ def generation_as_dict(generation: Generation) -> dict:
         "model": generation.model_name,
         "params": generation.params,
         "stats": generation.stats(),
+        "choices": generation.choices,
         "created_at": generation.created_at.isoformat(),
         "finished_at": generation.finished_at.isoformat() if generation.finished_at else None,
     }

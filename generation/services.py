@@ -185,7 +185,7 @@ def _finish(generation: Generation, reason: str, *, error: str = "", error_code:
     generation.finished_at = now
     generation.updated_at = now
     fields = ["status", "finish_reason", "error_message", "finished_at", "updated_at", "output", "new_tokens"]
-    fields += ["ttft_ms", "tokens_per_s"]
+    fields += ["ttft_ms", "tokens_per_s", "choices"]
     updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.ACTIVE).update(
         **{name: getattr(generation, name) for name in fields}
     )
@@ -321,8 +321,24 @@ def _relay(generation: Generation, engine, handle, *, trimmed: bool) -> None:
             generation.new_tokens = event.new_tokens
             generation.ttft_ms = event.ttft_ms
             generation.tokens_per_s = event.tokens_per_s
+            generation.choices = _choices(engine.tokenizer, event.token_ids, event.choices)
             _finish(generation, event.reason, error=event.error or "", stream=stream)
     stream.drain(DRAIN_S)
+
+
+def _choices(tokenizer, token_ids, choices) -> list[dict]:
+    """The recorded candidates of each new token, with their text, for the Generation row."""
+
+    if not choices:
+        return []
+
+    def piece(token_id: int) -> str:
+        return tokenizer.decode([token_id])
+
+    return [
+        {"id": token, "text": piece(token), "top": [[i, piece(i), round(p, 5)] for i, p in candidates]}
+        for token, candidates in zip(token_ids, choices, strict=True)
+    ]
 
 
 def _cancel_requested(generation_id: int) -> bool:

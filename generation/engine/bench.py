@@ -27,7 +27,7 @@ PROMPTS = [
 ]
 
 
-def params_for(index: int, new_tokens: int) -> SamplingParams:
+def params_for(index: int, new_tokens: int, record_choices: int = 0) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=new_tokens,
         temperature=0.8,
@@ -36,6 +36,7 @@ def params_for(index: int, new_tokens: int) -> SamplingParams:
         repetition_penalty=1.1,
         seed=index,
         ignore_eos=True,
+        record_choices=record_choices,
     )
 
 
@@ -66,7 +67,7 @@ def bench_hf_generate(engine: Engine, *, stories: int, new_tokens: int) -> dict:
     return {"tokens_per_s": round(total_tokens / total_s, 2)}
 
 
-def bench_engine(engine: Engine, *, concurrency: int, new_tokens: int) -> dict:
+def bench_engine(engine: Engine, *, concurrency: int, new_tokens: int, record_choices: int = 0) -> dict:
     """`concurrency` stories submitted at once, each followed by its own thread, as the
     worker's task threads do."""
     results: list[tuple[float, Finished, float]] = []
@@ -74,7 +75,8 @@ def bench_engine(engine: Engine, *, concurrency: int, new_tokens: int) -> dict:
 
     def follow(index: int) -> None:
         submitted = time.perf_counter()
-        handle = engine.submit(Request(f"bench-{index}", PROMPTS[index % len(PROMPTS)], params_for(index, new_tokens)))
+        params = params_for(index, new_tokens, record_choices)
+        handle = engine.submit(Request(f"bench-{index}", PROMPTS[index % len(PROMPTS)], params))
         for event in handle.events():
             if isinstance(event, Finished):
                 with lock:
@@ -104,7 +106,9 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run(engine: Engine, *, concurrency_levels: list[int], new_tokens: int, hf_stories: int) -> dict:
+def run(
+    engine: Engine, *, concurrency_levels: list[int], new_tokens: int, hf_stories: int, record_choices: int = 0
+) -> dict:
     # A short warm-up, so that first-call costs (allocations, kernels) are not measured.
     bench_engine(engine, concurrency=1, new_tokens=4)
     report = {
@@ -114,10 +118,13 @@ def run(engine: Engine, *, concurrency_levels: list[int], new_tokens: int, hf_st
         "threads": torch.get_num_threads(),
         "linears": "skinny" if engine.config.skinny_linears else "plain",
         "new_tokens": new_tokens,
+        "record_choices": record_choices,
         "hf_generate": bench_hf_generate(engine, stories=hf_stories, new_tokens=new_tokens),
         "engine": {},
     }
     for level in concurrency_levels:
-        report["engine"][str(level)] = bench_engine(engine, concurrency=level, new_tokens=new_tokens)
+        report["engine"][str(level)] = bench_engine(
+            engine, concurrency=level, new_tokens=new_tokens, record_choices=record_choices
+        )
     report["worker_rss_mb"] = peak_rss_mb()
     return report

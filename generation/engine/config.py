@@ -56,3 +56,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # Keep going past the end-of-text token (benchmarks use it to compare equal lengths).
     ignore_eos: bool = False
+    # Keep, for every new token, this many likeliest candidates of the distribution it
+    # was drawn from (Finished.choices); 0 keeps none.
+    record_choices: int = 0
+    # A token id that the first new token is, instead of a sampled one ("rewrite from
+    # this candidate"); None samples it like the others.
+    first_token: int | None = None

@@ -20,7 +20,7 @@ from generation.engine.config import EngineConfig, ModelSpec, SamplingParams
 from generation.engine.detokenize import IncrementalDetokenizer
 from generation.engine.events import Delta, Finished, Started
 from generation.engine.runner import Runner
-from generation.engine.sampling import make_generator, sample
+from generation.engine.sampling import make_generator, sample_with_choices
 from generation.engine.scheduler import Scheduler
 from generation.engine.stopping import StopText
 
@@ -115,6 +115,8 @@ class _Live:
     started_at: float = 0.0
     first_token_at: float | None = None
     new_ids: list[int] = field(default_factory=list)
+    # For each new token, the candidates it was drawn from, when the request records them.
+    choices: list = field(default_factory=list)
 
 
 class Engine:
@@ -298,13 +300,18 @@ class Engine:
         self._sample_and_take(admitted, logits)
 
     def _sample_and_take(self, lives: list[_Live], logits: torch.Tensor) -> None:
-        tokens = sample(
+        tokens, choices = sample_with_choices(
             logits,
             [live.request.params for live in lives],
             [live.seen_ids for live in lives],
             [live.generator for live in lives],
         )
-        for live, token in zip(lives, tokens, strict=True):
+        for live, token, candidates in zip(lives, tokens, choices, strict=True):
+            first = live.request.params.first_token
+            if first is not None and live.new_tokens == 0 and live.first_token_at is None:
+                token = first  # the writer chose it; the candidates stay what the model weighed
+            if live.request.params.record_choices:
+                live.choices.append(tuple(candidates))
             self._take(live, token)
 
     def _take(self, live: _Live, token: int) -> None:
@@ -344,6 +351,7 @@ class Engine:
                 tokens_per_s=live.new_tokens / decode_s if decode_s > 0 and live.new_tokens else None,
                 error=error,
                 token_ids=tuple(live.new_ids),
+                choices=tuple(live.choices[: len(live.new_ids)]),
             )
         )
         self._free_row(live)

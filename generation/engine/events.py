@@ -31,3 +31,6 @@ class Finished:
     error: str | None = None
     # The generated token ids, EOS excluded.
     token_ids: tuple[int, ...] = ()
+    # When the request recorded choices: for each of token_ids, the likeliest candidates
+    # ((token id, probability), likeliest first) of the distribution it was drawn from.
+    choices: tuple[tuple[tuple[int, float], ...], ...] = ()

@@ -17,6 +17,10 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
+# A candidate the model weighed for one token: (token id, probability).
+Candidate = tuple[int, float]
+
+
 def sample(
     logits: torch.Tensor,
     params: list[SamplingParams],
@@ -24,6 +28,20 @@ def sample(
     generators: list[torch.Generator],
 ) -> list[int]:
     """One token id for each row of `logits` ([rows, vocabulary])."""
+    return sample_with_choices(logits, params, seen_ids, generators)[0]
+
+
+def sample_with_choices(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    seen_ids: list[torch.Tensor],
+    generators: list[torch.Generator],
+) -> tuple[list[int], list[list[Candidate]]]:
+    """Like `sample`, and for each row whose params ask for `record_choices` candidates,
+    the likeliest ones of the distribution the token was drawn from, after every filter
+    (for a greedy row, the penalized softmax whose top it takes), likeliest first; an
+    empty list for the other rows."""
+    choices: list[list[Candidate]] = [[] for _ in params]
     logits = logits.float().clone()
     vocabulary = logits.shape[-1]
     # Penalty: make every token already in the prompt or the output less likely.
@@ -34,9 +52,12 @@ def sample(
             logits[row].scatter_(0, seen, scores)
     # Greedy: temperature 0 takes the likeliest token; these answers stand for those rows.
     tokens = logits.argmax(dim=-1).tolist()
+    for row, p in enumerate(params):
+        if p.temperature == 0 and p.record_choices:
+            choices[row] = _top(torch.softmax(logits[row], dim=-1), None, p.record_choices)
     rows = [row for row, p in enumerate(params) if p.temperature > 0]
     if not rows:
-        return tokens
+        return tokens, choices
     chosen = [params[row] for row in rows]
     # Temperature: below 1 sharpens the distribution, above 1 flattens it.
     temperatures = logits.new_tensor([p.temperature for p in chosen])
@@ -55,7 +76,18 @@ def sample(
     for position, row in enumerate(rows):
         pick = torch.multinomial(probs[position], 1, generator=generators[row])
         tokens[row] = int(indices[position, pick])
-    return tokens
+        # Record: the row's filtered distribution is already sorted, likeliest first.
+        if params[row].record_choices:
+            choices[row] = _top(probs[position], indices[position], params[row].record_choices)
+    return tokens, choices
+
+
+def _top(probs: torch.Tensor, indices: torch.Tensor | None, count: int) -> list[Candidate]:
+    """The `count` likeliest of a distribution with any probability; `indices` maps
+    positions to token ids when `probs` is not over the whole vocabulary."""
+    values, positions = torch.topk(probs, min(count, probs.shape[-1]))
+    ids = positions if indices is None else indices[positions]
+    return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > 0]
 
 
 def next_token(logits: torch.Tensor, params: SamplingParams, seen_ids: torch.Tensor, generator: torch.Generator) -> int:

@@ -40,6 +40,7 @@ function readSetting(input) {
   if (input.dataset.setting === "stop") {
     return input.value.split("\n").filter((line) => line.length > 0).map(unescapeStop);
   }
+  if (input.type === "checkbox") return input.checked;
   return input.value.trim() === "" ? NaN : Number(input.value);
 }
 
@@ -56,6 +57,7 @@ function writeSettings(values) {
   for (const input of settingInputs) {
     const value = shown[input.dataset.setting];
     if (input.dataset.setting === "stop") input.value = (value || []).map(escapeStop).join("\n");
+    else if (input.type === "checkbox") input.checked = Boolean(value);
     else input.value = value ?? "";
   }
 }

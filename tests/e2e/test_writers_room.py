@@ -386,3 +386,18 @@ def test_generate_continues_from_the_cursor_or_from_the_end(writer, new_page, co
     generate_and_wait(page)
     latest = db(lambda: Generation.objects.order_by("-id").first())
     assert latest.prompt_text == "Once upon a time," + generation.output + " there was a cat named Whiskers."
+
+
+def test_a_writer_over_a_limit_is_stopped_with_a_clear_message(writer, new_page, context, live_site, alice):
+    from generation.models import UsageLimit
+
+    story = writer[0]
+    db(lambda: UsageLimit.objects.create(user=alice, max_new_tokens=5))
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=20)
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text(
+        "You may ask for at most 5 new tokens at a time; this asks for 20. Lower the length in Settings."
+    )
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    expect_story_text(page, OPENING)
+    assert db(Generation.objects.count) == 0

@@ -247,3 +247,24 @@ async def test_a_flood_of_generate_messages_is_refused_without_costing_model_tim
     messages = await receive_until(socket, "done")
     await socket.disconnect()
     assert messages[-1]["generation_id"] == answers["r0"]["generation_id"]
+
+
+async def test_a_story_that_records_choices_keeps_five_candidates_per_token(alice, story):
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    texts = {}
+    for record in (True, False):
+        await socket.send_json_to(
+            {"type": "generate", "text": OPENING, "params": {"max_new_tokens": 8, "seed": 2, "record_choices": record}}
+        )
+        texts[record] = (await receive_until(socket, "done"))[-1]
+    await socket.disconnect()
+
+    recorded, plain = [await Generation.objects.aget(pk=texts[r]["generation_id"]) for r in (True, False)]
+    assert recorded.output == plain.output  # recording changes nothing of the text
+    assert plain.choices == [] and len(recorded.choices) == recorded.new_tokens
+    assert "".join(choice["text"] for choice in recorded.choices) == recorded.output
+    for choice in recorded.choices:
+        probabilities = [p for _, _, p in choice["top"]]
+        assert 1 <= len(choice["top"]) <= 5 and probabilities == sorted(probabilities, reverse=True)
+        assert all(0 < p <= 1 for p in probabilities)

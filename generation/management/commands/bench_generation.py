@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--plain-linears", action="store_true", help="Keep nn.Linear (no SkinnyLinear), to compare the two."
         )
+        parser.add_argument(
+            "--record-choices",
+            action="store_true",
+            help="Record the top 5 candidates of every token, as stories with Record choices on do.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object (the default is indented).")
 
     def handle(self, *args, **options):
@@ -55,7 +60,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         try:
             report = bench.run(
-                engine, concurrency_levels=levels, new_tokens=options["new_tokens"], hf_stories=options["hf_stories"]
+                engine,
+                concurrency_levels=levels,
+                new_tokens=options["new_tokens"],
+                hf_stories=options["hf_stories"],
+                record_choices=5 if options["record_choices"] else 0,
             )
         finally:
             engine.shutdown()
