@@ -122,9 +122,12 @@ class StoryConsumer(AsyncWebsocketConsumer):
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.send_error("invalid", 'A message must be a JSON object with a "type".')
             return
-        handler = {"generate": self.on_generate, "cancel": self.on_cancel, "resume": self.on_resume}.get(
-            message["type"]
-        )
+        handler = {
+            "generate": self.on_generate,
+            "cancel": self.on_cancel,
+            "resume": self.on_resume,
+            "inspect": self.on_inspect,
+        }.get(message["type"])
         if handler is None:
             await self.send_error("invalid", f"Unknown message type {message['type']!r}.")
             return
@@ -178,6 +181,21 @@ class StoryConsumer(AsyncWebsocketConsumer):
         if not await self.follow(generation.id, after_seq=after_seq) and not generation.is_active:
             # The event log has expired: the saved row still has the whole output.
             await self.send_json(selectors.done_event(generation))
+
+    async def on_inspect(self, message):
+        request_id = message.get("request_id")
+        if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 100):
+            await self.send_error("invalid", "request_id must be a string of at most 100 characters.")
+            return
+        try:
+            await database_sync_to_async(services.inspection_start)(
+                user=self.scope["user"], reply_to=self.channel_name, message=message, request_id=request_id
+            )
+        except services.GenerationRefused as refused:
+            await self.send_error(refused.code, refused.message, request_id=request_id)
+
+    async def inspection_result(self, message):
+        await self.send_json(message["message"])
 
     # -- server to client -------------------------------------------------------------
 

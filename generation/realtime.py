@@ -56,6 +56,9 @@ class _LayerSender:
     def group_send(self, group: str, message: dict) -> None:
         asyncio.run_coroutine_threadsafe(self._layer.group_send(group, message), self._loop).result(timeout=10)
 
+    def send(self, channel: str, message: dict) -> None:
+        asyncio.run_coroutine_threadsafe(self._layer.send(channel, message), self._loop).result(timeout=10)
+
 
 _sender: _LayerSender | None = None
 _sender_lock = threading.Lock()
@@ -192,3 +195,8 @@ def live_workers() -> dict[str, dict]:
 def queue_length(queue: str = "generation") -> int:
     """Tasks waiting in the Celery queue (the Redis transport keeps them in a list)."""
     return redis_client().llen(queue)
+
+
+def reply(channel: str, message: dict) -> None:
+    """Sends one socket (by its channel name) a message of the protocol."""
+    _layer_sender().send(channel, {"type": "inspection.result", "message": message})

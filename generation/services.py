@@ -372,3 +372,94 @@ def worker_report(name: str, status: dict) -> None:
         realtime.worker_heartbeat(name, status)
     except Exception:
         log.warning("Heartbeat to Redis failed; retrying", exc_info=True)
+
+
+# Inspect requests a writer may make per minute (each is a forward pass on a worker).
+INSPECTIONS_PER_MINUTE = 60
+MAX_INSPECT_CHARS = 20_000
+MAX_WORD_CHARS = 100
+
+
+def inspection_start(*, user, reply_to: str, message: dict, request_id: str | None) -> None:
+    """Checks an `inspect` message (docs/protocol.md) and queues it for a worker, which
+    answers the socket `reply_to` directly; nothing is recorded."""
+    from generation.engine.inspect import MAX_MAP_WORDS
+    from generation.tasks import inspect_task
+
+    view = message.get("view")
+    request = {"view": view}
+    if view in ("tokens", "attention"):
+        request["text"] = _text_field(message, "text", MAX_INSPECT_CHARS)
+    if view == "attention":
+        request["layer"] = _count_field(message, "layer", required=True)
+        request["position"] = _count_field(message, "position", required=False)
+    elif view == "neighbours":
+        request["word"] = _text_field(message, "word", MAX_WORD_CHARS)
+    elif view == "map":
+        words = message.get("words")
+        if not isinstance(words, list) or not 2 <= len(words) <= MAX_MAP_WORDS:
+            raise GenerationRefused("invalid", f"words must be a list of 2 to {MAX_MAP_WORDS} words.")
+        request["words"] = [_text_field({"word": w}, "word", MAX_WORD_CHARS) for w in words]
+    elif view != "tokens":
+        raise GenerationRefused("invalid", "view must be one of tokens, attention, neighbours, map.")
+    wait = ratelimit.hit("inspect", str(user.pk), limit=INSPECTIONS_PER_MINUTE, window_s=60)
+    if wait is not None:
+        raise GenerationRefused("limit", f"That is {INSPECTIONS_PER_MINUTE} looks inside in a minute; wait {wait} s.")
+    inspect_task.delay(reply_to, request, request_id)
+
+
+def _text_field(message: dict, name: str, limit: int) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise GenerationRefused("invalid", f"{name} must be a string of 1 to {limit:,} characters.")
+    return value
+
+
+def _count_field(message: dict, name: str, *, required: bool) -> int | None:
+    value = message.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GenerationRefused("invalid", f"{name} must be an integer, 0 or more.")
+    return value
+
+
+def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None:
+    """Answers an inspect request with the model serving now, on this worker."""
+    from generation.engine.inspect import InspectError
+    from generation.engine.loader import ModelLoadError
+    from generation.worker import inspector_for, slot
+
+    ids = {"request_id": request_id} if request_id is not None else {}
+    try:
+        lease = slot.acquire(selectors.model_wanted)
+    except ModelLoadError as exc:
+        realtime.reply(reply_to, _error(ids, "unavailable", f"The model could not be loaded: {exc}"))
+        return
+    try:
+        inspector = inspector_for(lease.engine)
+        view = request["view"]
+        if view == "tokens":
+            tokens = inspector.tokens(request["text"])
+            result = {"tokens": tokens, "count": len(tokens)}
+        elif view == "attention":
+            result = inspector.attention(request["text"], layer=request["layer"], position=request["position"])
+        elif view == "neighbours":
+            result = inspector.neighbours(request["word"])
+        else:
+            result = {"points": inspector.map(request["words"])}
+        answer = {"type": "inspection", **ids, "view": view, "model": lease.engine.name, **result}
+    except InspectError as exc:
+        answer = _error(ids, "invalid", str(exc))
+    finally:
+        slot.release(lease)
+    realtime.reply(reply_to, answer)
+
+
+def _error(ids: dict, code: str, message: str) -> dict:
+    return {"type": "error", **ids, "code": code, "message": message}
+
+
+def inspection_failed(reply_to: str, request_id: str | None, message: str) -> None:
+    ids = {"request_id": request_id} if request_id is not None else {}
+    realtime.reply(reply_to, _error(ids, "internal", message))

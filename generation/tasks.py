@@ -16,3 +16,12 @@ def generate_task(generation_id: int) -> None:
     except Exception as exc:
         log.exception("Generation %s failed", generation_id)
         services.generation_fail(generation_id, f"The generation failed: {exc}")
+
+
+@shared_task(name="generation.inspect", queue="generation", ignore_result=True)
+def inspect_task(reply_to: str, request: dict, request_id: str | None) -> None:
+    try:
+        services.inspection_run(reply_to, request, request_id)
+    except Exception as exc:
+        log.exception("Inspection %s failed", request.get("view"))
+        services.inspection_failed(reply_to, request_id, f"Looking inside failed: {exc}")

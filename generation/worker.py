@@ -12,6 +12,7 @@ per model, loaded once.
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 
 from generation.engine.config import EngineConfig, ModelSpec
@@ -178,3 +179,17 @@ class ModelSlot:
 
 
 slot = ModelSlot()
+
+
+_inspectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inspector_for(engine):
+    """The Inspect panel's views for an engine's model, made once per engine."""
+    from generation.engine.inspect import Inspector
+
+    with _lock:
+        inspector = _inspectors.get(engine)
+        if inspector is None:
+            inspector = _inspectors[engine] = Inspector(engine.loaded)
+        return inspector

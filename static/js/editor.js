@@ -3,6 +3,7 @@
 // The contract with the server is docs/protocol.md; the side panels live in panels.js.
 
 import { api, errorMessage } from "./api.js";
+import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
 
@@ -391,7 +392,16 @@ function showWarnings(context) {
   warningsBanner.hidden = warnings.length === 0;
 }
 
+const inspect = initInspect({
+  send: (message) => connected() && (socket.send(JSON.stringify(message)), true),
+  selection: () => editor.selection(),
+});
+
 function handle(message) {
+  if (String(message.request_id || "").startsWith("inspect-") || message.type === "inspection") {
+    inspect.handle(message);
+    return;
+  }
   switch (message.type) {
     case "queued":
       if (current && message.request_id === current.requestId) {

@@ -127,6 +127,11 @@ export function createStoryEditor(container, text) {
       const range = quill.getSelection() || lastRange;
       return range ? Math.min(range.index + range.length, getText().length) : getText().length;
     },
+    // The selected passage (the last selection, when the editor lost focus to a panel).
+    selection() {
+      const range = quill.getSelection() || lastRange;
+      return range && range.length ? getText().slice(range.index, range.index + range.length) : "";
+    },
     insertModelText(at, value) {
       quill.insertText(at, value, { model: true }, "api");
     },

@@ -4,11 +4,13 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import sync_playwright
+from django.test import Client
+from playwright.sync_api import expect, sync_playwright
 
 from generation import selectors
 from generation.params import resolve_params, to_sampling
 from generation.worker import engine_for
+from storyteller.stories.services import story_create
 from tests.engine.helpers import run
 
 OPENING = "Once upon a time, there was a cat named Whiskers."
@@ -96,3 +98,32 @@ def a_seed_that_writes_to_the_full_length(max_new_tokens: int | None = None) -> 
         if finished.reason == "length":
             return seed, finished.text
     raise AssertionError("no seed in 0..49 writes to the full length")
+
+
+@pytest.fixture
+def writer(alice):
+    """(story, session cookie) of a writer with one story."""
+
+    def make():
+        story = story_create(owner=alice, title="Whiskers", text=OPENING)
+        client = Client()
+        client.force_login(alice)
+        return story, client.cookies["sessionid"].value
+
+    return outside_the_event_loop(make)
+
+
+@pytest.fixture
+def context(writer, live_site, browser):
+    """A browser context logged in as the writer."""
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
+    yield context
+    context.close()
+
+
+def open_editor(new_page, context, live_site, story):
+    page = new_page(context)
+    page.goto(f"{live_site}/stories/{story.id}/")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    return page

@@ -1,0 +1,149 @@
+// The Inspect panel: the selected passage's tokens, what a word attends to, and words'
+// neighbours and map in the embedding space, all answered by a worker over the story's
+// socket (docs/protocol.md, "Looking inside the model").
+
+const element = (tag, attributes = {}, text = "") => {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text) node.textContent = text;
+  return node;
+};
+
+// Spaces and line breaks made visible on a token chip.
+const visible = (text) => text.replaceAll(" ", "\u00b7").replaceAll("\n", "\u21b5");
+
+export function initInspect({ send, selection }) {
+  const result = document.getElementById("inspect-result");
+  const state = document.getElementById("inspect-state");
+  const layerSelect = document.getElementById("inspect-layer");
+  const headSelect = document.getElementById("inspect-head");
+  const wordsInput = document.getElementById("inspect-words");
+  let counter = 0;
+  // The passage the attention view reads, and its last answer (another head or layer
+  // redraws or asks again about the same passage).
+  let attentionText = null;
+  let attentionAnswer = null;
+  let mapChart = null;
+
+  function ask(message) {
+    const requestId = `inspect-${++counter}`;
+    if (!send({ type: "inspect", request_id: requestId, ...message })) {
+      state.textContent = "Not connected; try again in a moment.";
+      return;
+    }
+    state.textContent = "Looking...";
+  }
+
+  function passage() {
+    const text = selection();
+    if (!text.trim()) state.textContent = "Select a passage in the story first.";
+    return text.trim() ? text : null;
+  }
+
+  document.getElementById("inspect-tokens").addEventListener("click", () => {
+    const text = passage();
+    if (text) ask({ view: "tokens", text });
+  });
+  document.getElementById("inspect-attention").addEventListener("click", () => {
+    const text = passage();
+    if (!text) return;
+    attentionText = text;
+    ask({ view: "attention", text, layer: Number(layerSelect.value || 0) });
+  });
+  layerSelect.addEventListener("change", () => {
+    if (attentionText) ask({ view: "attention", text: attentionText, layer: Number(layerSelect.value), position: attentionAnswer?.position });
+  });
+  headSelect.addEventListener("change", () => attentionAnswer && drawAttention(attentionAnswer));
+  document.getElementById("inspect-neighbours").addEventListener("click", () => {
+    const word = wordsInput.value.trim().split(/\s+/)[0];
+    if (word) ask({ view: "neighbours", word });
+    else state.textContent = "Type a word.";
+  });
+  document.getElementById("inspect-map").addEventListener("click", () => {
+    const words = wordsInput.value.trim().split(/\s+/).filter(Boolean);
+    if (words.length >= 2) ask({ view: "map", words });
+    else state.textContent = "Type two words or more, separated by spaces.";
+  });
+
+  function drawTokens(answer) {
+    result.replaceChildren(element("p", { class: "meta" }, `${answer.count} tokens for ${answer.model}.`));
+    const chips = element("div", { class: "token-chips" });
+    for (const token of answer.tokens) {
+      const chip = element("span", { class: "token-chip", title: `token ${token.id}` });
+      chip.append(element("span", { class: "token-text" }, visible(token.text)), element("span", { class: "token-id" }, String(token.id)));
+      chips.append(chip);
+    }
+    result.append(chips);
+  }
+
+  function drawAttention(answer) {
+    if (layerSelect.options.length !== answer.layers) {
+      layerSelect.replaceChildren(...Array.from({ length: answer.layers }, (_, n) => element("option", { value: String(n) }, `Layer ${n + 1}`)));
+      headSelect.replaceChildren(
+        element("option", { value: "average" }, "Average of heads"),
+        ...answer.heads.map((_, n) => element("option", { value: String(n) }, `Head ${n + 1}`)),
+      );
+    }
+    layerSelect.value = String(answer.layer);
+    const weights = headSelect.value === "average" || !headSelect.value ? answer.average : answer.heads[Number(headSelect.value)];
+    const strongest = Math.max(...weights.slice(0, answer.position + 1));
+    const chosen = answer.tokens[answer.position];
+    result.replaceChildren(element("p", { class: "meta" }, `What "${chosen.text.trim()}" attends to, in layer ${answer.layer + 1}: darker is stronger. Click a word to look from it.`));
+    const heat = element("div", { class: "token-chips heatmap" });
+    answer.tokens.forEach((token, n) => {
+      const weight = weights[n];
+      const chip = element("button", { type: "button", class: "token-chip", title: `${(weight * 100).toFixed(1)}%`, "data-weight": String(weight) }, visible(token.text));
+      if (n === answer.position) chip.classList.add("chosen");
+      if (n > answer.position) chip.classList.add("later");
+      chip.style.background = `rgba(220, 38, 38, ${strongest > 0 ? (weight / strongest).toFixed(3) : 0})`;
+      chip.addEventListener("click", () => ask({ view: "attention", text: attentionText, layer: answer.layer, position: n }));
+      heat.append(chip);
+    });
+    result.append(heat);
+  }
+
+  function drawNeighbours(answer) {
+    result.replaceChildren(element("p", { class: "meta" }, `Nearest to "${answer.word}" (${answer.pieces.map(visible).join(" + ")}) among the model's tokens:`));
+    const list = element("ol", { class: "neighbours" });
+    for (const n of answer.neighbours) list.append(element("li", {}, `${visible(n.text)}  ${n.similarity.toFixed(3)}`));
+    result.append(list);
+  }
+
+  function drawMap(answer) {
+    result.replaceChildren(element("p", { class: "meta" }, "Words close together here have similar embeddings (two dimensions of many)."));
+    const canvas = element("canvas", { id: "inspect-map-chart", "aria-label": "Map of the words", role: "img" });
+    result.append(canvas);
+    if (mapChart) mapChart.destroy();
+    mapChart = new Chart(canvas, {
+      type: "scatter",
+      data: { datasets: [{ data: answer.points.map((p) => ({ x: p.x, y: p.y, word: p.word })), backgroundColor: "#2563eb", pointRadius: 5 }] },
+      options: {
+        animation: false,
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (item) => item.raw.word } } },
+      },
+      plugins: [{
+        id: "labels",
+        afterDatasetsDraw(chart) {
+          const { ctx } = chart;
+          chart.getDatasetMeta(0).data.forEach((point, n) => ctx.fillText(answer.points[n].word, point.x + 7, point.y - 7));
+        },
+      }],
+    });
+  }
+
+  return {
+    handle(message) {
+      if (message.type === "error") {
+        state.textContent = message.message;
+        return;
+      }
+      state.textContent = "";
+      if (message.view === "tokens") drawTokens(message);
+      else if (message.view === "attention") {
+        attentionAnswer = message;
+        drawAttention(message);
+      } else if (message.view === "neighbours") drawNeighbours(message);
+      else if (message.view === "map") drawMap(message);
+    },
+  };
+}
