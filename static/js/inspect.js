@@ -119,6 +119,7 @@ export function initInspect({ send, selection }) {
       data: { datasets: [{ data: answer.points.map((p) => ({ x: p.x, y: p.y, word: p.word })), backgroundColor: "#2563eb", pointRadius: 5 }] },
       options: {
         animation: false,
+        layout: { padding: { right: 48, top: 12 } }, // room for the labels beside the points
         plugins: { legend: { display: false }, tooltip: { callbacks: { label: (item) => item.raw.word } } },
       },
       plugins: [{
