@@ -59,6 +59,8 @@ _CHECKS = {
     "seed": lambda v: None if v is None else _number("seed", v, integer=True, low=0, high=MAX_SEED),
     "stop": _stop,
     "record_choices": lambda v: _flag("record_choices", v),
+    # The token the continuation starts with, chosen among a word's recorded candidates.
+    "first_token": lambda v: None if v is None else _number("first_token", v, integer=True, low=0, high=2**31),
 }
 FIELDS = tuple(_CHECKS)
 
@@ -80,7 +82,8 @@ def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | No
     drawn when none is given, so that every generation can be reproduced. `ranges`
     ({name: (lowest, highest)}) narrows what the active configuration lets writers choose."""
     merged = {"stop": [], "seed": None, **defaults}
-    merged.update(clean_params({k: v for k, v in story_settings.items() if k in _CHECKS}))
+    # A chosen first token belongs to one request, never to the story.
+    merged.update(clean_params({k: v for k, v in story_settings.items() if k in _CHECKS and k != "first_token"}))
     merged.update(clean_params(requested))
     for name, (low, high) in (ranges or {}).items():
         if not low <= merged[name] <= high:
@@ -100,4 +103,5 @@ def to_sampling(params: dict) -> SamplingParams:
         seed=params["seed"],
         stop=tuple(params.get("stop") or ()),
         record_choices=RECORDED_CHOICES if params.get("record_choices") else 0,
+        first_token=params.get("first_token"),
     )

@@ -155,6 +155,10 @@ class Engine:
     def submit(self, request: Request) -> RequestHandle:
         """Queues a request; tokenizing happens here, in the caller's thread, not the loop's."""
         handle = RequestHandle(request.request_id, self.config.coalesce_ms / 1000)
+        first, vocabulary = request.params.first_token, self.loaded.model.config.vocab_size
+        if first is not None and not 0 <= first < vocabulary:
+            handle._put(_refusal(f"first_token {first} is not a token of this model (0 to {vocabulary - 1})."))
+            return handle
         prompt_ids, truncated, max_new = self._prompt_ids(request)
         live = _Live(
             request=request,

@@ -3,6 +3,7 @@
 // The contract with the server is docs/protocol.md; the side panels live in panels.js.
 
 import { api, errorMessage } from "./api.js";
+import { initChoices } from "./choices.js";
 import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
@@ -301,9 +302,10 @@ function params({ freshSeed = false } = {}) {
   return values;
 }
 
-async function start({ insertAt, prompt, retry }) {
+async function start({ insertAt, prompt, retry, firstToken = null }) {
   const requestId = `r${++requestCounter}`;
   current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry };
+  choices.clear();
   editor.lock(true);
   editor.historyCut();
   warningsBanner.hidden = true;
@@ -312,7 +314,9 @@ async function start({ insertAt, prompt, retry }) {
   // Memory, note and lore are read by the worker from the saved story.
   await save();
   const text = prompt.slice(Math.max(0, prompt.length - maxChars));
-  socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: params({ freshSeed: retry }) }));
+  const asked = params({ freshSeed: retry });
+  if (firstToken !== null) asked.first_token = firstToken;
+  socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: asked }));
 }
 
 // Generate continues from the cursor, or from the end of the story when the writer asks.
@@ -378,6 +382,7 @@ function finish(message) {
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,
 // and one before it moves it.
+editor.onUserEdit(() => choices.clear());
 editor.onUserEdit((from, to, shift) => {
   if (!last) return;
   const end = last.start + last.versions[last.shown].length;
@@ -396,6 +401,24 @@ const inspect = initInspect({
   send: (message) => connected() && (socket.send(JSON.stringify(message)), true),
   selection: () => editor.selection(),
 });
+
+const choices = initChoices({
+  root: document.getElementById("story"),
+  editor,
+  onRewrite({ at, firstToken }) {
+    if (current || !connected() || !last) return;
+    // The continuation from the chosen word on is replaced by one that starts with it.
+    const end = last.start + last.versions[last.shown].length;
+    editor.replaceModelText(at, end - at, "");
+    last = null;
+    start({ insertAt: at, prompt: editor.text().slice(0, at), retry: false, firstToken });
+  },
+});
+
+async function loadChoices(generationId, startAt, text) {
+  const result = await api("GET", `/api/stories/${story.id}/generations/${generationId}/`);
+  if (result.ok && !current) choices.set(startAt, text, result.data.choices || []);
+}
 
 function handle(message) {
   if (String(message.request_id || "").startsWith("inspect-") || message.type === "inspection") {
@@ -420,6 +443,7 @@ function handle(message) {
       if (current && message.generation_id === current.id) {
         const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
         showWarnings(message.context);
+        if (params().record_choices) loadChoices(message.generation_id, current.insertAt - current.text.length, current.text);
         finish(reasons[message.finish_reason] || "The model failed; try again");
         panels.generationDone();
       }

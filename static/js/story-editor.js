@@ -127,6 +127,13 @@ export function createStoryEditor(container, text) {
       const range = quill.getSelection() || lastRange;
       return range ? Math.min(range.index + range.length, getText().length) : getText().length;
     },
+    // The index of the character under a point of the screen, or null.
+    indexAtPoint(x, y) {
+      const caret = document.caretRangeFromPoint ? document.caretRangeFromPoint(x, y) : null;
+      if (!caret || !quill.root.contains(caret.startContainer)) return null;
+      const blot = Quill.find(caret.startContainer, true);
+      return blot && blot.offset ? blot.offset(quill.scroll) + caret.startOffset : null;
+    },
     // The selected passage (the last selection, when the editor lost focus to a panel).
     selection() {
       const range = quill.getSelection() || lastRange;
