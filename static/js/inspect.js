@@ -132,6 +132,33 @@ export function initInspect({ send, selection }) {
     });
   }
 
+  // The guide's example for a view, taken from what the writer just looked at.
+  function example(view, text) {
+    const span = document.querySelector(`.guide-example[data-view="${view}"]`);
+    if (span) span.textContent = text;
+  }
+
+  function describe(answer) {
+    const quote = (text) => `"${visible(text)}"`;
+    if (answer.view === "tokens" && answer.tokens.length) {
+      const longest = answer.tokens.reduce((a, b) => (b.text.length > a.text.length ? b : a));
+      example("tokens", `In your passage: ${answer.count} tokens; ${quote(longest.text)} is number ${longest.id}.`);
+    } else if (answer.view === "attention") {
+      const weights = answer.average.slice(0, answer.position + 1);
+      const top = weights.indexOf(Math.max(...weights));
+      example("attention", `In your passage: in layer ${answer.layer + 1}, ${quote(answer.tokens[answer.position].text)} leans most on ${quote(answer.tokens[top].text)} (${(weights[top] * 100).toFixed(0)}%).`);
+    } else if (answer.view === "neighbours" && answer.neighbours.length) {
+      example("neighbours", `Yours: "${answer.word}" is nearest to ${quote(answer.neighbours[0].text)}.`);
+    } else if (answer.view === "map" && answer.points.length > 1) {
+      let best = null;
+      answer.points.forEach((a, i) => answer.points.slice(i + 1).forEach((b) => {
+        const d = (a.x - b.x) ** 2 + (a.y - b.y) ** 2;
+        if (!best || d < best.d) best = { a: a.word, b: b.word, d };
+      }));
+      example("map", `Yours: "${best.a}" and "${best.b}" are the closest pair.`);
+    }
+  }
+
   return {
     handle(message) {
       if (message.type === "error") {
@@ -139,6 +166,7 @@ export function initInspect({ send, selection }) {
         return;
       }
       state.textContent = "";
+      describe(message);
       if (message.view === "tokens") drawTokens(message);
       else if (message.view === "attention") {
         attentionAnswer = message;

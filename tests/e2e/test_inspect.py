@@ -51,7 +51,13 @@ def test_the_writer_sees_tokens_attention_and_embeddings_of_their_selection(writ
     expect(panel.locator("#inspect-map-chart")).to_be_visible()
     points = page.evaluate("Chart.getChart(document.getElementById('inspect-map-chart')).data.datasets[0].data.length")
     assert points == 3
-    expect(panel.get_by_text("What am I looking at?")).to_be_visible()
+    panel.get_by_text("What am I looking at?").click()
+    # The guide's examples come from what the writer looked at.
+    guide = panel.locator(".guide")
+    expect(guide).to_contain_text(f"In your passage: {len(expected)} tokens;")
+    expect(guide).to_contain_text("In your passage: in layer 2,")
+    expect(guide).to_contain_text('Yours: "cat" is nearest to')
+    expect(guide).to_contain_text("are the closest pair.")
 
 
 def test_without_a_selection_the_panel_says_what_to_do(writer, new_page, context, live_site):
