@@ -8,6 +8,16 @@ from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, UsageLimit, Worker, WriterUsage
 
 
+class ReadOnly:
+    """For rows the site writes itself: staff read them (and may delete), never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ModelConfig)
 class ModelConfigAdmin(admin.ModelAdmin):
     list_display = ["name", "source", "dtype", "device", "is_active", "updated_at"]
@@ -59,7 +69,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(Generation)
-class GenerationAdmin(admin.ModelAdmin):
+class GenerationAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens"]
     list_display += ["waited", "ttft", "tokens_per_second", "took", "created_at"]
     list_filter = ["status", "finish_reason", "model_name", "created_at", ("user", admin.RelatedOnlyFieldListFilter)]
@@ -85,12 +95,6 @@ class GenerationAdmin(admin.ModelAdmin):
         """From a worker taking it to its end."""
         return _seconds(obj.started_at, obj.finished_at)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Preset)
 class PresetAdmin(admin.ModelAdmin):
@@ -99,7 +103,7 @@ class PresetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: each worker reports itself every few seconds."""
 
     list_display = ["name", "alive", "state", "config_name", "model_name", "dtype", "device"]
@@ -109,12 +113,6 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="alive")
     def alive(self, obj):
         return obj.is_alive
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 def _seconds(start, end) -> str:
@@ -128,8 +126,11 @@ class UsageLimitAdmin(admin.ModelAdmin):
 
 
 @admin.register(WriterUsage)
-class WriterUsageAdmin(admin.ModelAdmin):
+class WriterUsageAdmin(ReadOnly, admin.ModelAdmin):
     """What each writer has used in the last 24 hours, against their limits."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # these rows are the writers' accounts
 
     list_display = ["username", "running_now", "generations_24h", "tokens_24h", "limits"]
     search_fields = ["username"]
@@ -169,12 +170,3 @@ class WriterUsageAdmin(admin.ModelAdmin):
             "tokens per 24 h": limits["tokens_per_day"],
         }
         return ", ".join(f"{name}: {'no limit' if value is None else f'{value:,}'}" for name, value in shown.items())
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

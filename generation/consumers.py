@@ -133,22 +133,23 @@ class StoryConsumer(AsyncWebsocketConsumer):
             return
         await handler(message)
 
+    async def request_id(self, message) -> tuple[bool, str | None]:
+        """(whether it is valid, the request_id); an invalid one has been answered."""
+        try:
+            return True, services.request_id_checked(message.get("request_id"))
+        except services.GenerationRefused as refused:
+            await self.send_error(refused.code, refused.message)
+            return False, None
+
     async def on_generate(self, message):
-        request_id = message.get("request_id")
-        if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 100):
-            await self.send_error("invalid", "request_id must be a string of at most 100 characters.")
-            return
-        text = message.get("text")
-        if not isinstance(text, str):
-            await self.send_error(
-                "invalid", "text must be a string: the story up to the cursor.", request_id=request_id
-            )
+        valid, request_id = await self.request_id(message)
+        if not valid:
             return
         try:
             generation = await database_sync_to_async(services.generation_start)(
                 story=self.story,
                 user=self.scope["user"],
-                text=text,
+                text=message.get("text"),
                 params=message.get("params"),
                 request_id=request_id or "",
             )
@@ -183,9 +184,8 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await self.send_json(selectors.done_event(generation))
 
     async def on_inspect(self, message):
-        request_id = message.get("request_id")
-        if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 100):
-            await self.send_error("invalid", "request_id must be a string of at most 100 characters.")
+        valid, request_id = await self.request_id(message)
+        if not valid:
             return
         try:
             await database_sync_to_async(services.inspection_start)(

@@ -241,3 +241,21 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     if not ordered:
         return None
     return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
+
+
+def load_now() -> dict:
+    """The dashboard's "now": the live workers, the active configuration, the queue."""
+    from generation import realtime
+    from generation.models import Worker
+
+    try:
+        queue = realtime.queue_length()
+    except Exception:
+        queue = None  # Redis is away; the series still come from the database
+    fields = ("name", "state", "model_name", "loading", "error", "live_requests")
+    workers = [w for w in Worker.objects.all() if w.is_alive]
+    return {
+        "workers": [{name: getattr(w, name) for name in fields} for w in workers],
+        "model": model_config_active().name,
+        "celery_queue": queue,
+    }

@@ -32,10 +32,18 @@ LOST_MESSAGE = "The worker stopped before this generation finished; the text wri
 class GenerationRefused(Exception):
     """A generate or cancel request that cannot be served; `code` is the protocol's."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, field: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
+
+
+def request_id_checked(value) -> str | None:
+    """A client's `request_id`: absent, or a string of at most 100 characters."""
+    if value is not None and (not isinstance(value, str) or len(value) > 100):
+        raise GenerationRefused("invalid", "request_id must be a string of at most 100 characters.", "request_id")
+    return value
 
 
 @transaction.atomic
@@ -55,6 +63,8 @@ def model_config_activate(config: ModelConfig) -> ModelConfig:
 
 def generation_start(*, story: Story, user, text: str, params: dict | None, request_id: str = "") -> Generation:
     """Records a generation for the story and queues it for a worker once committed."""
+    if not isinstance(text, str):
+        raise GenerationRefused("invalid", "text must be a string: the story up to the cursor.", "text")
     limit = settings.STORYTELLER_MAX_TEXT_CHARS
     if len(text) > limit:
         raise GenerationRefused("too_large", f"The text is {len(text):,} characters; the limit is {limit:,}.")
@@ -185,11 +195,7 @@ def _finish(generation: Generation, reason: str, *, error: str = "", error_code:
     generation.finished_at = now
     generation.updated_at = now
     fields = ["status", "finish_reason", "error_message", "finished_at", "updated_at", "output", "new_tokens"]
-    fields += ["ttft_ms", "tokens_per_s", "choices"]
-    updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.ACTIVE).update(
-        **{name: getattr(generation, name) for name in fields}
-    )
-    if not updated:
+    if not _save_if(generation, Generation.ACTIVE, [*fields, "ttft_ms", "tokens_per_s", "choices"]):
         return False
     events = [selectors.done_event(generation)]
     if reason == "error":
@@ -212,6 +218,13 @@ def _finish(generation: Generation, reason: str, *, error: str = "", error_code:
     # worker) this runs at once.
     transaction.on_commit(publish)
     return True
+
+
+def _save_if(generation: Generation, statuses, fields: list[str]) -> bool:
+    """Saves `fields` only while the row's status is one of `statuses` (a compare-and-set:
+    another process may have moved it on); returns whether it did."""
+    values = {name: getattr(generation, name) for name in fields}
+    return bool(Generation.objects.filter(pk=generation.pk, status__in=statuses).update(**values))
 
 
 def _story_context(story: Story) -> context.StoryContext:
@@ -266,9 +279,7 @@ def _run_on(generation: Generation, engine) -> None:
     generation.model_name = engine.name
     generation.context = prompt.as_dict()
     fields = ["status", "started_at", "model_name", "context", "updated_at"]
-    if not Generation.objects.filter(pk=generation.pk, status=Generation.Status.QUEUED).update(
-        **{name: getattr(generation, name) for name in fields}
-    ):
+    if not _save_if(generation, [Generation.Status.QUEUED], fields):
         return  # finished meanwhile (given up for lost while the model loaded)
 
     handle = engine.submit(Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids)))

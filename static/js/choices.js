@@ -3,6 +3,7 @@
 // clicking one rewrites the story from there, starting with that candidate.
 
 const percent = (p) => `${(p * 100).toFixed(1)}%`;
+// Line breaks made visible; a candidate's leading space shows as a space.
 const visible = (text) => text.replaceAll("\n", "\u21b5");
 
 export function initChoices({ root, editor, onRewrite }) {

@@ -47,7 +47,7 @@ async function refresh() {
   const workers = data.now.workers;
   const live = workers.reduce((sum, w) => sum + w.live_requests, 0);
   const queue = data.now.celery_queue === null ? "unknown (Redis does not answer)" : data.now.celery_queue;
-  const each = workers.map((w) => `${w.name}: ${w.state}, ${w.model || "no model"}${w.loading ? `, loading ${w.loading}` : ""}${w.error ? ` (${w.error})` : ""}`);
+  const each = workers.map((w) => `${w.name}: ${w.state}, ${w.model_name || "no model"}${w.loading ? `, loading ${w.loading}` : ""}${w.error ? ` (${w.error})` : ""}`);
   now.textContent = `Now: active configuration ${data.now.model}; ${workers.length} worker${workers.length === 1 ? "" : "s"} alive${each.length ? ` (${each.join("; ")})` : ""}; ${live} generating; ${queue} waiting in the queue.`;
   section.dataset.loadedWindow = span;
 }

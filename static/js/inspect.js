@@ -2,15 +2,10 @@
 // neighbours and map in the embedding space, all answered by a worker over the story's
 // socket (docs/protocol.md, "Looking inside the model").
 
-const element = (tag, attributes = {}, text = "") => {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  if (text) node.textContent = text;
-  return node;
-};
+import { element } from "./panels.js";
 
 // Spaces and line breaks made visible on a token chip.
-const visible = (text) => text.replaceAll(" ", "\u00b7").replaceAll("\n", "\u21b5");
+export const visible = (text) => text.replaceAll(" ", "\u00b7").replaceAll("\n", "\u21b5");
 
 export function initInspect({ send, selection }) {
   const result = document.getElementById("inspect-result");

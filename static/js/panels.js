@@ -3,7 +3,7 @@
 
 import { api, errorMessage } from "./api.js";
 
-function element(tag, attributes = {}, text = "") {
+export function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
   if (text) node.textContent = text;

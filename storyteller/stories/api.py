@@ -38,7 +38,8 @@ def _body(request) -> dict:
         raise ApiError(413, "too_large", "The request body is too large.") from None
 
 
-def _story(request, story_id):
+def owned_story(request, story_id):
+    """The caller's story, or ApiError 404 (another writer's answers the same)."""
     try:
         return selectors.story_get_for(request.user, story_id)
     except Http404:
@@ -96,7 +97,7 @@ _CHANGES = (
 @api_view
 @require_http_methods(["GET", "PUT", "DELETE"])
 def story(request, story_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     if request.method == "GET":
         return JsonResponse(selectors.story_as_dict(story))
     if request.method == "DELETE":
@@ -131,7 +132,7 @@ def story_restore(request, story_id):
 @api_view
 @require_http_methods(["GET"])
 def revisions(request, story_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     return JsonResponse([selectors.revision_as_dict(r) for r in selectors.revision_list(story)], safe=False)
 
 
@@ -145,14 +146,14 @@ def _revision(story, number):
 @api_view
 @require_http_methods(["GET"])
 def revision(request, story_id, number):
-    revision = _revision(_story(request, story_id), number)
+    revision = _revision(owned_story(request, story_id), number)
     return JsonResponse(selectors.revision_as_dict(revision, with_text=True))
 
 
 @api_view
 @require_http_methods(["POST"])
 def revision_restore(request, story_id, number):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     revision = _revision(story, number)
     base_revision = _field(_body(request), "base_revision", int, required=True)
     try:
@@ -165,7 +166,7 @@ def revision_restore(request, story_id, number):
 @api_view
 @require_http_methods(["POST", "DELETE"])
 def share(request, story_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     story = services.share_enable(story) if request.method == "POST" else services.share_revoke(story)
     path = selectors.share_path(story)
     return JsonResponse({"share_url": request.build_absolute_uri(path) if path else None, "share_path": path})
@@ -182,7 +183,7 @@ def _lore_fields(data: dict, *, required: bool) -> dict:
 @api_view
 @require_http_methods(["GET", "POST"])
 def lore(request, story_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     if request.method == "GET":
         return JsonResponse([selectors.lore_as_dict(e) for e in story.lore.all()], safe=False)
     fields = _lore_fields(_body(request), required=True)
@@ -198,7 +199,7 @@ def lore(request, story_id):
 @api_view
 @require_http_methods(["PUT", "DELETE"])
 def lore_entry(request, story_id, entry_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     try:
         entry = selectors.lore_get_for(story, entry_id)
     except Http404:
@@ -219,7 +220,7 @@ def story_context(request, story_id):
     """What the model saw for the story's last generation."""
     from generation.selectors import generation_last_for_story
 
-    generation = generation_last_for_story(_story(request, story_id))
+    generation = generation_last_for_story(owned_story(request, story_id))
     if generation is None:
         raise ApiError(404, "not_found", "This story has no generation yet.")
     return JsonResponse(
@@ -245,7 +246,7 @@ _EXPORTS = {
 @api_view
 @require_http_methods(["GET"])
 def story_export(request, story_id):
-    story = _story(request, story_id)
+    story = owned_story(request, story_id)
     fmt = request.GET.get("format", "txt")
     if fmt not in _EXPORTS:
         raise ApiError(400, "invalid", "format must be one of txt, md, json.", field="format")
