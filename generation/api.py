@@ -12,10 +12,16 @@ from storyteller.stories.api import owned_story
 STATUS = {"invalid": 400, "not_found": 404, "busy": 409, "too_large": 413, "limit": 429, "unavailable": 503}
 
 
+# How many generations one listing returns at most.
+LIST_LIMIT = 100
+
+
 @api_view
-@require_http_methods(["POST"])
+@require_http_methods(["GET", "POST"])
 def generations(request, story_id):
     story = owned_story(request, story_id)
+    if request.method == "GET":
+        return _listing(request, story)
     data = json_body(request)
     try:
         request_id = services.request_id_checked(data.get("request_id"))
@@ -39,3 +45,16 @@ def generation(request, story_id, generation_id):
     if found is None:
         raise ApiError(404, "not_found", "This story has no such generation.")
     return JsonResponse(selectors.generation_as_dict(found))
+
+
+def _listing(request, story):
+    """The story's generations, newest first: `?limit=` (1 to 100, default 20) of them, and
+    with `?choices=1` only those that recorded the model's choices (the editor's hover)."""
+    raw = request.GET.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT:
+        raise ApiError(400, "invalid", f"limit is a whole number from 1 to {LIST_LIMIT}.", field="limit")
+    flag = request.GET.get("choices", "0")
+    if flag not in ("0", "1"):
+        raise ApiError(400, "invalid", "choices is 0 or 1.", field="choices")
+    found = selectors.generations_for_story(story, limit=int(raw), with_choices=flag == "1")
+    return JsonResponse({"generations": [selectors.generation_as_dict(g) for g in found]})

@@ -56,6 +56,15 @@ def generation_for_story(story, generation_id) -> Generation | None:
     return Generation.objects.filter(pk=generation_id, story=story).first()
 
 
+def generations_for_story(story, *, limit: int, with_choices: bool = False) -> list[Generation]:
+    """The story's generations, newest first; `with_choices`: only finished ones that
+    recorded the model's choices."""
+    found = Generation.objects.filter(story=story)
+    if with_choices:
+        found = found.filter(status=Generation.Status.FINISHED).exclude(choices=[])
+    return list(found.order_by("-created_at", "-pk")[:limit])
+
+
 def generation_last_for_story(story) -> Generation | None:
     return Generation.objects.filter(story=story).order_by("-created_at", "-pk").first()
 

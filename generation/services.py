@@ -332,23 +332,25 @@ def _relay(generation: Generation, engine, handle, *, trimmed: bool) -> None:
             generation.new_tokens = event.new_tokens
             generation.ttft_ms = event.ttft_ms
             generation.tokens_per_s = event.tokens_per_s
-            generation.choices = _choices(engine.tokenizer, event.token_ids, event.choices)
+            generation.choices = _choices(engine.tokenizer, event.token_ids, event.choices, event.pieces)
             _finish(generation, event.reason, error=event.error or "", stream=stream)
     stream.drain(DRAIN_S)
 
 
-def _choices(tokenizer, token_ids, choices) -> list[dict]:
-    """The recorded candidates of each new token, with their text, for the Generation row."""
+def _choices(tokenizer, token_ids, choices, pieces) -> list[dict]:
+    """The recorded candidates of each new token for the Generation row: "text" is what the
+    token added to the output (the pieces join to it, so a client can place each token in
+    the story); a candidate's text is its own decoding, for showing."""
 
     if not choices:
         return []
 
-    def piece(token_id: int) -> str:
+    def alone(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
     return [
-        {"id": token, "text": piece(token), "top": [[i, piece(i), round(p, 5)] for i, p in candidates]}
-        for token, candidates in zip(token_ids, choices, strict=True)
+        {"id": token, "text": piece, "top": [[i, alone(i), round(p, 5)] for i, p in candidates]}
+        for token, candidates, piece in zip(token_ids, choices, pieces, strict=True)
     ]
 
 

@@ -33,6 +33,7 @@ ROUTES = [
     ("DELETE", "/api/stories/{story}/lore/{entry}/", None),
     ("GET", "/api/stories/{story}/context", None),
     ("GET", "/api/stories/{story}/generations/{generation}/", None),
+    ("GET", "/api/stories/{story}/generations/", None),
     ("POST", "/api/stories/{story}/generations/", {"text": "Mine now", "params": {"max_new_tokens": 5}}),
 ]
 

@@ -117,6 +117,8 @@ class _Live:
     new_ids: list[int] = field(default_factory=list)
     # For each new token, the candidates it was drawn from, when the request records them.
     choices: list = field(default_factory=list)
+    # ... and the text each one added (Finished.pieces).
+    pieces: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -328,7 +330,10 @@ class Engine:
             return
         live.new_tokens += 1
         live.new_ids.append(token)
-        text = live.stop.feed(live.detokenizer.push(token))
+        piece = live.detokenizer.push(token)
+        if live.request.params.record_choices:
+            live.pieces.append(piece)
+        text = live.stop.feed(piece)
         if text:
             live.handle._put(Delta(text=text, tokens=1))
         if live.stop.stopped:
@@ -340,7 +345,10 @@ class Engine:
 
     def _finish(self, live: _Live, reason: str, error: str | None = None) -> None:
         if live.detokenizer is not None and live.stop is not None and not live.stop.stopped:
-            rest = live.stop.feed(live.detokenizer.flush()) + live.stop.finish()
+            held = live.detokenizer.flush()
+            if held and live.pieces:
+                live.pieces[-1] += held
+            rest = live.stop.feed(held) + live.stop.finish()
             if rest:
                 live.handle._put(Delta(text=rest, tokens=0))
         now = time.monotonic()
@@ -356,6 +364,7 @@ class Engine:
                 error=error,
                 token_ids=tuple(live.new_ids),
                 choices=tuple(live.choices[: len(live.new_ids)]),
+                pieces=tuple(live.pieces),
             )
         )
         self._free_row(live)

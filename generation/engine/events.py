@@ -34,3 +34,8 @@ class Finished:
     # When the request recorded choices: for each of token_ids, the likeliest candidates
     # ((token id, probability), likeliest first) of the distribution it was drawn from.
     choices: tuple[tuple[tuple[int, float], ...], ...] = ()
+    # With choices: the text each of token_ids added to the output, in the order the
+    # detokenizer released it ("" for a token that left a character incomplete; the one
+    # that completes it carries the whole character). Joined, they start with `text`
+    # (a stop sequence cuts `text` short).
+    pieces: tuple[str, ...] = ()

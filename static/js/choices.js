@@ -1,13 +1,54 @@
-// The model's choices: when a story records them, hovering a word of the last
-// continuation shows the candidates the model weighed for it, with their chances;
-// clicking one rewrites the story from there, starting with that candidate.
+// The model's choices: in a story that records them, hovering a word the model wrote shows
+// the candidates it weighed for it, with their chances; clicking one rewrites that
+// continuation from there, starting with that candidate.
+//
+// The candidates live on the story's generations (GET .../generations/?choices=1). Each
+// generation's text is found again in the story, inside a passage still marked as the
+// model's (so the writer has not changed it), the latest first; its tokens' texts join to
+// that text, which places every token. Found again after every change, so continuations
+// written in an earlier visit keep their candidates and edited ones lose theirs.
 
 const percent = (p) => `${(p * 100).toFixed(1)}%`;
 // Line breaks made visible; a candidate's leading space shows as a space.
 const visible = (text) => text.replaceAll("\n", "\u21b5");
+// How many places of one generation's text are tried before giving up on it.
+const MAX_TRIES = 200;
+const PLACE_DELAY_MS = 250;
+
+// Where `generation`'s tokens stand in `text`: [{start, end, id, top, until}] (`until`: the
+// end of its continuation), or null when its text is not found in one model passage.
+function place(generation, text, runs, taken) {
+  const output = generation.text || "";
+  const pieces = generation.choices.map((choice) => choice.text);
+  if (!output || !pieces.join("").startsWith(output)) return null;
+  const fits = (at) =>
+    runs.some(([start, end]) => start <= at && at + output.length <= end) &&
+    !taken.some(([start, end]) => at < end && start < at + output.length);
+  let at = text.lastIndexOf(output);
+  for (let tries = 0; at >= 0 && !fits(at); tries += 1) {
+    at = tries < MAX_TRIES && at > 0 ? text.lastIndexOf(output, at - 1) : -1;
+  }
+  if (at < 0) return null;
+  const until = at + output.length;
+  taken.push([at, until]);
+  const tokens = [];
+  let position = at;
+  for (const choice of generation.choices) {
+    const end = Math.min(position + choice.text.length, until);
+    // A token that left a character unfinished added nothing; the next one holds it.
+    if (end > position) tokens.push({ start: position, end, id: choice.id, top: choice.top, until });
+    position += choice.text.length;
+    if (position >= until) break;
+  }
+  return tokens;
+}
 
 export function initChoices({ root, editor, onRewrite }) {
-  let tokens = null; // [{start, end, id, top: [[id, text, probability]]}] in the editor's text
+  let generations = []; // newest first: {generation_id, text, choices}
+  let tokens = [];
+  let stale = false;
+  let paused = false;
+  let timer = null;
   let shown = null;
   const popup = document.createElement("div");
   popup.className = "choices-popup";
@@ -19,6 +60,16 @@ export function initChoices({ root, editor, onRewrite }) {
   function hide() {
     popup.hidden = true;
     shown = null;
+  }
+
+  function placeAll() {
+    clearTimeout(timer);
+    stale = false;
+    const text = editor.text();
+    const runs = editor.modelSpans();
+    const taken = [];
+    tokens = generations.flatMap((generation) => place(generation, text, runs, taken) || []);
+    root.dataset.choices = tokens.length && !paused ? "ready" : "";
   }
 
   function show(token, x, y) {
@@ -38,10 +89,8 @@ export function initChoices({ root, editor, onRewrite }) {
       if (id === token.id) button.classList.add("written");
       button.title = id === token.id ? "What it wrote" : "Rewrite from here, starting with this";
       button.addEventListener("click", () => {
-        const at = token.start;
-        tokens = null;
         hide();
-        onRewrite({ at, firstToken: id });
+        onRewrite({ at: token.start, end: token.until, firstToken: id });
       });
       popup.append(button);
     }
@@ -51,7 +100,8 @@ export function initChoices({ root, editor, onRewrite }) {
   }
 
   root.addEventListener("mousemove", (event) => {
-    if (!tokens) return;
+    if (paused || !generations.length) return;
+    if (stale) placeAll();
     const index = editor.indexAtPoint(event.clientX, event.clientY);
     const token = index === null ? null : tokens.find((t) => t.start <= index && index < t.end);
     if (token) show(token, event.clientX, event.clientY);
@@ -62,24 +112,31 @@ export function initChoices({ root, editor, onRewrite }) {
   popup.addEventListener("mouseleave", (event) => {
     if (!root.contains(event.relatedTarget)) hide();
   });
+  // Any change of the text (typing, undo, a retry) may move or undo a continuation.
+  editor.onChange(() => {
+    if (!generations.length) return;
+    stale = true;
+    hide();
+    clearTimeout(timer);
+    timer = setTimeout(placeAll, PLACE_DELAY_MS);
+  });
 
   return {
-    // A continuation written at `start` as `text`, and its recorded choices.
-    set(start, text, choices) {
-      let at = start;
-      const spans = choices.map((choice) => {
-        const span = { start: at, end: at + choice.text.length, id: choice.id, top: choice.top };
-        at = span.end;
-        return span;
-      });
-      // Only when the pieces spell the text exactly (a stop sequence may have cut it).
-      tokens = choices.length && choices.map((c) => c.text).join("") === text ? spans : null;
-      root.dataset.choices = tokens ? "ready" : "";
+    // Generations of the story (those that recorded no choices are left out); the
+    // newest is found first.
+    add(...list) {
+      const known = new Map(generations.map((g) => [g.generation_id, g]));
+      for (const generation of list) {
+        if (generation.choices && generation.choices.length) known.set(generation.generation_id, generation);
+      }
+      generations = [...known.values()].sort((a, b) => b.generation_id - a.generation_id);
+      placeAll();
     },
-    clear() {
-      tokens = null;
-      root.dataset.choices = "";
+    // While the model writes, no candidates are offered.
+    pause(on) {
+      paused = on;
       hide();
+      placeAll();
     },
   };
 }

@@ -64,6 +64,9 @@ function writeSettings(values) {
   }
 }
 
+const withoutInputs = (values) =>
+  Object.fromEntries(Object.entries(values || {}).filter(([name]) => !settingInputs.some((i) => i.dataset.setting === name)));
+
 // The settings are the story's own only once the writer changes one; until then the
 // story follows the site's defaults (an empty object).
 let settingsTouched = Object.keys(story.settings).length > 0;
@@ -82,8 +85,12 @@ const fields = {
     },
   },
   settings: {
+    // What the panel shows, over the story's settings it has no input for (a seed set
+    // through the API), which a save must not drop.
     get: () =>
-      settingsTouched ? Object.fromEntries(settingInputs.map((i) => [i.dataset.setting, readSetting(i)])) : saved.settings,
+      settingsTouched
+        ? { ...withoutInputs(saved.settings), ...Object.fromEntries(settingInputs.map((i) => [i.dataset.setting, readSetting(i)])) }
+        : saved.settings,
     set: (v) => {
       settingsTouched = Object.keys(v).length > 0;
       writeSettings(v);
@@ -304,8 +311,8 @@ function params({ freshSeed = false } = {}) {
 
 async function start({ insertAt, prompt, retry, firstToken = null }) {
   const requestId = `r${++requestCounter}`;
-  current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry };
-  choices.clear();
+  current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry, recording: false };
+  choices.pause(true);
   editor.lock(true);
   editor.historyCut();
   warningsBanner.hidden = true;
@@ -316,6 +323,7 @@ async function start({ insertAt, prompt, retry, firstToken = null }) {
   const text = prompt.slice(Math.max(0, prompt.length - maxChars));
   const asked = params({ freshSeed: retry });
   if (firstToken !== null) asked.first_token = firstToken;
+  current.recording = asked.record_choices === true;
   socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: asked }));
 }
 
@@ -376,13 +384,13 @@ function finish(message) {
     editor.replaceModelText(last.start, 0, last.versions[last.shown]);
   }
   genState.textContent = message;
+  choices.pause(false);
   updateButtons();
   save();
 }
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,
 // and one before it moves it.
-editor.onUserEdit(() => choices.clear());
 editor.onUserEdit((from, to, shift) => {
   if (!last) return;
   const end = last.start + last.versions[last.shown].length;
@@ -405,19 +413,24 @@ const inspect = initInspect({
 const choices = initChoices({
   root: document.getElementById("story"),
   editor,
-  onRewrite({ at, firstToken }) {
-    if (current || !connected() || !last) return;
-    // The continuation from the chosen word on is replaced by one that starts with it.
-    const end = last.start + last.versions[last.shown].length;
+  onRewrite({ at, end, firstToken }) {
+    if (current || !connected()) return;
+    // The continuation from the chosen word on is replaced by one that starts with it;
+    // what follows the continuation stays.
     editor.replaceModelText(at, end - at, "");
     last = null;
     start({ insertAt: at, prompt: editor.text().slice(0, at), retry: false, firstToken });
   },
 });
 
-async function loadChoices(generationId, startAt, text) {
+// The candidates of continuations written in earlier visits (or offered on return).
+api("GET", `/api/stories/${story.id}/generations/?choices=1&limit=50`).then((result) => {
+  if (result.ok) choices.add(...result.data.generations);
+});
+
+async function addChoices(generationId) {
   const result = await api("GET", `/api/stories/${story.id}/generations/${generationId}/`);
-  if (result.ok && !current) choices.set(startAt, text, result.data.choices || []);
+  if (result.ok) choices.add(result.data);
 }
 
 function handle(message) {
@@ -443,7 +456,7 @@ function handle(message) {
       if (current && message.generation_id === current.id) {
         const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
         showWarnings(message.context);
-        if (params().record_choices) loadChoices(message.generation_id, current.insertAt - current.text.length, current.text);
+        if (current.recording) addChoices(message.generation_id);
         finish(reasons[message.finish_reason] || "The model failed; try again");
         panels.generationDone();
       }
@@ -483,7 +496,8 @@ function offerUnseen(unseen) {
   const at = Math.min(unseen.insert_at, editor.text().length);
   if (unseen.status === "queued" || unseen.status === "running") {
     // Still writing: follow it where it left off (the socket's open handler sends resume).
-    current = { id: unseen.id, requestId: null, insertAt: at, lastSeq: -1, text: "", retry: false, skip: unseen.skip };
+    current = { id: unseen.id, requestId: null, insertAt: at, lastSeq: -1, text: "", retry: false, skip: unseen.skip, recording: true };
+    choices.pause(true);
     editor.lock(true);
     editor.historyCut();
     genState.textContent = "Writing...";

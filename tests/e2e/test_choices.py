@@ -22,33 +22,61 @@ POINT = """at => {
 }"""
 
 
-def test_hovering_a_model_word_shows_its_candidates_and_clicking_one_rewrites_from_there(
-    writer, new_page, context, live_site
-):
-    story = writer[0]
-    settings = {"record_choices": True, "max_new_tokens": 8, "seed": 3, "temperature": 1.0}
-    outside_the_event_loop(lambda: draft_save(story=story, base_revision=1, settings=settings))
-    page = open_editor(new_page, context, live_site, story)
+MENU = "The model's choices"
+
+
+def generate(page):
     page.get_by_role("textbox", name="Story").focus()
     page.keyboard.press("Control+End")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
-    first = outside_the_event_loop(Generation.objects.get)
-    assert first.choices and first.output
+    return outside_the_event_loop(lambda: Generation.objects.order_by("-pk").first())
 
-    # The third token of the continuation, and its candidates.
-    token = first.choices[2]
-    start = len(OPENING) + sum(len(c["text"]) for c in first.choices[:2])
-    point = page.evaluate(POINT, start + len(token["text"]) // 2)
-    menu = page.get_by_role("menu", name="The model's choices")
-    expect(menu).to_be_hidden()
-    expect(page.locator("#story[data-choices=ready]")).to_have_count(1)  # fetched after done
+
+def a_token(generation, at: int, step: int = 2):
+    """(token, its index in the story, the page point over it): the first token from
+    `step` on that added text and has a candidate other than itself."""
+    for index, token in enumerate(generation.choices):
+        start = at + sum(len(c["text"]) for c in generation.choices[:index])
+        if index >= step and token["text"] and any(c[0] != token["id"] for c in token["top"]):
+            return token, start
+    raise AssertionError(f"no token to hover in {generation.choices}")
+
+
+def hover(page, index: int, text: str):
+    point = page.evaluate(POINT, index + len(text) // 2)
     page.mouse.move(point["x"], point["y"])
+
+
+def expect_candidates(page, token):
+    menu = page.get_by_role("menu", name=MENU)
     expect(menu).to_be_visible()
     items = menu.get_by_role("menuitem")
     expect(items).to_have_count(len(token["top"]))
     assert [int(i) for i in items.evaluate_all("bs => bs.map(b => b.dataset.token)")] == [c[0] for c in token["top"]]
     assert re.search(r"\d+\.\d%", items.first.text_content())
+    return menu
+
+
+def record_choices(story, **settings):
+    settings = {"record_choices": True, "max_new_tokens": 8, "seed": 3, "temperature": 1.0, **settings}
+    outside_the_event_loop(lambda: draft_save(story=story, base_revision=1, settings=settings))
+
+
+def test_hovering_a_model_word_shows_its_candidates_and_clicking_one_rewrites_from_there(
+    writer, new_page, context, live_site
+):
+    story = writer[0]
+    record_choices(story)
+    page = open_editor(new_page, context, live_site, story)
+    first = generate(page)
+    assert first.choices and first.output and first.params["seed"] == 3  # the story's seed is kept
+
+    token, start = a_token(first, len(OPENING))
+    expect(page.get_by_role("menu", name=MENU)).to_be_hidden()
+    expect(page.locator("#story[data-choices=ready]")).to_have_count(1)  # fetched after done
+    hover(page, start, token["text"])
+    menu = expect_candidates(page, token)
 
     other = next(c for c in token["top"] if c[0] != token["id"])
     menu.locator(f"[data-token='{other[0]}']").click()
@@ -56,7 +84,52 @@ def test_hovering_a_model_word_shows_its_candidates_and_clicking_one_rewrites_fr
     second = outside_the_event_loop(lambda: Generation.objects.order_by("-pk").first())
     assert second.pk != first.pk and second.params["first_token"] == other[0]
     assert second.output.startswith(other[1]) and second.choices[0]["id"] == other[0]
-    kept = OPENING + "".join(c["text"] for c in first.choices[:2])
+    kept = OPENING + first.output[: start - len(OPENING)]
     expect_story_text(page, kept + second.output)
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert outside_the_event_loop(lambda: Story.objects.get(pk=story.pk).text) == story_text(page)
+
+
+def test_an_earlier_continuation_keeps_its_candidates_after_a_reload_until_the_writer_edits_it(
+    writer, new_page, context, live_site
+):
+    story = writer[0]
+    record_choices(story)
+    page = open_editor(new_page, context, live_site, story)
+    first = generate(page)
+    second = generate(page)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert story_text(page) == OPENING + first.output + second.output
+
+    page.reload()
+    expect(page.locator("#story[data-choices=ready]")).to_have_count(1)
+    token, start = a_token(first, len(OPENING))
+    hover(page, start, token["text"])
+    menu = expect_candidates(page, token)
+
+    # Rewriting the first continuation replaces the rest of it; the second stays after it.
+    other = next(c for c in token["top"] if c[0] != token["id"])
+    menu.locator(f"[data-token='{other[0]}']").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    third = outside_the_event_loop(lambda: Generation.objects.order_by("-pk").first())
+    assert third.params["first_token"] == other[0]
+    kept = OPENING + first.output[: start - len(OPENING)]
+    expect_story_text(page, kept + third.output + second.output)
+
+    # Writing before the continuations moves them, and their candidates with them.
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("So: ")
+    token, start = a_token(third, len(kept) + 4, step=1)
+    hover(page, start, token["text"])
+    expect_candidates(page, token)
+
+    # An edit inside the model's passage (the continuations side by side are one) makes
+    # it the writer's: no candidates there any more.
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Backspace")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    page.mouse.move(0, 0)
+    hover(page, start, token["text"])
+    expect(page.get_by_role("menu", name=MENU)).to_be_hidden()
+    expect(page.locator("#story[data-choices=ready]")).to_have_count(0)

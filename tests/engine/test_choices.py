@@ -65,3 +65,27 @@ def test_a_chosen_first_token_begins_the_continuation(engine):
     forced = run(engine, PROMPT, dataclasses.replace(PARAMS, first_token=runner_up))[2]
     assert forced.token_ids[0] == runner_up
     assert forced.text.startswith(engine.tokenizer.decode([runner_up]))
+
+
+def test_the_pieces_of_the_tokens_spell_the_output_even_through_a_split_character(engine):
+    # The first byte of "猫" alone: a token that leaves a character incomplete.
+    partial = engine.tokenizer.convert_tokens_to_ids(engine.tokenizer.tokenize("猫")[0])
+    assert "\ufffd" in engine.tokenizer.decode([partial])
+    for seed in range(4):
+        params = dataclasses.replace(PARAMS, record_choices=5, first_token=partial, seed=seed)
+        finished = run(engine, PROMPT, params)[2]
+        assert len(finished.pieces) == len(finished.token_ids)
+        assert "".join(finished.pieces) == finished.text
+        assert finished.pieces[0] == ""  # released with the token that completes (or breaks) it
+
+
+def test_a_stop_sequence_cuts_the_output_but_not_the_pieces(engine):
+    plain = run(engine, PROMPT, dataclasses.replace(PARAMS, record_choices=5))[2]
+    stop = plain.text[len(plain.text) // 2 :][:3]
+    finished = run(engine, PROMPT, dataclasses.replace(PARAMS, record_choices=5, stop=(stop,)))[2]
+    assert finished.reason == "stop" and stop not in finished.text
+    assert "".join(finished.pieces).startswith(finished.text) and len(finished.pieces) == len(finished.token_ids)
+
+
+def test_without_recording_there_are_no_pieces(engine):
+    assert run(engine, PROMPT, PARAMS)[2].pieces == ()

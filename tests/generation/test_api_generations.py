@@ -67,3 +67,35 @@ def test_too_many_requests_in_a_minute_get_429_and_a_running_story_409(alice_cli
     busy = start(alice_client, story)
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "busy")
     assert Generation.objects.count() == 1
+
+
+def _recorded(story, output, choices, status="finished"):
+    return Generation.objects.create(
+        story=story, user=story.owner, seed=1, status=status, output=output, choices=choices
+    )
+
+
+@pytest.mark.django_db
+def test_the_listing_is_newest_first_and_can_keep_only_those_with_choices(alice_client, story):
+    choice = [{"id": 5, "text": " cat", "top": [[5, " cat", 0.6], [6, " dog", 0.4]]}]
+    old = _recorded(story, " cat", choice)
+    plain = _recorded(story, " dog", [])
+    new = _recorded(story, " cat", choice)
+    _recorded(story, " ca", choice, status="running")
+    url = f"/api/stories/{story.id}/generations/"
+
+    every = alice_client.get(url).json()["generations"]
+    assert len(every) == 4 and every[1]["generation_id"] == new.id and every[2]["generation_id"] == plain.id
+    with_choices = alice_client.get(url, {"choices": "1"}).json()["generations"]
+    assert [g["generation_id"] for g in with_choices] == [new.id, old.id]
+    assert with_choices[0]["choices"] == choice and with_choices[0]["text"] == " cat"
+    newest = alice_client.get(url, {"choices": "1", "limit": "1"}).json()["generations"]
+    assert [g["generation_id"] for g in newest] == [new.id]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"choices": "yes"}])
+def test_a_listing_with_a_wrong_query_gets_400_naming_it(alice_client, story, query):
+    answer = alice_client.get(f"/api/stories/{story.id}/generations/", query)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"] == next(iter(query))
