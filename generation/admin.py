@@ -1,11 +1,14 @@
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from generation import selectors, services
-from generation.models import Generation, ModelConfig, Preset, UsageLimit, Worker, WriterUsage
+from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
+from generation.training import corpus as corpora
+from generation.training import services as training
 
 
 class ReadOnly:
@@ -26,6 +29,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "source", "dtype", "device", "context_window", "is_active"]}),
         ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight"]}),
+        ("Trained", {"fields": ["adapter"], "classes": ["collapse"]}),
         ("Default sampling", {"fields": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]}),
         (
             "What writers may choose",
@@ -170,3 +174,129 @@ class WriterUsageAdmin(ReadOnly, admin.ModelAdmin):
             "tokens per 24 h": limits["tokens_per_day"],
         }
         return ", ".join(f"{name}: {'no limit' if value is None else f'{value:,}'}" for name, value in shown.items())
+
+
+class _Files(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class _TextFiles(forms.FileField):
+    """Any number of .txt files, each read as UTF-8 text: [(name, text)]."""
+
+    def __init__(self, **kwargs):
+        super().__init__(widget=_Files(attrs={"accept": ".txt,text/plain"}), **kwargs)
+
+    def clean(self, data, initial=None):
+        uploads = data if isinstance(data, list | tuple) else [data] if data else []
+        texts = []
+        for upload in uploads:
+            try:
+                texts.append((upload.name, corpora.read_text_file(upload.name, upload.read())))
+            except corpora.CorpusError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return texts
+
+
+class TrainingJobForm(forms.ModelForm):
+    files = _TextFiles(required=False, help_text="Plain-text files (UTF-8), added to the chosen stories.")
+
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "name",
+            "base",
+            "stories",
+            "method",
+            "steps",
+            "learning_rate",
+            "sequence_length",
+            "batch_size",
+            "time_limit_minutes",
+            "heldout_percent",
+            "eval_every",
+            "lora_rank",
+            "seed",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("stories") and not cleaned.get("files") and "files" not in self.errors:
+            raise forms.ValidationError("The corpus is empty: choose stories or upload .txt files.")
+        return cleaned
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    """A job is set up once, then runs: its page shows the progress live
+    (templates/admin/generation/trainingjob/change_form.html, static/js/training.js)."""
+
+    form = TrainingJobForm
+    change_form_template = "admin/generation/trainingjob/change_form.html"
+    list_display = ["name", "base", "method", "status", "progress", "perplexity", "result", "created_at"]
+    list_filter = ["status", "method"]
+    autocomplete_fields = ["stories"]
+    list_select_related = ["base", "result"]
+    fieldsets = [
+        (None, {"fields": ["name", "base", "method"]}),
+        ("Corpus", {"fields": ["stories", "files", "heldout_percent"]}),
+        (
+            "Bounds",
+            {"fields": ["steps", "learning_rate", "sequence_length", "batch_size", "time_limit_minutes"]},
+        ),
+        ("More", {"fields": ["eval_every", "lora_rank", "seed"]}),
+    ]
+    shown_fieldsets = [
+        (None, {"fields": ["name", "base", "method", "status", "stop_reason", "error_message", "result"]}),
+        ("Corpus", {"fields": ["stories", "file_names", "heldout_percent", "corpus"]}),
+        ("Bounds", {"fields": ["steps", "learning_rate", "sequence_length", "batch_size", "time_limit_minutes"]}),
+        ("More", {"fields": ["eval_every", "lora_rank", "seed", "output_dir", "created_by", "created_at"]}),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        return self.shown_fieldsets if obj is not None else self.fieldsets
+
+    def add_view(self, request, form_url="", extra_context=None):
+        # A fresh site runs an implicit default; as a row, it can be chosen as the base.
+        services.model_config_active_saved()
+        return super().add_view(request, form_url, extra_context)
+
+    def has_change_permission(self, request, obj=None):
+        # Set up once: a job that ran cannot be changed, only read (and cancelled).
+        return obj is None and super().has_change_permission(request)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [f for fieldset in self.shown_fieldsets for f in fieldset[1]["fields"]]
+
+    @admin.display(description="files")
+    def file_names(self, obj):
+        return ", ".join(f.name for f in obj.files.all()) or "none"
+
+    @admin.display(description="examples")
+    def corpus(self, obj):
+        if obj.corpus_tokens is None:
+            return "counted when it starts"
+        return f"{obj.corpus_tokens:,} tokens: {obj.train_examples} to train on, {obj.heldout_examples} held out"
+
+    @admin.display(description="step")
+    def progress(self, obj):
+        return f"{obj.step} / {obj.steps}"
+
+    @admin.display(description="perplexity")
+    def perplexity(self, obj):
+        points = obj.evaluations
+        if not points:
+            return "-"
+        return f"{points[0][2]:.1f} -> {points[-1][2]:.1f}" if len(points) > 1 else f"{points[0][2]:.1f}"
+
+    def save_model(self, request, obj, form, change):
+        obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        job = form.instance
+        for name, text in form.cleaned_data.get("files") or []:
+            job.files.create(name=name, text=text)
+        training.training_job_queue(job)

@@ -29,6 +29,12 @@ class ModelConfig(models.Model):
     context_window = models.PositiveIntegerField(
         null=True, blank=True, help_text="Tokens; empty uses the model's own maximum."
     )
+    adapter = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A LoRA adapter folder (peft, with adapter_config.json) trained on the source model; "
+        "merged into it when the model loads. Training jobs fill this in.",
+    )
     is_active = models.BooleanField(default=False, help_text="Exactly one configuration runs at a time.")
     # The engine's limits; empty takes the engine's defaults (generation/engine/config.py).
     max_batch_size = models.PositiveIntegerField(
@@ -87,6 +93,9 @@ class ModelConfig(models.Model):
                 raise ValidationError({"source": f"{source} is not a model folder: it has no config.json."})
             if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
                 raise ValidationError({"source": f"{source} holds no weights (*.safetensors or *.bin)."})
+        adapter = self.adapter.strip()
+        if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            raise ValidationError({"adapter": f"{adapter} is not an adapter folder: it has no adapter_config.json."})
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
         if self.writer_min_temperature > self.writer_max_temperature:
@@ -303,3 +312,129 @@ class WriterUsage(User):
         proxy = True
         verbose_name = "writer's use"
         verbose_name_plural = "writers' use"
+
+
+class TrainingJob(models.Model):
+    """Fine-tuning a configuration's model on chosen stories and uploaded text
+    (generation/training/); the result is a new ModelConfig, ready to activate."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    class Method(models.TextChoices):
+        LORA = "lora", "LoRA adapters (peft)"
+        FULL = "full", "Full fine-tuning (small models)"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    name = models.CharField(max_length=80)
+    base = models.ForeignKey(
+        ModelConfig, on_delete=models.PROTECT, related_name="training_jobs", help_text="The model to train."
+    )
+    stories = models.ManyToManyField("stories.Story", blank=True, related_name="training_jobs")
+    method = models.CharField(max_length=8, choices=Method.choices, default=Method.LORA)
+    steps = models.PositiveIntegerField(default=200, validators=[MinValueValidator(1), MaxValueValidator(100_000)])
+    learning_rate = models.FloatField(default=2e-4, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)])
+    sequence_length = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(8), MaxValueValidator(8192)], help_text="Tokens per example."
+    )
+    batch_size = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(128)])
+    time_limit_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)],
+        help_text="Training stops here even before its steps are done, and keeps what it learned.",
+    )
+    heldout_percent = models.PositiveIntegerField(
+        "held-out part (%)",
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Of the corpus's examples, kept aside to measure perplexity.",
+    )
+    eval_every = models.PositiveIntegerField(
+        "evaluate every (steps)", default=20, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+    )
+    lora_rank = models.PositiveIntegerField(
+        "LoRA rank", default=8, validators=[MinValueValidator(1), MaxValueValidator(256)]
+    )
+    seed = models.PositiveIntegerField(default=0)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error_message = models.TextField(blank=True)
+    # Why training stopped: "steps", "time limit" or "cancelled".
+    stop_reason = models.CharField(max_length=16, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    step = models.PositiveIntegerField(default=0)
+    train_examples = models.PositiveIntegerField(null=True, blank=True)
+    heldout_examples = models.PositiveIntegerField(null=True, blank=True)
+    corpus_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # [[step, training loss], ...] and [[step, held-out loss, perplexity], ...] (step 0:
+    # before training), in the order they happened.
+    losses = models.JSONField(default=list, blank=True)
+    evaluations = models.JSONField(default=list, blank=True)
+    output_dir = models.CharField(max_length=500, blank=True)
+    result = models.ForeignKey(ModelConfig, on_delete=models.SET_NULL, null=True, blank=True, related_name="trained_by")
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def clean(self):
+        if self.method == self.Method.LORA and self.base_id and self.base.adapter.strip():
+            raise ValidationError({"base": "This configuration already carries an adapter; train LoRA on one without."})
+
+
+class TrainingFile(models.Model):
+    """A plain-text file uploaded for a training job's corpus (checked as UTF-8 text)."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField(max_length=255)
+    text = models.TextField()
+
+    def __str__(self):
+        return self.name
+
+
+class Comparison(models.Model):
+    """One prompt and seed continued by two configurations, side by side."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    first = models.ForeignKey(ModelConfig, on_delete=models.CASCADE, related_name="+")
+    second = models.ForeignKey(ModelConfig, on_delete=models.CASCADE, related_name="+")
+    prompt = models.TextField()
+    seed = models.PositiveIntegerField(default=0)
+    max_new_tokens = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(sampling.MAX_NEW_TOKENS)]
+    )
+    temperature = models.FloatField(default=0.8, validators=[MinValueValidator(0.0), MaxValueValidator(5.0)])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    first_text = models.TextField(blank=True)
+    second_text = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.first} / {self.second}, seed {self.seed}"

@@ -46,7 +46,11 @@ def model_wanted():
 
 def model_spec(config: ModelConfig) -> ModelSpec:
     return ModelSpec(
-        source=config.source, dtype=config.dtype, device=config.device, models_dir=str(settings.STORYTELLER_MODELS_DIR)
+        source=config.source,
+        dtype=config.dtype,
+        device=config.device,
+        models_dir=str(settings.STORYTELLER_MODELS_DIR),
+        adapter=config.adapter.strip(),
     )
 
 

@@ -56,6 +56,17 @@ def model_config_save(config: ModelConfig) -> ModelConfig:
     return config
 
 
+def model_config_active_saved() -> ModelConfig:
+    """The active configuration as a row: a fresh site's implicit default is saved (as
+    "Default", active), so that a training job can name it as its base."""
+    config = selectors.model_config_active()
+    if config.pk is None:
+        config = ModelConfig.objects.filter(name=config.name).first() or config
+        config.is_active = True
+        model_config_save(config)
+    return config
+
+
 def model_config_activate(config: ModelConfig) -> ModelConfig:
     config.is_active = True
     return model_config_save(config)

@@ -15,10 +15,26 @@ REPORT_EVERY_S = 3
 
 
 @worker_ready.connect
-def start_worker_threads(**kwargs):
+def start_worker_threads(sender=None, **kwargs):
+    queues = _queues(sender)
+    if "training" in queues:
+        from generation.training.services import training_jobs_fail_stalled
+
+        if stalled := training_jobs_fail_stalled():
+            log.warning("Marked %s stalled training job(s) failed", stalled)
+    if "generation" not in queues:
+        return  # the training worker loads the models its jobs name, not the active one
     # In a thread, so that the worker starts consuming at once; the first task waits for
     # the first load instead of failing.
     threading.Thread(target=_supervise, name="model-supervisor", daemon=True).start()
+
+
+def _queues(consumer) -> set[str]:
+    """The queues this worker consumes (celery -Q)."""
+    try:
+        return set(consumer.app.amqp.queues.consume_from or ())
+    except AttributeError:
+        return {"generation"}
 
 
 def _supervise():

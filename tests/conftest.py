@@ -174,6 +174,17 @@ def start_worker(env: dict, concurrency: int = 4) -> _Process:
     )
 
 
+def start_training_worker(env: dict) -> _Process:
+    """The worker of the `training` queue, as `make run` starts it: concurrency 1."""
+    return _Process(
+        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads", "--concurrency", "1"]
+        + ["-Q", "training", "-n", "training@%h", "--loglevel", "INFO"]
+        + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env,
+        ready=r"training@\S+ ready\.",
+    )
+
+
 def start_web(env: dict) -> tuple[_Process, str]:
     """Daphne serving the site on a free port; (process, base URL)."""
     port = _free_port()
@@ -213,6 +224,15 @@ def no_session_left_on_the_test_database(django_db_setup, django_db_blocker):
 def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
     """A real Celery worker process on the test database and Redis."""
     worker = start_worker(subprocess_env())
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def training_worker(django_db_setup, django_db_blocker, default_model_is_tiny, tmp_path_factory):
+    """A real training worker; what it trains goes to a models folder of its own."""
+    models = tmp_path_factory.mktemp("trained-models")
+    worker = start_training_worker({**subprocess_env(), "STORYTELLER_MODELS_DIR": str(models)})
     yield worker
     worker.stop()
 

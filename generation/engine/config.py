@@ -14,6 +14,8 @@ class ModelSpec:
     device: str = "auto"
     # Where GGUF models are converted to safetensors, once.
     models_dir: str = "var/models"
+    # A LoRA adapter folder (peft) trained on this model, merged into it on load; "" none.
+    adapter: str = ""
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,24 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+def is_adapter_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _with_adapter(model, adapter: str):
+    """The model with a LoRA adapter merged into its weights: the engine then runs a
+    plain model, as fast as the base."""
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not is_adapter_folder(path):
+        raise ModelLoadError(f"{adapter} is not an adapter folder (it has no adapter_config.json).")
+    try:
+        return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"Could not apply the adapter {adapter}: {exc}") from exc
+
+
 def load(spec: ModelSpec) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,6 +164,9 @@ def load(spec: ModelSpec) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     except OSError as exc:
         raise ModelLoadError(f"Could not load the model {spec.source!r}: {exc}") from exc
+    if spec.adapter:
+        model = _with_adapter(model, spec.adapter)
+        name = f"{name}+{Path(spec.adapter).name}"
     model.to(device)
     model.eval()
     eos = model.generation_config.eos_token_id if model.generation_config else None

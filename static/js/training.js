@@ -1,0 +1,71 @@
+// A training job's admin page: step, time, perplexity and the loss curve, polled from
+// /staff/training/<id>/data every second while the job runs.
+
+const section = document.getElementById("training");
+const state = document.getElementById("training-state");
+const REFRESH_MS = 1000;
+
+const chart = new Chart(document.getElementById("chart-loss"), {
+  type: "line",
+  data: {
+    datasets: [
+      { label: "training loss", data: [], borderColor: "#2563eb", backgroundColor: "#2563eb", pointRadius: 0, borderWidth: 1.5 },
+      { label: "held-out loss", data: [], borderColor: "#db2777", backgroundColor: "#db2777", pointRadius: 3, showLine: true },
+    ],
+  },
+  options: {
+    animation: false,
+    responsive: true,
+    parsing: false,
+    scales: { x: { type: "linear", title: { display: true, text: "step" }, min: 0 }, y: { title: { display: true, text: "loss (nats per token)" } } },
+  },
+});
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+const text = (id, value) => { document.getElementById(id).textContent = value; };
+
+function describe(data) {
+  const stopped = { steps: "all its steps done", "time limit": "stopped at its time limit", cancelled: "cancelled; what it learned is kept" };
+  switch (data.status) {
+    case "queued": return "Waiting for the training worker.";
+    case "running": return data.step === 0 ? "Loading the model and measuring perplexity before training..." : data.cancel_requested ? "Cancelling after this step..." : "Training.";
+    case "failed": return `Failed: ${data.error}`;
+    default: return `Finished (${stopped[data.stop_reason] || data.status}).${data.result ? ` The trained model is the configuration "${data.result.name}".` : " Nothing was trained."}`;
+  }
+}
+
+async function refresh() {
+  let data;
+  try {
+    const response = await fetch(section.dataset.url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+    data = await response.json();
+  } catch (error) {
+    state.textContent = `Could not load the progress: ${error.message}. Trying again.`;
+    setTimeout(refresh, REFRESH_MS * 5);
+    return;
+  }
+  state.textContent = describe(data);
+  text("training-step", `${data.step} / ${data.steps}`);
+  text("training-elapsed", duration(data.elapsed_s));
+  text("training-remaining", data.status === "running" ? duration(data.remaining_s) : "-");
+  text("perplexity-before", data.perplexity_before === null ? "-" : data.perplexity_before.toFixed(2));
+  text("perplexity-after", data.perplexity_after === null ? "-" : data.perplexity_after.toFixed(2));
+  chart.data.datasets[0].data = data.losses.map(([x, y]) => ({ x, y }));
+  chart.data.datasets[1].data = data.evaluations.map((e) => ({ x: e.step, y: e.loss }));
+  chart.options.scales.x.max = data.steps;
+  chart.update();
+  const active = data.status === "queued" || data.status === "running";
+  document.getElementById("training-cancel-form").hidden = !active;
+  document.getElementById("training-activate-form").hidden = !data.result;
+  document.getElementById("training-compare").hidden = !data.result;
+  section.dataset.status = data.status;
+  if (active) setTimeout(refresh, REFRESH_MS);
+}
+
+refresh();
