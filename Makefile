@@ -31,7 +31,7 @@ run: model
 	@echo "  Create an admin for /admin/ with: $(PY) manage.py createsuperuser"
 	@echo "  Ctrl-C stops everything."
 	@echo
-	@if [ -n "$$REDIS_URL" ]; then honcho start worker web; else honcho start; fi
+	@if [ -n "$$REDIS_URL" ]; then honcho start worker training web; else honcho start; fi
 
 chromium:
 	@command -v chromium >/dev/null || { \

@@ -7,86 +7,259 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0009_recorded_choices'),
-        ('stories', '0004_model_spans'),
+        ("generation", "0009_recorded_choices"),
+        ("stories", "0004_model_spans"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelconfig',
-            name='adapter',
-            field=models.CharField(blank=True, help_text='A LoRA adapter folder (peft, with adapter_config.json) trained on the source model; merged into it when the model loads. Training jobs fill this in.', max_length=500),
+            model_name="modelconfig",
+            name="adapter",
+            field=models.CharField(
+                blank=True,
+                help_text="A LoRA adapter folder (peft, with adapter_config.json) trained on the source model; merged into it when the model loads. Training jobs fill this in.",
+                max_length=500,
+            ),
         ),
         migrations.CreateModel(
-            name='Comparison',
+            name="Comparison",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prompt', models.TextField()),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('max_new_tokens', models.PositiveIntegerField(default=60, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1024)])),
-                ('temperature', models.FloatField(default=0.8, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(5.0)])),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('finished', 'Finished'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('first_text', models.TextField(blank=True)),
-                ('second_text', models.TextField(blank=True)),
-                ('error_message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('first', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='generation.modelconfig')),
-                ('second', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='generation.modelconfig')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("prompt", models.TextField()),
+                ("seed", models.PositiveIntegerField(default=0)),
+                (
+                    "max_new_tokens",
+                    models.PositiveIntegerField(
+                        default=60,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1024),
+                        ],
+                    ),
+                ),
+                (
+                    "temperature",
+                    models.FloatField(
+                        default=0.8,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(5.0),
+                        ],
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("first_text", models.TextField(blank=True)),
+                ("second_text", models.TextField(blank=True)),
+                ("error_message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "first",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="generation.modelconfig"
+                    ),
+                ),
+                (
+                    "second",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="generation.modelconfig"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingJob',
+            name="TrainingJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=80)),
-                ('method', models.CharField(choices=[('lora', 'LoRA adapters (peft)'), ('full', 'Full fine-tuning (small models)')], default='lora', max_length=8)),
-                ('steps', models.PositiveIntegerField(default=200, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100000)])),
-                ('learning_rate', models.FloatField(default=0.0002, validators=[django.core.validators.MinValueValidator(1e-07), django.core.validators.MaxValueValidator(1.0)])),
-                ('sequence_length', models.PositiveIntegerField(default=256, help_text='Tokens per example.', validators=[django.core.validators.MinValueValidator(8), django.core.validators.MaxValueValidator(8192)])),
-                ('batch_size', models.PositiveIntegerField(default=4, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(128)])),
-                ('time_limit_minutes', models.PositiveIntegerField(default=60, help_text='Training stops here even before its steps are done, and keeps what it learned.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10080)])),
-                ('heldout_percent', models.PositiveIntegerField(default=10, help_text="Of the corpus's examples, kept aside to measure perplexity.", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(50)], verbose_name='held-out part (%)')),
-                ('eval_every', models.PositiveIntegerField(default=20, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100000)], verbose_name='evaluate every (steps)')),
-                ('lora_rank', models.PositiveIntegerField(default=8, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(256)], verbose_name='LoRA rank')),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('finished', 'Finished'), ('cancelled', 'Cancelled'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('error_message', models.TextField(blank=True)),
-                ('stop_reason', models.CharField(blank=True, max_length=16)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('train_examples', models.PositiveIntegerField(blank=True, null=True)),
-                ('heldout_examples', models.PositiveIntegerField(blank=True, null=True)),
-                ('corpus_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('losses', models.JSONField(blank=True, default=list)),
-                ('evaluations', models.JSONField(blank=True, default=list)),
-                ('output_dir', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('base', models.ForeignKey(help_text='The model to train.', on_delete=django.db.models.deletion.PROTECT, related_name='training_jobs', to='generation.modelconfig')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('result', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='trained_by', to='generation.modelconfig')),
-                ('stories', models.ManyToManyField(blank=True, related_name='training_jobs', to='stories.story')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=80)),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[("lora", "LoRA adapters (peft)"), ("full", "Full fine-tuning (small models)")],
+                        default="lora",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "steps",
+                    models.PositiveIntegerField(
+                        default=200,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100000),
+                        ],
+                    ),
+                ),
+                (
+                    "learning_rate",
+                    models.FloatField(
+                        default=0.0002,
+                        validators=[
+                            django.core.validators.MinValueValidator(1e-07),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "sequence_length",
+                    models.PositiveIntegerField(
+                        default=256,
+                        help_text="Tokens per example.",
+                        validators=[
+                            django.core.validators.MinValueValidator(8),
+                            django.core.validators.MaxValueValidator(8192),
+                        ],
+                    ),
+                ),
+                (
+                    "batch_size",
+                    models.PositiveIntegerField(
+                        default=4,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(128),
+                        ],
+                    ),
+                ),
+                (
+                    "time_limit_minutes",
+                    models.PositiveIntegerField(
+                        default=60,
+                        help_text="Training stops here even before its steps are done, and keeps what it learned.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(10080),
+                        ],
+                    ),
+                ),
+                (
+                    "heldout_percent",
+                    models.PositiveIntegerField(
+                        default=10,
+                        help_text="Of the corpus's examples, kept aside to measure perplexity.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(50),
+                        ],
+                        verbose_name="held-out part (%)",
+                    ),
+                ),
+                (
+                    "eval_every",
+                    models.PositiveIntegerField(
+                        default=20,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100000),
+                        ],
+                        verbose_name="evaluate every (steps)",
+                    ),
+                ),
+                (
+                    "lora_rank",
+                    models.PositiveIntegerField(
+                        default=8,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(256),
+                        ],
+                        verbose_name="LoRA rank",
+                    ),
+                ),
+                ("seed", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("finished", "Finished"),
+                            ("cancelled", "Cancelled"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("error_message", models.TextField(blank=True)),
+                ("stop_reason", models.CharField(blank=True, max_length=16)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("train_examples", models.PositiveIntegerField(blank=True, null=True)),
+                ("heldout_examples", models.PositiveIntegerField(blank=True, null=True)),
+                ("corpus_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("losses", models.JSONField(blank=True, default=list)),
+                ("evaluations", models.JSONField(blank=True, default=list)),
+                ("output_dir", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "base",
+                    models.ForeignKey(
+                        help_text="The model to train.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="training_jobs",
+                        to="generation.modelconfig",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "result",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="trained_by",
+                        to="generation.modelconfig",
+                    ),
+                ),
+                ("stories", models.ManyToManyField(blank=True, related_name="training_jobs", to="stories.story")),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingFile',
+            name="TrainingFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('text', models.TextField()),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='files', to='generation.trainingjob')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=255)),
+                ("text", models.TextField()),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="files", to="generation.trainingjob"
+                    ),
+                ),
             ],
         ),
     ]

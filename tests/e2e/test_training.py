@@ -1,0 +1,67 @@
+"""A training job's admin page in a real browser: it follows the job live (step, time,
+perplexity, the loss curve drawn by Chart.js) while the training worker runs it, and then
+offers the trained model and the side-by-side page."""
+
+import pytest
+from django.test import Client
+from playwright.sync_api import expect
+
+from generation import services
+from generation.models import TrainingJob
+from generation.training import services as training
+from tests.e2e.conftest import outside_the_event_loop
+from tests.training.test_trainer import STYLE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CURVES = """() => Chart.getChart(document.getElementById('chart-loss')).data.datasets.map(d => d.data.map(p => p.x))"""
+
+
+def test_the_job_page_follows_training_live_and_offers_the_result(
+    admin_user, alice, live_site, training_worker, browser, new_page
+):
+    def make():
+        from storyteller.stories.services import story_create
+
+        stories = [story_create(owner=alice, title=f"Lighthouse {i}", text=STYLE * 10) for i in range(3)]
+        job = TrainingJob.objects.create(
+            name="Lighthouse",
+            base=services.model_config_active_saved(),
+            steps=40,
+            sequence_length=32,
+            learning_rate=0.01,
+            eval_every=10,
+        )
+        job.stories.set(stories)
+        client = Client()
+        client.force_login(admin_user)
+        return job, client.cookies["sessionid"].value
+
+    job, session = outside_the_event_loop(make)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": session, "url": live_site}])
+    page = new_page(context)
+    page.goto(f"{live_site}/admin/generation/trainingjob/{job.pk}/change/")
+    expect(page.locator("#training-state")).to_have_text("Waiting for the training worker.")
+    expect(page.get_by_role("button", name="Cancel training")).to_be_visible()
+
+    outside_the_event_loop(lambda: training.training_job_queue(job))
+    expect(page.locator("#training")).to_have_attribute("data-status", "finished", timeout=60_000)
+    expect(page.locator("#training-step")).to_have_text("40 / 40")
+    done = outside_the_event_loop(lambda: TrainingJob.objects.select_related("result").get(pk=job.pk))
+    before, after = done.evaluations[0][2], done.evaluations[-1][2]
+    expect(page.locator("#perplexity-before")).to_have_text(f"{before:.2f}")
+    expect(page.locator("#perplexity-after")).to_have_text(f"{after:.2f}")
+    assert after < before
+    steps, evaluations = page.evaluate(CURVES)
+    assert steps == list(range(1, 41)) and evaluations == [0, 10, 20, 30, 40]
+    expect(page.locator("#training-state")).to_contain_text(done.result.name)
+    expect(page.get_by_role("button", name="Cancel training")).to_be_hidden()
+
+    page.get_by_role("link", name="Compare side by side").click()
+    expect(page.get_by_label("Model B")).to_have_value(str(done.result.pk))
+    page.get_by_label("Prompt").fill("The lighthouse keeper")
+    page.get_by_role("button", name="Continue with both").click()
+    expect(page.locator("#comparison")).to_have_attribute("data-status", "finished", timeout=60_000)
+    assert page.locator("#first-text").text_content() != page.locator("#second-text").text_content()
+    expect(page.get_by_role("heading", name=f"B: {done.result.name}")).to_be_visible()

@@ -1,0 +1,134 @@
+"""Setting a job up: the admin form and `manage.py train` refuse what cannot be trained, saying
+why, before anything is created or trained."""
+
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from generation import services
+from generation.models import ModelConfig, TrainingJob
+from tests.training.test_jobs import job_form
+from tests.training.test_trainer import STYLE
+
+pytestmark = pytest.mark.django_db
+
+
+def refused(admin_client, data):
+    answer = admin_client.post("/admin/generation/trainingjob/add/", data)
+    assert answer.status_code == 200  # the form again, with its errors
+    assert not TrainingJob.objects.exists()
+    return answer.content.decode()
+
+
+def test_a_file_that_is_not_utf8_text_is_refused_naming_it(admin_client, style_stories):
+    base = services.model_config_active_saved()
+    upload = SimpleUploadedFile("latin1.txt", "Café au lait".encode("latin-1"))
+    page = refused(admin_client, {**job_form(base, style_stories), "files": [upload]})
+    assert "latin1.txt is not UTF-8 text (byte 0xe9 at position 3)" in page
+
+
+def test_a_job_with_no_corpus_or_out_of_bounds_is_refused(admin_client):
+    base = services.model_config_active_saved()
+    assert "The corpus is empty: choose stories or upload .txt files." in refused(admin_client, job_form(base))
+    empty = SimpleUploadedFile("empty.txt", b"  \n")
+    assert "empty.txt is empty." in refused(admin_client, {**job_form(base), "files": [empty]})
+    upload = SimpleUploadedFile("a.txt", STYLE.encode())
+    page = refused(admin_client, {**job_form(base), "files": [upload], "steps": 0, "learning_rate": 5})
+    assert "Ensure this value is greater than or equal to 1." in page
+    assert "Ensure this value is less than or equal to 1.0." in page
+
+
+def test_lora_on_a_configuration_that_already_carries_an_adapter_is_refused(admin_client, tmp_path, style_stories):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    trained = ModelConfig.objects.create(name="Trained", source="packaged", adapter=str(tmp_path))
+    page = refused(admin_client, job_form(trained, style_stories))
+    assert "already carries an adapter; train LoRA on one without" in page
+
+
+def test_the_add_page_offers_the_fresh_sites_default_as_a_base(admin_client):
+    assert not ModelConfig.objects.exists()
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    default = ModelConfig.objects.get()
+    assert default.is_active and f'<option value="{default.pk}">Default</option>' in page
+
+
+def test_a_finished_job_can_be_read_but_not_changed(admin_client, style_stories):
+    job = TrainingJob.objects.create(name="Done", base=services.model_config_active_saved(), status="finished")
+    page = admin_client.get(f"/admin/generation/trainingjob/{job.pk}/change/")
+    assert page.status_code == 200 and 'id="training"' in page.content.decode()
+    admin_client.post(f"/admin/generation/trainingjob/{job.pk}/change/", {**job_form(job.base), "name": "Changed"})
+    job.refresh_from_db()
+    assert job.name == "Done"
+
+
+def test_the_training_pages_are_for_staff_only(client, alice, style_stories):
+    job = TrainingJob.objects.create(name="Done", base=services.model_config_active_saved())
+    client.force_login(alice)
+    for url in (f"/staff/training/{job.pk}/data", "/staff/compare/"):
+        assert client.get(url).status_code == 302  # to the admin's login
+    client.post(f"/staff/training/{job.pk}/cancel")
+    job.refresh_from_db()
+    assert job.status == "queued" and not job.cancel_requested
+
+
+def test_the_command_trains_on_stories_and_files_with_a_progress_bar(tmp_path, style_stories, settings):
+    settings.STORYTELLER_MODELS_DIR = tmp_path / "models"
+    text = tmp_path / "more.txt"
+    text.write_text(STYLE * 5)
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "train",
+        "--stories",
+        ",".join(str(s.pk) for s in style_stories),
+        "--files",
+        str(text),
+        "--steps",
+        "20",
+        "--sequence-length",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--eval-every",
+        "10",
+        "--activate",
+        stdout=out,
+        stderr=err,
+    )
+    job = TrainingJob.objects.get()
+    assert job.status == "finished" and job.step == 20 and job.files.get().name == "more.txt"
+    assert "step 20/20 [########################]" in err.getvalue()
+    assert "step 10: held-out loss" in err.getvalue()
+    before, after = job.evaluations[0][2], job.evaluations[-1][2]
+    assert f"Held-out perplexity: {before:.2f} before, {after:.2f} after 20 steps." in out.getvalue()
+    assert ModelConfig.objects.get(is_active=True) == job.result
+    assert str(tmp_path / "models") in job.output_dir
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--stories", "99999"], "No story with id 99999."),
+        (["--stories", "three"], "--stories takes story ids separated by commas"),
+        (["--files", "/nonexistent.txt"], "There is no file /nonexistent.txt."),
+        (["--base", "Nope", "--files", "x"], "No configuration named 'Nope'"),
+        ([], "The corpus is empty"),
+        (["--sequence-length", "100000", "--files", "{story_file}"], "sequence_length: Ensure this value"),
+    ],
+)
+def test_the_command_refuses_what_cannot_be_trained(tmp_path, argv, words):
+    story_file = tmp_path / "a.txt"
+    story_file.write_text(STYLE)
+    argv = [a.replace("{story_file}", str(story_file)) for a in argv]
+    with pytest.raises(CommandError, match=words.replace("(", r"\(")):
+        call_command("train", *argv, stdout=io.StringIO(), stderr=io.StringIO())
+    assert not TrainingJob.objects.exists()
+
+
+def test_the_command_fails_clearly_on_a_corpus_too_small(tmp_path):
+    small = tmp_path / "small.txt"
+    small.write_text("A cat.")
+    with pytest.raises(CommandError, match="it needs at least 512"):
+        call_command("train", "--files", str(small), stdout=io.StringIO(), stderr=io.StringIO())
+    assert TrainingJob.objects.get().status == "failed"
