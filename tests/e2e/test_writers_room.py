@@ -307,7 +307,9 @@ def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(w
     page.get_by_role("button", name="Generate").click()
     deadline = time.monotonic() + 30
     while (generation := db(Generation.objects.first)) is None:
-        assert time.monotonic() < deadline, "the generate request never arrived"
+        assert time.monotonic() < deadline, (
+            f"the generate request never arrived; the editor says {page.locator('#gen-state').text_content()!r}"
+        )
         time.sleep(0.1)
     page.close()
     deadline = time.monotonic() + 60

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation import services
-from generation.models import Comparison, ModelConfig, TrainingJob
+from generation.models import Comparison, ModelConfig, TrainingJob, Worker
 from tests.training.test_trainer import STYLE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,8 +44,7 @@ def progress(client, job):
     return client.get(f"/staff/training/{job.pk}/data").json()
 
 
-@pytest.mark.usefixtures("training_worker")
-def test_a_job_set_up_in_the_admin_trains_in_the_worker_and_gives_a_model(admin_client, style_stories):
+def test_a_job_set_up_in_the_admin_trains_in_the_worker_and_gives_a_model(admin_client, style_stories, training_worker):
     base = services.model_config_active_saved()
     upload = SimpleUploadedFile("more.txt", (STYLE * 10).encode(), content_type="text/plain")
     answer = admin_client.post(
@@ -95,6 +94,10 @@ def test_a_job_set_up_in_the_admin_trains_in_the_worker_and_gives_a_model(admin_
         lambda: admin_client.get(f"/staff/compare/{comparison.pk}/data").json(), lambda d: d["status"] == "finished"
     )
     assert read["first"] and read["second"] and read["first"] != read["second"]
+
+    # The training worker, up for longer than a report takes (3 s), never loaded the
+    # active model nor reported as a generation worker.
+    assert not Worker.objects.filter(name__endswith=f":{training_worker.proc.pid}").exists()
 
 
 @pytest.mark.usefixtures("training_worker")
