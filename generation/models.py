@@ -337,10 +337,10 @@ class TrainingJob(models.Model):
     )
     stories = models.ManyToManyField("stories.Story", blank=True, related_name="training_jobs")
     method = models.CharField(max_length=8, choices=Method.choices, default=Method.LORA)
-    steps = models.PositiveIntegerField(default=200, validators=[MinValueValidator(1), MaxValueValidator(100_000)])
+    steps = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1), MaxValueValidator(100_000)])
     learning_rate = models.FloatField(default=2e-4, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)])
     sequence_length = models.PositiveIntegerField(
-        default=256, validators=[MinValueValidator(8), MaxValueValidator(8192)], help_text="Tokens per example."
+        default=128, validators=[MinValueValidator(8), MaxValueValidator(8192)], help_text="Tokens per example."
     )
     batch_size = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(128)])
     time_limit_minutes = models.PositiveIntegerField(

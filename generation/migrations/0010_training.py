@@ -105,7 +105,7 @@ class Migration(migrations.Migration):
                 (
                     "steps",
                     models.PositiveIntegerField(
-                        default=200,
+                        default=100,
                         validators=[
                             django.core.validators.MinValueValidator(1),
                             django.core.validators.MaxValueValidator(100000),
@@ -125,7 +125,7 @@ class Migration(migrations.Migration):
                 (
                     "sequence_length",
                     models.PositiveIntegerField(
-                        default=256,
+                        default=128,
                         help_text="Tokens per example.",
                         validators=[
                             django.core.validators.MinValueValidator(8),

@@ -32,7 +32,7 @@ class TrainingError(ValueError):
 @dataclass(frozen=True)
 class TrainingSettings:
     method: str = "lora"  # or "full"
-    steps: int = 200
+    steps: int = 100
     learning_rate: float = 2e-4
     batch_size: int = 4
     time_limit_s: float = 3600.0

@@ -114,6 +114,7 @@ def test_the_command_trains_on_stories_and_files_with_a_progress_bar(tmp_path, s
         (["--files", "/nonexistent.txt"], "There is no file /nonexistent.txt."),
         (["--base", "Nope", "--files", "x"], "No configuration named 'Nope'"),
         ([], "The corpus is empty"),
+        (["--threads", "0", "--files", "{story_file}"], "--threads is at least 1."),
         (["--sequence-length", "100000", "--files", "{story_file}"], "sequence_length: Ensure this value"),
     ],
 )
@@ -129,6 +130,6 @@ def test_the_command_refuses_what_cannot_be_trained(tmp_path, argv, words):
 def test_the_command_fails_clearly_on_a_corpus_too_small(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("A cat.")
-    with pytest.raises(CommandError, match="it needs at least 512"):
+    with pytest.raises(CommandError, match=r"it needs at least 256 \(two examples of 128 tokens"):
         call_command("train", "--files", str(small), stdout=io.StringIO(), stderr=io.StringIO())
     assert TrainingJob.objects.get().status == "failed"

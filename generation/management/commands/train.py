@@ -34,18 +34,25 @@ class Command(BaseCommand):
         parser.add_argument("--base", help="The configuration to train (by name); default the active one.")
         parser.add_argument("--name", help="The job's name; default from the base's.")
         parser.add_argument("--method", choices=["lora", "full"], default="lora")
-        parser.add_argument("--steps", type=int, default=200)
+        parser.add_argument("--steps", type=int, default=100)
         parser.add_argument("--learning-rate", type=float, default=2e-4)
-        parser.add_argument("--sequence-length", type=int, default=256)
+        parser.add_argument("--sequence-length", type=int, default=128)
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--time-limit", type=int, default=60, help="Minutes.")
         parser.add_argument("--heldout-percent", type=int, default=10)
         parser.add_argument("--eval-every", type=int, default=20)
         parser.add_argument("--lora-rank", type=int, default=8)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--threads", type=int, help="CPU threads; default all (the worker uses half).")
         parser.add_argument("--activate", action="store_true", help="Make the trained model the active one.")
 
     def handle(self, *args, **options):
+        if options["threads"] is not None:
+            if options["threads"] < 1:
+                raise CommandError("--threads is at least 1.")
+            import torch
+
+            torch.set_num_threads(options["threads"])
         base = self._base(options["base"])
         stories = list(Story.objects.filter(pk__in=options["stories"]))
         missing = sorted(set(options["stories"]) - {story.pk for story in stories})
