@@ -59,6 +59,13 @@ async function refresh() {
   chart.data.datasets[0].data = data.losses.map(([x, y]) => ({ x, y }));
   chart.data.datasets[1].data = data.evaluations.map((e) => ({ x: e.step, y: e.loss }));
   chart.options.scales.x.max = data.steps;
+  document.getElementById("evaluations").replaceChildren(
+    ...data.evaluations.map((e) => {
+      const item = document.createElement("li");
+      item.textContent = `step ${e.step}: ${e.perplexity.toFixed(2)}`;
+      return item;
+    }),
+  );
   chart.update();
   const active = data.status === "queued" || data.status === "running";
   document.getElementById("training-cancel-form").hidden = !active;

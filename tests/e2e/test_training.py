@@ -53,6 +53,8 @@ def test_the_job_page_follows_training_live_and_offers_the_result(
     expect(page.locator("#perplexity-before")).to_have_text(f"{before:.2f}")
     expect(page.locator("#perplexity-after")).to_have_text(f"{after:.2f}")
     assert after < before
+    shown = page.get_by_role("list", name="Held-out perplexity at each evaluation").get_by_role("listitem")
+    expect(shown).to_have_text([f"step {s}: {p:.2f}" for s, _, p in done.evaluations])
     steps, evaluations = page.evaluate(CURVES)
     assert steps == list(range(1, 41)) and evaluations == [0, 10, 20, 30, 40]
     expect(page.locator("#training-state")).to_contain_text(done.result.name)
