@@ -46,8 +46,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The suite runs on SQLite, then again (all but the browser tests and the real-model smoke
-# test) on PostgreSQL when one answers at POSTGRES_URL; STORYTELLER_REQUIRE_POSTGRES=1
+# The suite runs on SQLite, then again (all but the browser tests, the real-model smoke
+# test and the tests that touch no database) on PostgreSQL when one answers at POSTGRES_URL; STORYTELLER_REQUIRE_POSTGRES=1
 # makes a missing PostgreSQL an error instead of a skipped pass (CI sets it).
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/storyteller
 
@@ -56,7 +56,7 @@ test: install chromium model lint
 	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' \
 	    "$(POSTGRES_URL)" 2>/dev/null; then \
 	  echo "== The suite again on PostgreSQL ($(POSTGRES_URL)), without the browser tests"; \
-	  DATABASE_URL="$(POSTGRES_URL)" $(BIN)/pytest -m "not e2e and not smoke"; \
+	  DATABASE_URL="$(POSTGRES_URL)" $(BIN)/pytest -m "not e2e and not smoke and not nodb"; \
 	else \
 	  echo "== PostgreSQL does not answer at $(POSTGRES_URL): its pass is skipped"; \
 	  test -z "$$STORYTELLER_REQUIRE_POSTGRES"; \

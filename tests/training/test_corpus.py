@@ -6,6 +6,8 @@ from generation.engine.config import ModelSpec
 from generation.engine.loader import load
 from generation.training.corpus import CorpusError, Document, build, read_text_file
 
+pytestmark = pytest.mark.nodb  # no database: the PostgreSQL pass skips it
+
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):

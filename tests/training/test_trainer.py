@@ -12,6 +12,8 @@ from generation.engine.loader import load
 from generation.training import corpus, trainer
 from tests.engine.helpers import run
 
+pytestmark = pytest.mark.nodb  # no database: the PostgreSQL pass skips it
+
 STYLE = "The lighthouse keeper counted the gulls at dawn, and the sea answered him in silver. "
 SETTINGS = trainer.TrainingSettings(steps=30, learning_rate=1e-2, batch_size=4, eval_every=10, lora_rank=8, seed=1)
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
