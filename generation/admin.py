@@ -260,6 +260,11 @@ class TrainingJobAdmin(admin.ModelAdmin):
         services.model_config_active_saved()
         return super().add_view(request, form_url, extra_context)
 
+    def get_changeform_initial_data(self, request):
+        # The model writers use now is the one an operator most often wants to train.
+        active = ModelConfig.objects.filter(is_active=True).first()
+        return {"base": active.pk if active else None, **super().get_changeform_initial_data(request)}
+
     def has_change_permission(self, request, obj=None):
         # Set up once: a job that ran cannot be changed, only read (and cancelled).
         return obj is None and super().has_change_permission(request)

@@ -51,7 +51,7 @@ def test_the_add_page_offers_the_fresh_sites_default_as_a_base(admin_client):
     assert not ModelConfig.objects.exists()
     page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
     default = ModelConfig.objects.get()
-    assert default.is_active and f'<option value="{default.pk}">Default</option>' in page
+    assert default.is_active and f'<option value="{default.pk}" selected>Default</option>' in page
 
 
 def test_a_finished_job_can_be_read_but_not_changed(admin_client, style_stories):
