@@ -221,7 +221,7 @@ class TrainingJobForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("stories") and not cleaned.get("files") and "files" not in self.errors:
-            raise forms.ValidationError("The corpus is empty: choose stories or upload .txt files.")
+            raise forms.ValidationError(corpora.EMPTY)
         return cleaned
 
 

@@ -15,6 +15,10 @@ import torch
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
+# What a job with neither stories nor files is told, wherever it is set up.
+EMPTY = "The corpus is empty: choose stories or upload .txt files."
+
+
 class CorpusError(ValueError):
     pass
 
@@ -59,7 +63,7 @@ def build(tokenizer, documents: list[Document], *, sequence_length: int, heldout
     `sequence_length` tokens. Every k-th example is held out, so both parts sample the
     whole corpus; there is at least one of each."""
     if not documents:
-        raise CorpusError("The corpus is empty: choose stories or upload .txt files.")
+        raise CorpusError(EMPTY)
     for document in documents:
         if not document.text.strip():
             raise CorpusError(f"{document.name} has no text.")

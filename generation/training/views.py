@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from generation import services
 from generation.models import Comparison, ModelConfig, TrainingJob
 from generation.params import MAX_NEW_TOKENS
+from generation.training import selectors as training_selectors
 from generation.training import services as training
 
 DEFAULT_PROMPT = "Once upon a time, there was a cat named Whiskers."
@@ -25,7 +26,7 @@ def _job_page(job):
 @require_GET
 def job_data(request, job_id):
     job = get_object_or_404(TrainingJob.objects.select_related("result"), pk=job_id)
-    return JsonResponse(training.training_progress(job))
+    return JsonResponse(training_selectors.training_progress(job))
 
 
 @staff_member_required

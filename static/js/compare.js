@@ -1,19 +1,18 @@
+import { api, errorMessage } from "./api.js";
+
 // The side-by-side page: polls its comparison until both continuations are written.
 
 const section = document.getElementById("comparison");
 const state = document.getElementById("compare-state");
 
 async function refresh() {
-  let data;
-  try {
-    const response = await fetch(section.dataset.url, { headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`the server answered ${response.status}`);
-    data = await response.json();
-  } catch (error) {
-    state.textContent = `Could not load the result: ${error.message}. Trying again.`;
+  const result = await api("GET", section.dataset.url).catch(() => ({ ok: false, status: 0, data: null }));
+  if (!result.ok) {
+    state.textContent = `Could not load the result: ${errorMessage(result)} Trying again.`;
     setTimeout(refresh, 5000);
     return;
   }
+  const data = result.data;
   const words = { queued: "Waiting for the training worker...", running: "Writing with both models...", failed: `Failed: ${data.error}`, finished: "Done." };
   state.textContent = words[data.status];
   document.getElementById("first-text").textContent = data.first;

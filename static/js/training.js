@@ -1,3 +1,5 @@
+import { api, errorMessage } from "./api.js";
+
 // A training job's admin page: step, time, perplexity and the loss curve, polled from
 // /staff/training/<id>/data every second while the job runs.
 
@@ -40,16 +42,13 @@ function describe(data) {
 }
 
 async function refresh() {
-  let data;
-  try {
-    const response = await fetch(section.dataset.url, { headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`the server answered ${response.status}`);
-    data = await response.json();
-  } catch (error) {
-    state.textContent = `Could not load the progress: ${error.message}. Trying again.`;
+  const result = await api("GET", section.dataset.url).catch(() => ({ ok: false, status: 0, data: null }));
+  if (!result.ok) {
+    state.textContent = `Could not load the progress: ${errorMessage(result)} Trying again.`;
     setTimeout(refresh, REFRESH_MS * 5);
     return;
   }
+  const data = result.data;
   state.textContent = describe(data);
   text("training-step", `${data.step} / ${data.steps}`);
   text("training-elapsed", duration(data.elapsed_s));

@@ -1,0 +1,33 @@
+"""Reads of training: where a job stands, as its admin page shows it."""
+
+from django.utils import timezone
+
+from generation.models import TrainingJob
+
+
+def training_progress(job: TrainingJob) -> dict:
+    """What the job's page shows: where it stands, and its curves."""
+    now = timezone.now()
+    elapsed = ((job.finished_at or now) - job.started_at).total_seconds() if job.started_at else 0.0
+    remaining = None
+    if job.status == TrainingJob.Status.RUNNING and job.step:
+        by_steps = elapsed / job.step * (job.steps - job.step)
+        remaining = max(0.0, min(by_steps, job.time_limit_minutes * 60.0 - elapsed))
+    evaluations = job.evaluations
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stop_reason": job.stop_reason or None,
+        "error": job.error_message or None,
+        "step": job.step,
+        "steps": job.steps,
+        "elapsed_s": round(elapsed, 1),
+        "remaining_s": round(remaining, 1) if remaining is not None else None,
+        "cancel_requested": job.cancel_requested,
+        "examples": {"train": job.train_examples, "heldout": job.heldout_examples, "tokens": job.corpus_tokens},
+        "losses": job.losses,
+        "evaluations": [{"step": s, "loss": loss, "perplexity": p} for s, loss, p in evaluations],
+        "perplexity_before": evaluations[0][2] if evaluations and evaluations[0][0] == 0 else None,
+        "perplexity_after": evaluations[-1][2] if len(evaluations) > 1 else None,
+        "result": {"id": job.result_id, "name": job.result.name} if job.result_id else None,
+    }
