@@ -239,7 +239,10 @@ def test_retry_keeps_every_continuation_to_browse(writer, new_page, context, liv
     generate_and_wait(page)
     first = story_text(page)[len(OPENING) :]
 
-    page.get_by_role("button", name="Retry").click()
+    retry = page.get_by_role("button", name="Retry")
+    said = page.locator("#gen-state").text_content()
+    expect(retry, f"Retry stays disabled after {said!r}, having written {first!r}").to_be_enabled()
+    retry.click()
     expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)
     expect(page.locator("#gen-state")).to_have_text("Done")
     second = story_text(page)[len(OPENING) :]
