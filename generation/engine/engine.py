@@ -4,7 +4,9 @@ Each step of the loop is schedule, run, update: admit waiting requests (prefill)
 one token for every running request, then hand out text and finish what is done. Only
 the loop thread touches the scheduler and the model; submit() and cancel() post to an
 inbox that the loop drains at the start of every step, so a cancel takes effect within
-one step.
+one step. A request that has not started is ended by cancel() itself, at once: a long
+prompt's prefill may hold the loop for a minute, and a writer who pressed Stop while
+waiting behind it must not wait for it.
 """
 
 import logging
@@ -102,6 +104,9 @@ class _Live:
     max_new_tokens: int
     submitted_at: float
     cancelled: bool = False
+    # Set under the engine's lock: the loop took it into the batch, or its Finished was sent.
+    admitted: bool = False
+    ended: bool = False
     # Its row in the runner's KV cache while it runs, and how many positions it filled.
     row: int | None = None
     length: int = 0
@@ -138,7 +143,12 @@ class Engine:
             max_prefill_tokens=self.config.max_prefill_tokens,
         )
         self._inbox: queue.Queue = queue.Queue()
+        # Every request from submit() until its Finished is sent, under the lock: what
+        # cancel() looks in, and what makes a request id unique.
         self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+        # The requests the loop has taken from its inbox, until it forgets them; the loop's own.
+        self._requests: dict[str, _Live] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"engine-{loaded.name}", daemon=True)
@@ -170,11 +180,23 @@ class Engine:
             max_new_tokens=max_new,
             submitted_at=time.monotonic(),
         )
+        with self._lock:
+            if request.request_id in self._live:
+                handle._put(_refusal(f"request id {request.request_id!r} is already running"))
+                return handle
+            self._live[request.request_id] = live
         self._inbox.put(("submit", live))
         self._wake.set()
         return handle
 
     def cancel(self, request_id: str) -> None:
+        """Ends a request that has not started at once; a running one stops within a step."""
+        with self._lock:
+            live = self._live.get(request_id)
+            if live is not None and not live.admitted and not live.ended:
+                live.ended = True
+                del self._live[request_id]
+                live.handle._put(self._finished(live, "cancelled"))
         self._inbox.put(("cancel", request_id))
         self._wake.set()
 
@@ -238,7 +260,7 @@ class Engine:
             live.row = None
         self._runner.cache.release()
         for request_id in list(self._scheduler.running):
-            self._finish(self._live[request_id], "error", error=error)
+            self._finish(self._requests[request_id], "error", error=error)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -247,15 +269,14 @@ class Engine:
             except queue.Empty:
                 return
             if verb == "submit":
-                if arg.request.request_id in self._live:
-                    arg.handle._put(_refusal(f"request id {arg.request.request_id!r} is already running"))
+                if arg.ended:  # cancelled before the loop saw it
                     continue
-                self._live[arg.request.request_id] = arg
+                self._requests[arg.request.request_id] = arg
                 self._scheduler.add(
                     arg.request.request_id, prompt_tokens=len(arg.prompt_ids), new_tokens=arg.max_new_tokens
                 )
-            elif verb == "cancel" and arg in self._live:
-                live = self._live[arg]
+            elif verb == "cancel" and arg in self._requests:
+                live = self._requests[arg]
                 if arg in self._scheduler.running:
                     live.cancelled = True
                 else:
@@ -263,10 +284,13 @@ class Engine:
 
     def _step(self) -> None:
         # Schedule: admit waiting requests and prefill them together into new rows.
-        admitted = [self._live[request_id] for request_id in self._scheduler.admit()]
-        for live in [live for live in admitted if live.cancelled]:
+        admitted = [self._requests[request_id] for request_id in self._scheduler.admit()]
+        with self._lock:
+            for live in admitted:
+                live.admitted = True
+        for live in [live for live in admitted if live.cancelled or live.ended]:
             self._finish(live, "cancelled")
-        admitted = [live for live in admitted if not live.cancelled]
+        admitted = [live for live in admitted if not (live.cancelled or live.ended)]
         if admitted:
             self._prefill(admitted)
         for live in [live for live in self._rows if live.cancelled]:
@@ -344,6 +368,22 @@ class Engine:
             live.pending = token
 
     def _finish(self, live: _Live, reason: str, error: str | None = None) -> None:
+        """Sends the request's Finished, unless cancel() already has, and forgets it."""
+        with self._lock:
+            already, live.ended = live.ended, True
+        finished = None if already else self._finished(live, reason, error)
+        self._free_row(live)
+        request_id = live.request.request_id
+        self._scheduler.finish(request_id)
+        del self._requests[request_id]
+        if finished is not None:
+            # Forgotten before the caller hears of the end, so that it may reuse the id.
+            with self._lock:
+                del self._live[request_id]
+            live.handle._put(finished)
+
+    def _finished(self, live: _Live, reason: str, error: str | None = None) -> Finished:
+        """The request's Finished event; flushes the text its detokenizer and stop check hold."""
         if live.detokenizer is not None and live.stop is not None and not live.stop.stopped:
             held = live.detokenizer.flush()
             if held and live.pieces:
@@ -353,23 +393,18 @@ class Engine:
                 live.handle._put(Delta(text=rest, tokens=0))
         now = time.monotonic()
         decode_s = now - live.started_at if live.started_at else 0.0
-        live.handle._put(
-            Finished(
-                reason=reason,
-                text=live.stop.text if live.stop is not None else "",
-                prompt_tokens=len(live.prompt_ids),
-                new_tokens=live.new_tokens,
-                ttft_ms=(live.first_token_at - live.submitted_at) * 1000 if live.first_token_at else None,
-                tokens_per_s=live.new_tokens / decode_s if decode_s > 0 and live.new_tokens else None,
-                error=error,
-                token_ids=tuple(live.new_ids),
-                choices=tuple(live.choices[: len(live.new_ids)]),
-                pieces=tuple(live.pieces),
-            )
+        return Finished(
+            reason=reason,
+            text=live.stop.text if live.stop is not None else "",
+            prompt_tokens=len(live.prompt_ids),
+            new_tokens=live.new_tokens,
+            ttft_ms=(live.first_token_at - live.submitted_at) * 1000 if live.first_token_at else None,
+            tokens_per_s=live.new_tokens / decode_s if decode_s > 0 and live.new_tokens else None,
+            error=error,
+            token_ids=tuple(live.new_ids),
+            choices=tuple(live.choices[: len(live.new_ids)]),
+            pieces=tuple(live.pieces),
         )
-        self._free_row(live)
-        self._scheduler.finish(live.request.request_id)
-        self._live.pop(live.request.request_id, None)
 
     def _free_row(self, live: _Live) -> None:
         """Gives the request's row to the last running request, so rows stay packed."""

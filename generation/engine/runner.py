@@ -68,8 +68,10 @@ class SlotCache:
             raise ValueError(f"{positions} positions exceed the context window of {self.max_positions}")
         if rows <= self.rows and positions <= self.positions:
             return
+        # Each dimension only grows: a short request that adds a row keeps the positions
+        # a long one has filled, and a long prompt keeps the rows of the others.
         new_rows = max(rows, min(2 * self.rows, rows + 8)) if rows > self.rows else self.rows
-        new_positions = positions if positions <= self.positions else max(positions, 2 * self.positions)
+        new_positions = max(positions, 2 * self.positions) if positions > self.positions else self.positions
         new_positions = min(max(new_positions, _INITIAL_POSITIONS), self.max_positions)
         shape = (new_rows, self._shape[0], new_positions, self._shape[1])
         for store in (self.keys, self.values):

@@ -88,6 +88,40 @@ def test_cancel_of_a_waiting_request_finishes_it_without_running_it(engine):
     assert events[-1].new_tokens == 0
 
 
+def test_cancel_of_a_waiting_request_ends_it_at_once_while_a_long_prompt_is_read(engine):
+    # A long story's prompt holds the loop for a minute on the real model: the reading is
+    # held open here, and a writer who stopped while waiting behind it is answered first.
+    slow = Engine(engine.loaded, EngineConfig(max_batch_size=1))
+    reading, release = threading.Event(), threading.Event()
+    prefill = slow._runner.prefill
+
+    def held_prefill(first_row, prompts):
+        reading.set()
+        assert release.wait(timeout=30)
+        return prefill(first_row, prompts)
+
+    slow._runner.prefill = held_prefill
+    long = slow.submit(Request("long", PROMPT * 8, SamplingParams(max_new_tokens=5, seed=5, ignore_eos=True)))
+    assert reading.wait(timeout=10)
+    waiting = slow.submit(Request("waiting", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
+    slow.cancel("waiting")
+
+    ended = []
+    for event in waiting.events(idle_s=5):
+        if event is None:
+            break  # nothing for 5 s: it is still waiting behind the reading
+        ended.append(event)
+    release.set()
+    long_finished = events_of(long)[2]
+    after = events_of(slow.submit(Request("after", PROMPT, SamplingParams(max_new_tokens=4, seed=1, ignore_eos=True))))
+    slow.shutdown()
+
+    assert [type(e) for e in ended] == [Finished], "the cancelled request waited for the long prompt's reading"
+    assert ended[0].reason == "cancelled" and ended[0].new_tokens == 0
+    assert long_finished.reason == "length" and long_finished.new_tokens == 5
+    assert after[2].new_tokens == 4
+
+
 def test_requests_from_many_threads_all_finish_with_their_own_text(engine):
     params = [SamplingParams(max_new_tokens=15, seed=s) for s in range(4)]
     alone = [run(engine, PROMPT, p, request_id=f"alone{i}")[2].text for i, p in enumerate(params)]
