@@ -30,6 +30,7 @@ const warningsBanner = document.getElementById("context-warnings");
 const maxChars = Number(root.dataset.maxChars);
 
 const SAVE_DELAY_MS = 1000;
+const SAVE_AT_LEAST_EVERY_MS = 5000;
 const backupKey = `storyteller:story:${story.id}:unsaved`;
 
 // ---- the story's fields ---------------------------------------------------------------
@@ -44,6 +45,67 @@ function readSetting(input) {
   }
   if (input.type === "checkbox") return input.checked;
   return input.value.trim() === "" ? NaN : Number(input.value);
+}
+
+// ---- settings, checked at their fields: a wrong one is marked where it is typed and never
+// sent, so it cannot stop the story from saving; the story keeps its saved value for it.
+
+// Problems the server found that the page's own checks did not, by setting, until edited.
+const serverProblems = {};
+const settingsSummary = document.getElementById("settings-problems");
+const settingsTab = document.querySelector('[data-panel="settings"]');
+
+const settingLabel = (input) => input.labels[0].firstChild.textContent.trim();
+
+// What is wrong with a setting, in words a writer reads, or "". The number inputs carry
+// the site's ranges (min, max, step); the stop list carries its limits.
+function settingProblem(input) {
+  const name = input.dataset.setting;
+  const label = settingLabel(input);
+  if (name === "stop") {
+    const lines = readSetting(input);
+    const most = Number(input.dataset.maxLines);
+    const longest = Number(input.dataset.maxChars);
+    if (lines.length > most) return `${label}: at most ${most} lines.`;
+    if (lines.some((line) => line.length > longest)) return `${label}: at most ${longest} characters a line.`;
+  } else if (input.type !== "checkbox") {
+    const value = readSetting(input);
+    const whole = input.step === "1";
+    if (Number.isNaN(value) || (whole && !Number.isInteger(value)) || value < Number(input.min) || value > Number(input.max)) {
+      return `${label} must be ${whole ? "a whole number" : "a number"} from ${input.min} to ${input.max}.`;
+    }
+  }
+  return serverProblems[name] || "";
+}
+
+// Marks every setting with its problem; returns the problems.
+function checkSettings() {
+  const problems = [];
+  for (const input of settingInputs) {
+    const problem = settingProblem(input);
+    const note = document.getElementById(input.getAttribute("aria-describedby"));
+    note.textContent = problem;
+    note.hidden = !problem;
+    input.setAttribute("aria-invalid", problem ? "true" : "false");
+    if (problem) problems.push(problem);
+  }
+  const count = problems.length;
+  settingsSummary.hidden = count === 0;
+  settingsSummary.textContent =
+    count === 0
+      ? ""
+      : `${count === 1 ? "One setting needs" : `${count} settings need`} fixing. Until then the story keeps its saved ${count === 1 ? "value" : "values"}, and Generate waits.`;
+  settingsTab.classList.toggle("has-problem", count > 0);
+  return problems;
+}
+
+for (const input of settingInputs) {
+  const note = document.createElement("span");
+  note.id = `${input.id}-problem`;
+  note.className = "field-problem";
+  note.hidden = true;
+  input.labels[0].after(note);
+  input.setAttribute("aria-describedby", note.id);
 }
 
 const chosenPreset = () => presets.find((preset) => String(preset.id) === presetSelect.value) || null;
@@ -86,14 +148,23 @@ const fields = {
   },
   settings: {
     // What the panel shows, over the story's settings it has no input for (a seed set
-    // through the API), which a save must not drop.
-    get: () =>
-      settingsTouched
-        ? { ...withoutInputs(saved.settings), ...Object.fromEntries(settingInputs.map((i) => [i.dataset.setting, readSetting(i)])) }
-        : saved.settings,
+    // through the API), which a save must not drop. A setting with a problem keeps its
+    // saved value.
+    get: () => {
+      if (!settingsTouched) return saved.settings;
+      const values = withoutInputs(saved.settings);
+      for (const input of settingInputs) {
+        const name = input.dataset.setting;
+        if (!settingProblem(input)) values[name] = readSetting(input);
+        else if (name in saved.settings) values[name] = saved.settings[name];
+      }
+      return values;
+    },
     set: (v) => {
       settingsTouched = Object.keys(v).length > 0;
       writeSettings(v);
+      for (const name of Object.keys(serverProblems)) delete serverProblems[name];
+      checkSettings();
     },
   },
   // After text: the spans index into it.
@@ -123,18 +194,96 @@ function setSaveState(text) {
   saveState.textContent = text;
 }
 
-function backUp() {
-  localStorage.setItem(backupKey, JSON.stringify({ revision, changes: changes() }));
+function store(key, value) {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch {
+    // The browser's storage is full or off: the server still gets every save.
+  }
 }
+
+function backUp() {
+  store(backupKey, { revision, changes: changes() });
+}
+
+// ---- this browser's own saves -----------------------------------------------------------
+// A reload's keep-alive save, or a save on its way when the tab closed, can land after the
+// next page has loaded that same story. The version it made is this writer's own, not
+// another tab's: each save leaves a fingerprint here, and a version that matches one is
+// built on instead of shown as a conflict.
+
+const sentKey = `storyteller:story:${story.id}:sent`;
+const SENT_KEPT = 5;
+
+// JSON with sorted keys: the server may keep an object's keys in another order.
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+// A 53-bit hash (cyrb53): a story can be megabytes, too much to keep a copy of each save.
+function fingerprint(text) {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
+}
+
+// The server tidies a title (trims it, names an empty one), so it is left out.
+const fieldsPrint = (names, values) => fingerprint(canonical(names.map((name) => values[name])));
+
+function sentSaves() {
+  try {
+    return JSON.parse(localStorage.getItem(sentKey) || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function rememberSent(body) {
+  const names = Object.keys(body).filter((name) => name !== "base_revision" && name !== "title");
+  const entry = { base: body.base_revision, names, print: fieldsPrint(names, body) };
+  store(sentKey, [...sentSaves(), entry].slice(-SENT_KEPT));
+  return entry;
+}
+
+function forgetSent(entry) {
+  store(sentKey, sentSaves().filter((other) => other.base !== entry.base || other.print !== entry.print));
+}
+
+// Whether this version of the story was made by one of this browser's saves.
+const isOwnSave = (data) =>
+  sentSaves().some((entry) => entry.base + 1 === data.revision && entry.print === fieldsPrint(entry.names, data));
+
+// Takes the server's version as the one the page's changes are on top of.
+function rebaseOn(data) {
+  revision = data.revision;
+  saved = Object.fromEntries(Object.keys(fields).map((name) => [name, data[name]]));
+}
+
+// Saves a second after the last change, and at least every few seconds while changes keep
+// coming (a continuation streaming in, a writer typing without a pause).
+let unsavedSince = null;
 
 function scheduleSave() {
   updateWordCount();
   if (dirty()) {
     setSaveState("Unsaved changes");
     backUp();
+    unsavedSince ??= Date.now();
   }
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(save, SAVE_DELAY_MS);
+  const waited = unsavedSince === null ? 0 : Date.now() - unsavedSince;
+  saveTimer = setTimeout(save, Math.max(0, Math.min(SAVE_DELAY_MS, SAVE_AT_LEAST_EVERY_MS - waited)));
 }
 
 async function save({ keepalive = false } = {}) {
@@ -145,19 +294,31 @@ async function save({ keepalive = false } = {}) {
     return save({ keepalive });
   }
   const body = { ...changes(), base_revision: revision };
+  const sent = rememberSent(body);
+  unsavedSince = null;
+  let again = false;
   setSaveState("Saving...");
   saving = (async () => {
     try {
       const result = await api("PUT", `/api/stories/${story.id}/`, body, { keepalive });
       if (result.ok) {
+        forgetSent(sent);
         revision = result.data.revision;
         for (const name of Object.keys(fields)) if (name in body) saved[name] = body[name];
         if (!dirty()) localStorage.removeItem(backupKey);
         setSaveState(dirty() ? "Unsaved changes" : "Saved");
+      } else if (result.status === 409 && isOwnSave(result.data.story)) {
+        // An earlier save of this browser landed after this page had loaded.
+        forgetSent(sent);
+        rebaseOn(result.data.story);
+        again = true;
       } else if (result.status === 409) {
+        forgetSent(sent);
         showConflict(result.data.story);
       } else {
-        setSaveState(`Not saved: ${errorMessage(result)}`);
+        forgetSent(sent);
+        again = markServerProblem(result);
+        if (!again) setSaveState(`Not saved: ${errorMessage(result)}`);
       }
     } catch {
       setSaveState("Offline: kept in this browser");
@@ -167,8 +328,20 @@ async function save({ keepalive = false } = {}) {
     }
   })();
   await saving;
+  if (again) return save({ keepalive });
   // Words typed while the save was on its way go in the next one.
   if (saveState.textContent === "Unsaved changes") scheduleSave();
+}
+
+// A setting the server refused is marked at its field, and the rest is saved without it;
+// returns whether there is something to save again.
+function markServerProblem(result) {
+  const field = (result.data && result.data.error && result.data.error.field) || "";
+  const input = settingInputs.find((i) => field === `settings.${i.dataset.setting}`);
+  if (!input || serverProblems[input.dataset.setting]) return false;
+  serverProblems[input.dataset.setting] = `${settingLabel(input)}: ${errorMessage(result).replace(/^settings\.\w+: /, "")}`;
+  checkSettings();
+  return true;
 }
 
 function showConflict(theirs) {
@@ -230,6 +403,8 @@ for (const input of [titleInput, memoryInput, noteInput, noteDepthInput]) {
 for (const input of settingInputs) {
   input.addEventListener("input", () => {
     settingsTouched = true;
+    delete serverProblems[input.dataset.setting];
+    checkSettings();
     scheduleSave();
   });
 }
@@ -241,8 +416,10 @@ window.addEventListener("beforeunload", (event) => {
 });
 window.addEventListener("online", () => save());
 
-// A previous visit's changes that never reached the server come back first.
+// A previous visit's changes that never reached the server come back first: on the version
+// they were made on, or on the one that visit's own last save made.
 const backup = JSON.parse(localStorage.getItem(backupKey) || "null");
+if (backup && backup.revision + 1 === revision && isOwnSave(story)) backup.revision = revision;
 if (backup && backup.revision === revision && backup.changes) {
   for (const [name, value] of Object.entries(backup.changes)) {
     if (name in fields) {
@@ -253,6 +430,7 @@ if (backup && backup.revision === revision && backup.changes) {
   scheduleSave();
 }
 updateWordCount();
+checkSettings();
 
 // ---- generating ---------------------------------------------------------------------
 
@@ -293,7 +471,7 @@ const connected = () => socket && socket.readyState === WebSocket.OPEN;
 function updateButtons() {
   generateButton.disabled = Boolean(current) || !connected();
   retryButton.disabled = Boolean(current) || !connected() || !last;
-  stopButton.disabled = !current;
+  stopButton.disabled = !current || current.stopping;
   document.getElementById("undo").disabled = Boolean(current);
   document.getElementById("redo").disabled = Boolean(current);
   alternatives.hidden = !last || last.versions.length < 2;
@@ -309,12 +487,21 @@ function params({ freshSeed = false } = {}) {
   return values;
 }
 
+// Generate waits for settings with a problem, and says which.
+function settingsReady() {
+  const problems = checkSettings();
+  if (problems.length === 0) return true;
+  genState.textContent = `Fix the settings first: ${problems.join(" ")}`;
+  if (settingsTab.getAttribute("aria-expanded") !== "true") settingsTab.click();
+  return false;
+}
+
 async function start({ insertAt, prompt, retry, firstToken = null }) {
   const requestId = `r${++requestCounter}`;
   current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry, recording: false };
   choices.pause(true);
   editor.lock(true);
-  editor.historyCut();
+  editor.historyGroup(true);
   warningsBanner.hidden = true;
   genState.textContent = "Waiting for the model...";
   updateButtons();
@@ -327,21 +514,34 @@ async function start({ insertAt, prompt, retry, firstToken = null }) {
   socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: asked }));
 }
 
-// Generate continues from the cursor, or from the end of the story when the writer asks.
-const fromEnd = document.getElementById("from-end");
-const fromEndKey = "storyteller:generate-from-end";
-fromEnd.checked = localStorage.getItem(fromEndKey) === "1";
-fromEnd.addEventListener("change", () => localStorage.setItem(fromEndKey, fromEnd.checked ? "1" : "0"));
+// Generate continues the story from its end, or from the cursor when the writer asks.
+const atCursor = document.getElementById("at-cursor");
+const atCursorKey = "storyteller:generate-at-cursor";
+atCursor.checked = localStorage.getItem(atCursorKey) === "1";
+atCursor.addEventListener("change", () => localStorage.setItem(atCursorKey, atCursor.checked ? "1" : "0"));
+
+// Letters, digits and the apostrophes inside words; a low surrogate is the rest of a character.
+const inWord = (text, at) => /[\p{L}\p{M}\p{N}'\u2019]/u.test(text[at] || "") || /[\uDC00-\uDFFF]/.test(text[at] || "");
+
+// The cursor moved past the end of the word it is in, so that a continuation never splits one.
+function afterWord(text, at) {
+  if (at === 0 || !inWord(text, at - 1)) return at;
+  while (at < text.length && inWord(text, at)) at++;
+  return at;
+}
 
 function generate() {
-  if (current || !connected()) return;
-  const insertAt = fromEnd.checked ? editor.text().length : editor.cursor();
+  if (current || !connected() || !settingsReady()) return;
+  const text = editor.text();
+  const insertAt = atCursor.checked ? afterWord(text, editor.cursor()) : text.length;
   last = null;
-  start({ insertAt, prompt: editor.text().slice(0, insertAt), retry: false });
+  start({ insertAt, prompt: text.slice(0, insertAt), retry: false });
 }
 
 function retry() {
-  if (current || !connected() || !last) return;
+  if (current || !connected() || !last || !settingsReady()) return;
+  // The old continuation goes in the same undo step as the new one: Undo brings it back.
+  editor.historyGroup(true);
   editor.replaceModelText(last.start, last.versions[last.shown].length, "");
   start({ insertAt: last.start, prompt: last.prompt, retry: true });
 }
@@ -353,17 +553,37 @@ function show(index) {
   updateButtons();
 }
 
+// Stop is taken at once: shown, and sent as soon as the generation has an id (a Stop
+// pressed before the server has answered is sent when it does).
 function stop() {
-  if (current && current.id) socket.send(JSON.stringify({ type: "cancel", generation_id: current.id }));
+  if (!current || current.stopping) return;
+  current.stopping = true;
+  genState.textContent = "Stopping...";
+  updateButtons();
+  if (current.id) sendCancel();
+}
+
+function sendCancel() {
+  if (connected()) socket.send(JSON.stringify({ type: "cancel", generation_id: current.id }));
+}
+
+// How much of `text` the story already holds at `at`: a generation followed again after a
+// reload replays words that autosave, or the last visit's backup, already put there.
+function alreadyThere(at, text) {
+  const have = editor.text();
+  let same = 0;
+  while (same < text.length && have[at + same] === text[same]) same++;
+  return same;
 }
 
 function insert(text) {
-  // A resumed generation replays words that autosave had already put in the story.
-  if (current.skip) {
-    const skipped = Math.min(current.skip, text.length);
-    current.skip -= skipped;
-    text = text.slice(skipped);
+  if (current.replaying) {
+    const same = alreadyThere(current.insertAt, text);
+    current.insertAt += same;
+    current.text += text.slice(0, same);
+    text = text.slice(same);
     if (!text) return;
+    current.replaying = false;
   }
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
@@ -373,8 +593,6 @@ function insert(text) {
 function finish(message) {
   const done = current;
   current = null;
-  editor.historyCut();
-  editor.lock(false);
   if (done.text) {
     if (done.retry && last) last.versions.push(done.text);
     else last = { start: done.insertAt - done.text.length, prompt: editor.text().slice(0, done.insertAt - done.text.length), versions: [done.text] };
@@ -383,11 +601,21 @@ function finish(message) {
     // A retry that wrote nothing puts the version it replaced back.
     editor.replaceModelText(last.start, 0, last.versions[last.shown]);
   }
+  editor.historyGroup(false);
+  editor.lock(false);
   genState.textContent = message;
   choices.pause(false);
   updateButtons();
   save();
 }
+
+// An undo or redo may take the continuation away or bring another back: Retry and the
+// arrows start again from the next generation.
+editor.onHistory(() => {
+  if (current) return;
+  last = null;
+  updateButtons();
+});
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,
 // and one before it moves it.
@@ -417,6 +645,7 @@ const choices = initChoices({
     if (current || !connected()) return;
     // The continuation from the chosen word on is replaced by one that starts with it;
     // what follows the continuation stays.
+    editor.historyGroup(true);
     editor.replaceModelText(at, end - at, "");
     last = null;
     start({ insertAt: at, prompt: editor.text().slice(0, at), retry: false, firstToken });
@@ -442,13 +671,14 @@ function handle(message) {
     case "queued":
       if (current && message.request_id === current.requestId) {
         current.id = message.generation_id;
-        genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : "Writing...";
+        if (current.stopping) sendCancel();
+        else genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : "Writing...";
       }
       break;
     case "token":
       if (current && message.generation_id === current.id && message.seq === current.lastSeq + 1) {
         current.lastSeq = message.seq;
-        genState.textContent = "Writing...";
+        if (!current.stopping) genState.textContent = "Writing...";
         insert(message.text);
       }
       break;
@@ -495,11 +725,13 @@ function offerUnseen(unseen) {
   if (!unseen || localStorage.getItem(dismissedKey) === String(unseen.id)) return;
   const at = Math.min(unseen.insert_at, editor.text().length);
   if (unseen.status === "queued" || unseen.status === "running") {
-    // Still writing: follow it where it left off (the socket's open handler sends resume).
-    current = { id: unseen.id, requestId: null, insertAt: at, lastSeq: -1, text: "", retry: false, skip: unseen.skip, recording: true };
+    // Still writing: follow it from its first word (the socket's open handler sends
+    // resume); the words the story already holds are passed over, not written twice.
+    const start = Math.min(unseen.insert_at - unseen.skip, editor.text().length);
+    current = { id: unseen.id, requestId: null, insertAt: start, lastSeq: -1, text: "", retry: false, replaying: true, recording: true };
     choices.pause(true);
     editor.lock(true);
-    editor.historyCut();
+    editor.historyGroup(true);
     genState.textContent = "Writing...";
     return;
   }
@@ -508,7 +740,8 @@ function offerUnseen(unseen) {
   banner.hidden = false;
   document.getElementById("unseen-insert").addEventListener("click", () => {
     editor.historyCut();
-    editor.insertModelText(at, unseen.text);
+    const same = alreadyThere(at, unseen.text);
+    if (same < unseen.text.length) editor.insertModelText(at + same, unseen.text.slice(same));
     editor.historyCut();
     last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], shown: 0 };
     banner.hidden = true;

@@ -18,12 +18,46 @@ class ModelText extends Inline {
 }
 Quill.register(ModelText, true);
 
+// Quill replays an undo or redo as a "user" change, which would make every word it brings
+// back the writer's own. Replays are marked, so that they keep the colour they had.
+const History = Quill.import("modules/history");
+
+class StoryHistory extends History {
+  replaying = false;
+
+  undo() {
+    this.replay(() => super.undo());
+  }
+
+  redo() {
+    this.replay(() => super.redo());
+  }
+
+  replay(step) {
+    this.replaying = true;
+    try {
+      step();
+    } finally {
+      this.replaying = false;
+    }
+    for (const listener of this.replayListeners || []) listener();
+  }
+}
+Quill.register("modules/history", StoryHistory, true);
+
+// Typing within this long is one undo step.
+const HISTORY_DELAY_MS = 1000;
+// While a continuation streams, every change joins the step it started. Not Infinity:
+// Quill merges a change into the step before when its last one began `delay` ago, and a
+// cutoff sets that to 0, so a finite delay still starts a new step after it.
+const GROUP_DELAY_MS = 24 * 60 * 60 * 1000;
+
 export function createStoryEditor(container, text) {
   const quill = new Quill(container, {
     // Only our format: pasted bold, links or headings come in as plain text.
     formats: ["model"],
     placeholder: "Once upon a time...",
-    modules: { toolbar: false, history: { delay: 1000, maxStack: 1000, userOnly: false } },
+    modules: { toolbar: false, history: { delay: HISTORY_DELAY_MS, maxStack: 1000, userOnly: false } },
   });
   const root = quill.root;
   root.setAttribute("role", "textbox");
@@ -40,6 +74,7 @@ export function createStoryEditor(container, text) {
   quill.history.clear();
 
   let lastRange = null;
+  let grouped = false;
   quill.on("selection-change", (range) => {
     if (range) lastRange = range;
   });
@@ -58,8 +93,9 @@ export function createStoryEditor(container, text) {
   }
 
   const userEditListeners = [];
+  quill.history.replayListeners = [];
   quill.on("text-change", (delta, _old, source) => {
-    if (source !== "user") return;
+    if (source !== "user" || quill.history.replaying) return;
     // Where the edit starts, where it ends in the old text, and how much it moved what follows.
     let index = 0;
     let oldIndex = 0;
@@ -150,10 +186,20 @@ export function createStoryEditor(container, text) {
       quill.enable(!locked);
     },
     historyCut: () => quill.history.cutoff(),
+    // Every change from here to the next call is one undo step, however long it takes (a
+    // continuation streams for many seconds; the page is locked meanwhile).
+    historyGroup(grouping) {
+      if (grouping === grouped) return;
+      grouped = grouping;
+      quill.history.cutoff();
+      quill.history.options.delay = grouping ? GROUP_DELAY_MS : HISTORY_DELAY_MS;
+    },
     undo: () => quill.history.undo(),
     redo: () => quill.history.redo(),
     onChange: (listener) => quill.on("text-change", () => listener()),
     onBlur: (listener) => root.addEventListener("blur", listener),
     onUserEdit: (listener) => userEditListeners.push(listener),
+    // After an undo or redo, by button or keyboard.
+    onHistory: (listener) => quill.history.replayListeners.push(listener),
   };
 }

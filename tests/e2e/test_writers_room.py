@@ -207,7 +207,6 @@ def test_stop_ends_a_long_generation_and_keeps_its_words(writer, new_page, conte
     page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=LONG, seed=seed)
     # The tiny model can write all 480 tokens before Escape reaches it; then the writer
     # simply got the whole continuation, and the test tries again (three times at most).
-    page.get_by_label("from the end").check()
     for _ in range(3):
         before = story_text(page)
         page.keyboard.press("Control+Enter")
@@ -357,21 +356,31 @@ def test_a_preset_chosen_in_the_editor_is_saved_and_shown(writer, new_page, cont
     expect(page.get_by_label("Temperature")).to_have_value("0.3")
 
 
-def test_generate_continues_from_the_cursor_or_from_the_end(writer, new_page, context, live_site):
+SET_CURSOR = "at => Quill.find(document.getElementById('story')).setSelection(at, 0)"
+
+
+def test_generate_continues_from_the_end_unless_the_writer_asks_for_the_cursor(writer, new_page, context, live_site):
     story = writer[0]
     db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 6}))
     page = open_editor(new_page, context, live_site, story)
-    page.evaluate("at => Quill.find(document.getElementById('story')).setSelection(at, 0)", len("Once upon a time,"))
+    # A writer who clicked into the first sentence to fix a typo still continues the story.
+    page.evaluate(SET_CURSOR, len("Once upon a t"))
     generate_and_wait(page)
-    generation = db(Generation.objects.get)
-    assert generation.prompt_text == "Once upon a time,"
-    expect_story_text(page, "Once upon a time," + generation.output + " there was a cat named Whiskers.")
+    first = db(Generation.objects.get)
+    assert first.prompt_text == OPENING
+    expect_story_text(page, OPENING + first.output)
 
-    page.get_by_label("from the end").check()
-    page.evaluate("() => Quill.find(document.getElementById('story')).setSelection(0, 0)")
+    # At the cursor when the writer asks, and never inside a word: "t|ime" continues after "time".
+    page.get_by_label("at the cursor").check()
+    page.evaluate(SET_CURSOR, len("Once upon a t"))
     generate_and_wait(page)
-    latest = db(lambda: Generation.objects.order_by("-id").first())
-    assert latest.prompt_text == "Once upon a time," + generation.output + " there was a cat named Whiskers."
+    second = db(lambda: Generation.objects.order_by("-id").first())
+    assert second.prompt_text == "Once upon a time"
+    expect_story_text(page, "Once upon a time" + second.output + ", there was a cat named Whiskers." + first.output)
+
+    # The choice is remembered for the next visit.
+    page.reload()
+    expect(page.get_by_label("at the cursor")).to_be_checked()
 
 
 def test_a_writer_over_a_limit_is_stopped_with_a_clear_message(writer, new_page, context, live_site, alice):

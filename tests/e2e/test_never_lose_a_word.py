@@ -1,0 +1,230 @@
+"""What a writer must never lose, in a real browser: a continuation across a reload, the
+story's text behind a wrong setting, the model's colouring across undo, and a Stop."""
+
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from playwright.sync_api import expect
+
+from generation.models import Generation
+from storyteller.stories.models import Story
+from storyteller.stories.services import draft_save, story_create
+from tests.e2e.conftest import (
+    OPENING,
+    a_seed_that_writes_to_the_full_length,
+    expect_story_text,
+    open_editor,
+    outside_the_event_loop,
+    story_text,
+)
+from tests.sites import Site
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+db = outside_the_event_loop
+SET_CURSOR = "at => Quill.find(document.getElementById('story')).setSelection(at, 0)"
+
+
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def open_at_the_end(new_page, context, url, story, **settings):
+    db(lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, settings=settings))
+    page = open_editor(new_page, context, url, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    return page
+
+
+def generate_and_wait(page):
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+
+
+@pytest.fixture
+def slow_site(slow_model_dir):
+    """The base URL of a site whose model streams a long continuation for several seconds."""
+    site = Site(slow_model_dir)
+    yield site.ws_url.replace("ws://", "http://")
+    site.close()
+
+
+@pytest.fixture
+def slow_context(alice, slow_site, browser):
+    """A browser context logged in as alice on the slow site."""
+
+    def login():
+        client = Client()
+        client.force_login(alice)
+        return client.cookies["sessionid"].value
+
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": db(login), "url": slow_site}])
+    yield context
+    context.close()
+
+
+def test_a_reload_while_the_model_writes_keeps_every_word_and_conflicts_with_nothing(
+    alice, slow_site, slow_context, new_page
+):
+    context = slow_context
+    story = db(lambda: story_create(owner=alice, title="Whiskers", text=OPENING))
+    page = open_at_the_end(new_page, context, slow_site, story, max_new_tokens=1024, seed=1)
+    page.get_by_role("button", name="Generate").click()
+    # Several seconds of words, some of them saved by autosave.
+    deadline = time.monotonic() + 30
+    while len(db(lambda: Story.objects.get(pk=story.pk).text)) < len(OPENING) + 200:
+        assert time.monotonic() < deadline, "autosave put none of the continuation on the server"
+        time.sleep(0.2)
+    page.wait_for_function("n => document.querySelector('.model-text')?.textContent.length > n", arg=1000)
+
+    # The leaving page's saves (its keep-alive save among them) land only once the new page
+    # has loaded the story: as on a busy server, where they can come in either order.
+    held, leaving = [], [True]
+    context.route(
+        re.compile(r"/api/stories/\d+/$"),
+        lambda route: held.append(route) if leaving[0] and route.request.method == "PUT" else route.continue_(),
+    )
+    page.reload()
+    leaving[0] = False
+    expect(page.locator("#gen-state")).to_have_text(re.compile("Writing|Reconnected"))
+    assert held, "the page sent no save as it left"
+    for route in held:
+        try:
+            route.continue_()
+        except Exception:
+            pass  # a save the leaving page gave up; the browser's backup has its words
+
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=90_000)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    expect(page.locator("#conflict")).to_be_hidden()
+    generation = db(Generation.objects.get)
+    assert generation.finish_reason == "length"
+    expect_story_text(page, OPENING + generation.output)
+    saved = db(lambda: Story.objects.get(pk=story.pk))
+    assert saved.text == OPENING + generation.output
+    assert saved.model_spans == [[utf16(OPENING), utf16(OPENING + generation.output)]]
+
+
+def test_a_wrong_setting_is_marked_where_it_is_typed_and_the_story_still_saves(writer, new_page, context, live_site):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, settings={"temperature": 0.7, "max_new_tokens": 12}))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Settings").click()
+
+    page.get_by_label("Temperature").fill("")
+    page.get_by_label("Length (tokens)").fill("5000")
+
+    expect(page.locator("#temperature-problem")).to_have_text(re.compile(r"^Temperature must be a number from 0"))
+    expect(page.locator("#max-new-tokens-problem")).to_have_text(
+        re.compile(r"^Length \(tokens\) must be a whole number from 1 to \d+\.$")
+    )
+    expect(page.get_by_label("Temperature")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#settings-problems")).to_contain_text("2 settings need fixing")
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" She went home.")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    saved = db(lambda: Story.objects.get(pk=story.pk))
+    assert saved.text == OPENING + " She went home."
+    assert (saved.settings["temperature"], saved.settings["max_new_tokens"]) == (0.7, 12)
+
+    # Generate waits for them, and says why.
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_contain_text("Fix the settings first: Length (tokens) must be")
+    expect(page.locator("#gen-state")).to_contain_text("Temperature must be")
+    assert db(Generation.objects.count) == 0
+
+    # A value only the server refuses is marked too, and the text still saves without it.
+    page.evaluate("() => document.getElementById('repetition-penalty').setAttribute('min', '0')")
+    page.get_by_label("Repetition penalty").fill("0.1")
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Then she slept.")
+    expect(page.locator("#repetition-penalty-problem")).to_contain_text("Repetition penalty: ")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING + " She went home. Then she slept."
+
+    page.get_by_label("Temperature").fill("0.9")
+    page.get_by_label("Length (tokens)").fill("20")
+    page.get_by_label("Repetition penalty").fill("1.1")
+    expect(page.locator("#settings-problems")).to_be_hidden()
+    expect(page.locator("#temperature-problem")).to_be_hidden()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    settings = db(lambda: Story.objects.get(pk=story.pk).settings)
+    assert (settings["temperature"], settings["max_new_tokens"], settings["repetition_penalty"]) == (0.9, 20, 1.1)
+
+
+def test_undo_and_redo_bring_back_the_models_words_in_its_colour(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=16)
+    generate_and_wait(page)
+    first = story_text(page)[len(OPENING) :]
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)
+    expect(page.locator("#gen-state")).to_have_text("Done")
+    second = story_text(page)[len(OPENING) :]
+    assert first and second and first != second
+
+    page.get_by_role("button", name="Undo").click()
+
+    expect_story_text(page, OPENING + first)
+    expect(page.locator(".model-text")).to_have_text(first)
+    expect(page.locator("#alternatives")).to_be_hidden()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).model_spans) == [[utf16(OPENING), utf16(OPENING + first)]]
+
+    page.keyboard.press("Control+Shift+Z")  # redo, from the keyboard
+    expect_story_text(page, OPENING + second)
+    expect(page.locator(".model-text")).to_have_text(second)
+
+
+def test_undoing_a_history_restore_brings_back_the_models_colour(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=16)
+    generate_and_wait(page)
+    written = story_text(page)[len(OPENING) :]
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    page.get_by_role("button", name="History").click()
+    page.get_by_role("button", name="Revision 1", exact=True).click()
+    page.get_by_role("button", name="Restore this version").click()
+    expect_story_text(page, OPENING)
+
+    page.get_by_role("button", name="Undo").click()
+
+    expect_story_text(page, OPENING + written)
+    expect(page.locator(".model-text")).to_have_text(written)
+
+
+def test_a_long_continuation_is_one_undo_step(alice, slow_site, slow_context, new_page):
+    story = db(lambda: story_create(owner=alice, title="Whiskers", text=OPENING))
+    page = open_at_the_end(new_page, slow_context, slow_site, story, max_new_tokens=400, seed=1)
+    page.keyboard.type(" Mine.")
+    page.wait_for_timeout(1_100)  # a pause: the typing is a step of its own
+
+    generate_and_wait(page)
+    generation = db(Generation.objects.get)
+    assert generation.finished_at - generation.started_at > timedelta(seconds=2)
+    page.get_by_role("button", name="Undo").click()
+
+    expect_story_text(page, OPENING + " Mine.")
+
+
+def test_stop_pressed_before_the_server_answers_is_shown_and_taken(writer, new_page, context, live_site):
+    story = writer[0]
+    seed, _ = db(lambda: a_seed_that_writes_to_the_full_length(480))
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=480, seed=seed)
+
+    page.get_by_role("button", name="Generate").click()
+    page.keyboard.press("Escape")
+
+    expect(page.locator("#gen-state")).to_have_text(re.compile("Stopping...|Stopped"))
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    expect(page.locator("#gen-state")).to_have_text("Stopped", timeout=30_000)
+    generation = db(Generation.objects.get)
+    assert generation.finish_reason == "cancelled" and generation.new_tokens < 480
+    expect_story_text(page, OPENING + generation.output)
