@@ -72,6 +72,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files, answered before sessions or the database are touched.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -175,7 +177,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+# Daphne serves static files itself, through WhiteNoise, straight from static/ and the apps'
+# folders (the finders): neither `make run` nor a deployment has a collectstatic step, and a
+# fresh clone serves the admin's CSS and the vendored scripts as they are.
+WHITENOISE_USE_FINDERS = True
+# Files served at the site's root rather than under /static/: /favicon.ico.
+WHITENOISE_ROOT = BASE_DIR / "public"
 
 LOGGING = {
     "version": 1,
