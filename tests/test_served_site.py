@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 
+from storyteller.stories import services
 from tests.conftest import start_web, subprocess_env
 
 
@@ -24,6 +25,21 @@ def _get(url: str):
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_a_revoked_share_link_without_a_debug_page(site, story):
+    shared = services.share_enable(story)
+    link = f"{site}/s/{shared.share_token}/"
+    assert _get(link)[0] == 200
+    services.share_revoke(shared)
+
+    status, headers, body = _get(link)
+
+    page = body.decode()
+    assert status == 404
+    assert 'class="site-header"' in page and "Page not found" in page
+    assert "staff/" not in page and "DEBUG = True" not in page
 
 
 @pytest.mark.parametrize(
