@@ -1,13 +1,12 @@
 import os
 
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storyteller.settings")
-# Django must be set up before anything imports models (the consumers do). Daphne serves
-# /static/ itself, so that `make run` needs no other web server; a proxy in front may
-# serve `collectstatic`'s output instead.
-django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
+# Django must be set up before anything imports models (the consumers do). Static files are
+# answered by WhiteNoise's middleware inside it (see STATICFILES_DIRS in the settings), so
+# that `make run` needs no other web server.
+django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -19,16 +19,32 @@ from storyteller.env import env_bool, env_int, env_list, env_str
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("STORYTELLER_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Production means HTTPS behind a proxy, with a secret key of the operator's. It is asked for
+# by name rather than inferred from DEBUG, so that `make run` can serve writers with debug
+# pages off over plain http://127.0.0.1.
+PRODUCTION = env_bool("DJANGO_PRODUCTION", False)
+if "DJANGO_PRODUCTION" not in os.environ and env_str("DJANGO_SECRET_KEY"):
+    # A deployment set up when DJANGO_DEBUG=0 meant production would otherwise lose its
+    # secure cookies and HSTS without a word.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is set but DJANGO_PRODUCTION is not: set DJANGO_PRODUCTION=1 behind HTTPS "
+        "(secure cookies, HSTS), or DJANGO_PRODUCTION=0 for plain HTTP."
+    )
+# Debug pages list every URL pattern and most settings to whoever meets an error, so they
+# are off unless a developer asks for them (`DJANGO_DEBUG=1 make run`), and never in production.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+if DEBUG and PRODUCTION:
+    raise ImproperlyConfigured("DJANGO_DEBUG=1 shows every URL pattern to anyone; not with DJANGO_PRODUCTION=1.")
 
 
 def _secret_key() -> str:
     key = env_str("DJANGO_SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0.")
-    # A development key, made once per data directory so that sessions survive restarts.
+    if PRODUCTION:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_PRODUCTION=1.")
+    # Made once per data directory so that sessions survive restarts; production sets its
+    # own, shared by every web process.
     path = VAR_DIR / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,17 +57,17 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
-# Production (DJANGO_DEBUG=0) is served over HTTPS by a proxy that sets X-Forwarded-Proto:
+# Production (DJANGO_PRODUCTION=1) is served over HTTPS by a proxy that sets X-Forwarded-Proto:
 # cookies travel only over HTTPS, browsers are told to use nothing else (HSTS), and plain
 # HTTP is redirected, except /healthz for load balancers. `manage.py check --deploy`
 # reports nothing with these defaults; each can be turned off for a setup that needs it.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", PRODUCTION)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
-if env_bool("DJANGO_BEHIND_TLS_PROXY", not DEBUG):
+if env_bool("DJANGO_BEHIND_TLS_PROXY", PRODUCTION):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
@@ -72,6 +88,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files, answered before sessions or the database are touched.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -175,7 +193,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+# Daphne serves static files itself, through WhiteNoise, straight from static/ and the apps'
+# folders (the finders): neither `make run` nor a deployment has a collectstatic step, and a
+# fresh clone serves the admin's CSS and the vendored scripts as they are.
+WHITENOISE_USE_FINDERS = True
+# Files served at the site's root rather than under /static/: /favicon.ico.
+WHITENOISE_ROOT = BASE_DIR / "public"
 
 LOGGING = {
     "version": 1,

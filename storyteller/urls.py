@@ -25,3 +25,8 @@ urlpatterns = [
     path("s/<str:token>/", story_views.shared, name="shared"),
     path("healthz", views.healthz, name="healthz"),
 ]
+
+handler400 = "storyteller.views.bad_request"
+handler403 = "storyteller.views.permission_denied"
+handler404 = "storyteller.views.page_not_found"
+handler500 = "storyteller.views.server_error"

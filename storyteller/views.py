@@ -1,5 +1,6 @@
 from django.http import JsonResponse
 from django.shortcuts import redirect
+from django.views import defaults
 from django.views.csrf import csrf_failure as html_csrf_failure
 
 from storyteller.http import api_error
@@ -9,11 +10,43 @@ def home(request):
     return redirect("stories:library" if request.user.is_authenticated else "login")
 
 
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
 def csrf_failure(request, reason=""):
     """The API answers a missing or wrong CSRF token in JSON, like every other API error."""
-    if request.path.startswith("/api/"):
+    if _is_api(request):
         return api_error(403, "csrf", f"CSRF check failed: {reason}. Send the csrftoken cookie's value in X-CSRFToken.")
     return html_csrf_failure(request, reason=reason)
+
+
+# The error pages (templates/400.html and the like, in the site's look) answer everywhere
+# but under /api/, where a client reads JSON whatever went wrong.
+
+
+def bad_request(request, exception):
+    if _is_api(request):
+        return api_error(400, "invalid", "The request could not be read.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if _is_api(request):
+        return api_error(403, "forbidden", "You may not do this.")
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    if _is_api(request):
+        return api_error(404, "not_found", "The API has nothing at this address.")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return api_error(500, "internal", "Something went wrong on the server; it has been logged.")
+    return defaults.server_error(request)
 
 
 def healthz(request):

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -69,8 +70,25 @@ def _manage(*args, env=None):
     )
 
 
+_SERVING = ["DEBUG", "SESSION_COOKIE_SECURE", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"]
+
+
+def _serving(env=None) -> dict:
+    """How the site started with `env` answers requests: debug pages, and HTTPS-only or not."""
+    code = "import json; from django.conf import settings as s; print(json.dumps({n: getattr(s, n) for n in %r}))"
+    result = _manage("shell", "-c", code % _SERVING, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.splitlines()[-1])  # after what `shell` says of itself
+
+
+def test_it_serves_make_run_without_debug_pages_and_over_plain_http():
+    plain_http = {"SESSION_COOKIE_SECURE": False, "SECURE_SSL_REDIRECT": False, "SECURE_HSTS_SECONDS": 0}
+    assert _serving() == {"DEBUG": False, **plain_http}
+    assert _serving({"DJANGO_DEBUG": "1"}) == {"DEBUG": True, **plain_http}
+
+
 PRODUCTION = {
-    "DJANGO_DEBUG": "0",
+    "DJANGO_PRODUCTION": "1",
     "DJANGO_SECRET_KEY": "k7Qp2vX9-example-only-not-used-anywhere-zR4mT8wY1nB6cH3jL5sD0fG",
     "DJANGO_ALLOWED_HOSTS": "stories.example.com",
 }
@@ -88,9 +106,23 @@ def test_a_weak_production_secret_fails_the_deploy_checks():
 
 
 def test_production_without_a_secret_key_stops_with_a_clear_message():
-    result = _manage("check", env={"DJANGO_DEBUG": "0"})
+    result = _manage("check", env={"DJANGO_PRODUCTION": "1"})
     assert result.returncode == 1
-    assert result.stderr.strip() == "Storyteller cannot start: DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0."
+    assert result.stderr.strip() == "Storyteller cannot start: DJANGO_SECRET_KEY must be set when DJANGO_PRODUCTION=1."
+
+
+def test_it_refuses_debug_pages_in_production():
+    result = _manage("check", env={**PRODUCTION, "DJANGO_DEBUG": "1"})
+    assert result.returncode == 1
+    assert "DJANGO_DEBUG=1" in result.stderr and "DJANGO_PRODUCTION=1" in result.stderr
+
+
+def test_it_refuses_a_secret_key_without_being_told_whether_it_is_production():
+    """The production recipe of old (DJANGO_DEBUG=0 and a key) must not start without HSTS."""
+    old_recipe = {key: value for key, value in PRODUCTION.items() if key != "DJANGO_PRODUCTION"}
+    result = _manage("check", env={**old_recipe, "DJANGO_DEBUG": "0"})
+    assert result.returncode == 1
+    assert "set DJANGO_PRODUCTION=1" in result.stderr
 
 
 def test_the_repository_holds_no_secret():

@@ -1,0 +1,113 @@
+"""Errors answer in the site's own look, never with Django's pages, and in JSON under /api/."""
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.test import Client
+from django.urls import path
+
+from storyteller import urls as site
+from storyteller.stories import services
+
+pytestmark = pytest.mark.django_db
+
+
+def _broken(request):
+    raise RuntimeError("the database went away")
+
+
+def _forbidden(request):
+    raise PermissionDenied
+
+
+# The site's own URLs and error handlers, plus views that fail, for the tests marked with
+# this module.
+urlpatterns = [
+    *site.urlpatterns,
+    path("broken/", _broken),
+    path("api/broken/", _broken),
+    path("api/forbidden/", _forbidden),
+]
+handler403, handler500 = site.handler403, site.handler500
+with_failing_views = pytest.mark.urls(__name__)
+
+
+def _in_the_sites_look(page: str) -> bool:
+    return 'class="site-header"' in page and "/static/css/site.css" in page
+
+
+def test_it_answers_a_revoked_share_link_with_the_sites_own_404_page(client, story):
+    shared = services.share_enable(story)
+    link = f"/s/{shared.share_token}/"
+    assert client.get(link).status_code == 200
+    services.share_revoke(shared)
+
+    response = client.get(link)
+
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert _in_the_sites_look(page) and "Page not found" in page
+    assert "staff/" not in page and "URLconf" not in page
+
+
+def test_it_answers_a_page_an_account_may_not_open_with_the_sites_own_403_page(admin_user):
+    client = Client()
+    client.force_login(admin_user)
+
+    # Generations are written by the workers only: the admin refuses to add one.
+    response = client.get("/admin/generation/generation/add/")
+
+    page = response.content.decode()
+    assert response.status_code == 403
+    assert _in_the_sites_look(page) and "Not allowed" in page
+
+
+def test_it_answers_a_form_sent_without_its_csrf_token_with_the_sites_own_page(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post("/stories/", {"title": "New"})
+
+    page = response.content.decode()
+    assert response.status_code == 403
+    assert _in_the_sites_look(page) and "Please try again" in page
+    assert "CSRF verification failed" not in page
+
+
+def test_it_answers_an_unknown_host_with_the_sites_own_400_page(client):
+    response = client.get("/accounts/login/", HTTP_HOST="stories.evil.example")
+
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert _in_the_sites_look(page) and "Bad request" in page
+
+
+@with_failing_views
+def test_it_answers_a_failing_page_with_the_sites_own_500_page(alice):
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    response = client.get("/broken/")
+
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert _in_the_sites_look(page) and "Something went wrong" in page
+    assert "the database went away" not in page and "Traceback" not in page
+
+
+def test_it_answers_an_address_the_api_does_not_have_in_json(alice_client):
+    response = alice_client.get("/api/no-such-thing/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@with_failing_views
+def test_it_answers_api_failures_in_json(alice):
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    broken, forbidden = client.get("/api/broken/"), client.get("/api/forbidden/")
+
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal"
+    assert "the database went away" not in broken.content.decode()
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
