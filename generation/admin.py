@@ -72,11 +72,33 @@ class ModelConfigAdmin(admin.ModelAdmin):
         self.message_user(request, f"{config.name} is now the active model.")
 
 
+class GenerationOutcomeFilter(admin.SimpleListFilter):
+    """How a generation ended, in the operator's words; "failed" is finish reason error."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+    OUTCOMES = {
+        "failed": Q(finish_reason="error"),
+        "cancelled": Q(finish_reason="cancelled"),
+        "completed": Q(status=Generation.Status.FINISHED) & ~Q(finish_reason__in=["error", "cancelled"]),
+        "active": Q(status__in=Generation.ACTIVE),
+    }
+
+    def lookups(self, request, model_admin):
+        names = {"failed": "Failed (error)", "cancelled": "Cancelled", "completed": "Completed"}
+        return [*names.items(), ("active", "Waiting or running")]
+
+    def queryset(self, request, queryset):
+        wanted = self.OUTCOMES.get(self.value())
+        return queryset.filter(wanted) if wanted is not None else queryset
+
+
 @admin.register(Generation)
 class GenerationAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens"]
     list_display += ["waited", "ttft", "tokens_per_second", "took", "created_at"]
-    list_filter = ["status", "finish_reason", "model_name", "created_at", ("user", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [GenerationOutcomeFilter, "status", "finish_reason", "model_name", "created_at"]
+    list_filter += [("user", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["user__username", "story__title"]
     list_select_related = ["story", "user"]
     date_hierarchy = "created_at"

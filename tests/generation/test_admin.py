@@ -186,3 +186,21 @@ def test_a_default_outside_what_writers_may_choose_is_refused(admin_client, tiny
     assert response.status_code == 200
     assert "The default temperature is outside what writers may choose (0.0-1.0)." in response.content.decode()
     assert not ModelConfig.objects.exists()
+
+
+def test_it_lists_the_generations_that_failed_under_their_own_filter(admin_client, alice):
+    ended = {"length": "finished", "error": "finished", "cancelled": "finished", "": "running"}
+    for reason, status in ended.items():
+        story = story_create(owner=alice, title=f"Story {reason or 'running'}", text="")
+        Generation.objects.create(story=story, user=alice, seed=1, status=status, finish_reason=reason)
+
+    def titles(query):
+        html = admin_client.get(f"/admin/generation/generation/?{query}").content.decode()
+        return {t for t in ("Story length", "Story error", "Story cancelled", "Story running") if t in html}
+
+    listing = admin_client.get("/admin/generation/generation/").content.decode()
+    assert "By outcome" in listing and 'href="?outcome=failed"' in listing
+    assert titles("outcome=failed") == {"Story error"}
+    assert titles("outcome=completed") == {"Story length"}
+    assert titles("outcome=cancelled") == {"Story cancelled"}
+    assert titles("outcome=active") == {"Story running"}
