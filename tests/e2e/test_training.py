@@ -14,6 +14,19 @@ from tests.training.test_trainer import STYLE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+
+def admin_session(admin_user) -> str:
+    client = Client()
+    client.force_login(admin_user)
+    return client.cookies["sessionid"].value
+
+
+def admin_page(browser, new_page, live_site, session):
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": session, "url": live_site}])
+    return new_page(context)
+
+
 CURVES = """() => Chart.getChart(document.getElementById('chart-loss')).data.datasets.map(d => d.data.map(p => p.x))"""
 
 
@@ -67,3 +80,21 @@ def test_the_job_page_follows_training_live_and_offers_the_result(
     expect(page.locator("#comparison")).to_have_attribute("data-status", "finished", timeout=60_000)
     assert page.locator("#first-text").text_content() != page.locator("#second-text").text_content()
     expect(page.get_by_role("heading", name=f"B: {done.result.name}")).to_be_visible()
+
+
+def test_it_opens_the_add_page_without_a_script_error(admin_user, alice, live_site, browser, new_page):
+    def make():
+        from storyteller.stories.services import story_create
+
+        story_create(owner=alice, title="Whiskers", text="A cat.")
+        return admin_session(admin_user)
+
+    page = admin_page(browser, new_page, live_site, outside_the_event_loop(make))
+    failures = []
+    page.on("pageerror", lambda error: failures.append(str(error)))
+    page.on("console", lambda m: m.type == "error" and failures.append(f"{m.text} ({m.location['url']})"))
+    page.goto(f"{live_site}/admin/generation/trainingjob/add/")
+    expect(page.get_by_role("button", name="Save", exact=True)).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    # Chromium asks for /favicon.ico by itself; the site has none, and that is no script's error.
+    assert [failure for failure in failures if "/favicon.ico)" not in failure] == []
