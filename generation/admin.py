@@ -240,6 +240,17 @@ class TrainingJobForm(forms.ModelForm):
             "seed",
         ]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        running = selectors.model_config_active()
+        if running.pk is None:
+            # A fresh site runs an implicit default that is not a row yet. It is offered as
+            # the empty choice and saved as a configuration only with the job: opening the
+            # form writes nothing.
+            base = self.fields["base"]
+            base.required = False
+            base.empty_label = f"{running.name}: {running.source} (what writers use now)"
+
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("stories") and not cleaned.get("files") and "files" not in self.errors:
@@ -276,11 +287,6 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         return self.shown_fieldsets if obj is not None else self.fieldsets
-
-    def add_view(self, request, form_url="", extra_context=None):
-        # A fresh site runs an implicit default; as a row, it can be chosen as the base.
-        services.model_config_active_saved()
-        return super().add_view(request, form_url, extra_context)
 
     def get_changeform_initial_data(self, request):
         # The model writers use now is the one an operator most often wants to train.
@@ -319,6 +325,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         obj.created_by = request.user
+        if obj.base_id is None:
+            obj.base = services.model_config_active_saved()  # the implicit default, offered as the empty choice
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):

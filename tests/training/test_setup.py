@@ -47,11 +47,26 @@ def test_lora_on_a_configuration_that_already_carries_an_adapter_is_refused(admi
     assert "already carries an adapter; train LoRA on one without" in page
 
 
-def test_the_add_page_offers_the_fresh_sites_default_as_a_base(admin_client):
+def test_it_offers_the_fresh_sites_default_as_a_base_without_saving_anything(admin_client, settings):
     assert not ModelConfig.objects.exists()
     page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
-    default = ModelConfig.objects.get()
-    assert default.is_active and f'<option value="{default.pk}" selected>Default</option>' in page
+    assert f'<option value="" selected>Default: {settings.STORYTELLER_DEFAULT_MODEL} (what writers use now)' in page
+    assert not ModelConfig.objects.exists()  # opening a form writes nothing
+
+
+def test_it_saves_the_fresh_sites_default_with_the_first_job_trained_on_it(admin_client, style_stories, settings):
+    answer = admin_client.post("/admin/generation/trainingjob/add/", job_form(None, style_stories))
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    job = TrainingJob.objects.get()
+    assert (job.base.name, job.base.source, job.base.is_active) == ("Default", settings.STORYTELLER_DEFAULT_MODEL, True)
+    assert ModelConfig.objects.count() == 1
+
+
+def test_it_opens_the_add_page_with_the_active_configuration_chosen_and_no_new_one(admin_client, tiny_model_dir):
+    active = ModelConfig.objects.create(name="Tiny", source=str(tiny_model_dir), is_active=True)
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    assert f'<option value="{active.pk}" selected>Tiny</option>' in page
+    assert list(ModelConfig.objects.all()) == [active]
 
 
 def test_a_finished_job_can_be_read_but_not_changed(admin_client, style_stories):
