@@ -2,13 +2,17 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
+from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.db.models import Count, Q, Sum
+from django.urls import path
 from django.utils import timezone
 
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
 from generation.training import corpus as corpora
 from generation.training import services as training
+from storyteller.stories.models import Story
 
 
 class ReadOnly:
@@ -198,6 +202,30 @@ class WriterUsageAdmin(ReadOnly, admin.ModelAdmin):
         return ", ".join(f"{name}: {'no limit' if value is None else f'{value:,}'}" for name, value in shown.items())
 
 
+def _story_label(story) -> str:
+    """Writers often share a title ("Whiskers"); the owner and id tell their stories apart."""
+    return f"{story.title} ({story.owner.username}, story {story.pk}, {story.word_count:,} words)"
+
+
+class _StoryChoices(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return _story_label(obj)
+
+
+class _StoryPicker(AutocompleteSelectMultiple):
+    """The admin's story search, asking TrainingJobAdmin's own view for labelled results."""
+
+    url_name = "%s:generation_trainingjob_stories"
+
+
+class _StorySearch(AutocompleteJsonView):
+    def get_queryset(self):
+        return super().get_queryset().select_related("owner")
+
+    def serialize_result(self, obj, to_field_name):
+        return {"id": str(getattr(obj, to_field_name)), "text": _story_label(obj)}
+
+
 class _Files(forms.ClearableFileInput):
     allow_multiple_selected = True
 
@@ -280,13 +308,24 @@ class TrainingJobAdmin(admin.ModelAdmin):
     ]
     shown_fieldsets = [
         (None, {"fields": ["name", "base", "method", "status", "stop_reason", "error_message", "result"]}),
-        ("Corpus", {"fields": ["stories", "file_names", "heldout_percent", "corpus"]}),
+        ("Corpus", {"fields": ["story_names", "file_names", "heldout_percent", "corpus"]}),
         ("Bounds", {"fields": ["steps", "learning_rate", "sequence_length", "batch_size", "time_limit_minutes"]}),
         ("More", {"fields": ["eval_every", "lora_rank", "seed", "output_dir", "created_by", "created_at"]}),
     ]
 
     def get_fieldsets(self, request, obj=None):
         return self.shown_fieldsets if obj is not None else self.fieldsets
+
+    def get_urls(self):
+        search = self.admin_site.admin_view(_StorySearch.as_view(admin_site=self.admin_site))
+        return [path("stories/", search, name="generation_trainingjob_stories"), *super().get_urls()]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "stories":
+            kwargs["widget"] = _StoryPicker(db_field, self.admin_site, using=kwargs.get("using"))
+            kwargs["form_class"] = _StoryChoices
+            kwargs["queryset"] = Story.objects.select_related("owner")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):
         # The model writers use now is the one an operator most often wants to train.
@@ -301,6 +340,10 @@ class TrainingJobAdmin(admin.ModelAdmin):
         if obj is None:
             return []
         return [f for fieldset in self.shown_fieldsets for f in fieldset[1]["fields"]]
+
+    @admin.display(description="stories")
+    def story_names(self, obj):
+        return "; ".join(_story_label(story) for story in obj.stories.select_related("owner").order_by("pk")) or "none"
 
     @admin.display(description="files")
     def file_names(self, obj):

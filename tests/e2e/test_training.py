@@ -82,19 +82,26 @@ def test_the_job_page_follows_training_live_and_offers_the_result(
     expect(page.get_by_role("heading", name=f"B: {done.result.name}")).to_be_visible()
 
 
-def test_it_opens_the_add_page_without_a_script_error(admin_user, alice, live_site, browser, new_page):
+def test_it_opens_the_add_page_without_a_script_error_and_finds_stories_by_writer(
+    admin_user, alice, live_site, browser, new_page
+):
     def make():
         from storyteller.stories.services import story_create
 
-        story_create(owner=alice, title="Whiskers", text="A cat.")
-        return admin_session(admin_user)
+        story = story_create(owner=alice, title="Whiskers", text="A cat.")
+        return story, admin_session(admin_user)
 
-    page = admin_page(browser, new_page, live_site, outside_the_event_loop(make))
+    story, session = outside_the_event_loop(make)
+    page = admin_page(browser, new_page, live_site, session)
     failures = []
     page.on("pageerror", lambda error: failures.append(str(error)))
     page.on("console", lambda m: m.type == "error" and failures.append(f"{m.text} ({m.location['url']})"))
     page.goto(f"{live_site}/admin/generation/trainingjob/add/")
     expect(page.get_by_role("button", name="Save", exact=True)).to_be_visible()
+    # The story picker searches, and labels each story with its writer and id.
+    page.locator(".field-stories .select2-selection").click()
+    page.keyboard.type("Whisk")
+    expect(page.get_by_role("option", name=f"Whiskers (alice, story {story.pk}, 2 words)")).to_be_visible()
     page.wait_for_load_state("networkidle")
     # Chromium asks for /favicon.ico by itself; the site has none, and that is no script's error.
     assert [failure for failure in failures if "/favicon.ico)" not in failure] == []

@@ -69,6 +69,34 @@ def test_it_opens_the_add_page_with_the_active_configuration_chosen_and_no_new_o
     assert list(ModelConfig.objects.all()) == [active]
 
 
+def test_it_tells_stories_of_the_same_title_apart_in_the_story_picker(admin_client, alice, bob):
+    import re
+
+    from storyteller.stories.services import story_create
+
+    base = services.model_config_active_saved()
+    mine = story_create(owner=alice, title="Whiskers", text="A cat sat.")
+    theirs = story_create(owner=bob, title="Whiskers", text="A cat sat on the mat.")
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    url = re.search(r'<select name="stories"[^>]*data-ajax--url="([^"]+)"', page)[1]  # where the picker searches
+    query = {"term": "Whisk", "app_label": "generation", "model_name": "trainingjob", "field_name": "stories"}
+    found = admin_client.get(url, query).json()["results"]
+    assert sorted(found, key=lambda r: r["id"]) == [
+        {"id": str(mine.pk), "text": f"Whiskers (alice, story {mine.pk}, 3 words)"},
+        {"id": str(theirs.pk), "text": f"Whiskers (bob, story {theirs.pk}, 6 words)"},
+    ]
+
+    # Chosen ones keep the same label when the form comes back with an error.
+    page = admin_client.post("/admin/generation/trainingjob/add/", job_form(base, [theirs], steps=0)).content.decode()
+    assert f'<option value="{theirs.pk}" selected>Whiskers (bob, story {theirs.pk}, 6 words)</option>' in page
+
+    # And on the job's own page, once it is set up.
+    job = TrainingJob.objects.create(name="Cats", base=base)
+    job.stories.set([mine, theirs])
+    page = admin_client.get(f"/admin/generation/trainingjob/{job.pk}/change/").content.decode()
+    assert f"Whiskers (alice, story {mine.pk}, 3 words); Whiskers (bob, story {theirs.pk}, 6 words)" in page
+
+
 def test_a_finished_job_can_be_read_but_not_changed(admin_client, style_stories):
     job = TrainingJob.objects.create(name="Done", base=services.model_config_active_saved(), status="finished")
     page = admin_client.get(f"/admin/generation/trainingjob/{job.pk}/change/")
