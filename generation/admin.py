@@ -11,6 +11,7 @@ from django.utils import timezone
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
 from generation.training import corpus as corpora
+from generation.training import selectors as training_selectors
 from generation.training import services as training
 from storyteller.stories.models import Story
 
@@ -351,9 +352,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="examples")
     def corpus(self, obj):
-        if obj.corpus_tokens is None:
-            return "counted when it starts"
-        return f"{obj.corpus_tokens:,} tokens: {obj.train_examples} to train on, {obj.heldout_examples} held out"
+        return training_selectors.training_corpus_summary(obj)
 
     @admin.display(description="step")
     def progress(self, obj):

@@ -1,8 +1,15 @@
 """Reads of training: where a job stands, as its admin page shows it."""
 
+from django.urls import reverse
 from django.utils import timezone
 
 from generation.models import TrainingJob
+
+
+def training_corpus_summary(job: TrainingJob) -> str:
+    if job.corpus_tokens is None:
+        return "counted when it starts"
+    return f"{job.corpus_tokens:,} tokens: {job.train_examples} to train on, {job.heldout_examples} held out"
 
 
 def training_progress(job: TrainingJob) -> dict:
@@ -29,5 +36,20 @@ def training_progress(job: TrainingJob) -> dict:
         "evaluations": [{"step": s, "loss": loss, "perplexity": p} for s, loss, p in evaluations],
         "perplexity_before": evaluations[0][2] if evaluations and evaluations[0][0] == 0 else None,
         "perplexity_after": evaluations[-1][2] if len(evaluations) > 1 else None,
-        "result": {"id": job.result_id, "name": job.result.name} if job.result_id else None,
+        "result": {
+            "id": job.result_id,
+            "name": job.result.name,
+            "url": reverse("admin:generation_modelconfig_change", args=[job.result_id]),
+        }
+        if job.result_id
+        else None,
+        # The page's read-only fields that change as the job runs, as the admin shows them,
+        # so that the page polling this never contradicts itself.
+        "fields": {
+            "status": job.get_status_display(),
+            "stop_reason": job.stop_reason,
+            "error_message": job.error_message,
+            "corpus": training_corpus_summary(job),
+            "output_dir": job.output_dir,
+        },
     }

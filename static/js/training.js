@@ -31,6 +31,23 @@ function duration(seconds) {
 
 const text = (id, value) => { document.getElementById(id).textContent = value; };
 
+// The admin's read-only fields below the box (status, result...), kept as live as it.
+function showFields(data) {
+  for (const [name, value] of Object.entries(data.fields)) {
+    const field = document.querySelector(`.field-${name} .readonly`);
+    if (field) field.textContent = value || "-";
+  }
+  const result = document.querySelector(".field-result .readonly");
+  if (result && data.result) {
+    const link = document.createElement("a");
+    link.href = data.result.url;
+    link.textContent = data.result.name;
+    result.replaceChildren(link);
+  } else if (result) {
+    result.textContent = "-";
+  }
+}
+
 function describe(data) {
   const stopped = { steps: "all its steps done", "time limit": "stopped at its time limit", cancelled: "cancelled; what it learned is kept" };
   switch (data.status) {
@@ -50,6 +67,7 @@ async function refresh() {
   }
   const data = result.data;
   state.textContent = describe(data);
+  showFields(data);
   text("training-step", `${data.step} / ${data.steps}`);
   text("training-elapsed", duration(data.elapsed_s));
   text("training-remaining", data.status === "running" ? duration(data.remaining_s) : "-");

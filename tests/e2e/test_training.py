@@ -7,7 +7,7 @@ from django.test import Client
 from playwright.sync_api import expect
 
 from generation import services
-from generation.models import TrainingJob
+from generation.models import ModelConfig, TrainingJob
 from generation.training import services as training
 from tests.e2e.conftest import outside_the_event_loop
 from tests.training.test_trainer import STYLE
@@ -105,3 +105,43 @@ def test_it_opens_the_add_page_without_a_script_error_and_finds_stories_by_write
     page.wait_for_load_state("networkidle")
     # Chromium asks for /favicon.ico by itself; the site has none, and that is no script's error.
     assert [failure for failure in failures if "/favicon.ico)" not in failure] == []
+
+
+def test_it_keeps_the_jobs_fields_in_step_with_its_live_progress(admin_user, live_site, browser, new_page):
+    def make():
+        job = TrainingJob.objects.create(name="Lighthouse", base=services.model_config_active_saved())
+        return job, admin_session(admin_user)
+
+    job, session = outside_the_event_loop(make)
+    page = admin_page(browser, new_page, live_site, session)
+    page.goto(f"{live_site}/admin/generation/trainingjob/{job.pk}/change/")
+    expect(page.locator("#training-state")).to_have_text("Waiting for the training worker.")
+    field = {name: page.locator(f".field-{name} .readonly") for name in ("status", "stop_reason", "result", "corpus")}
+    expect(field["status"]).to_have_text("Queued")
+
+    def finish():
+        from django.utils import timezone
+
+        result = ModelConfig.objects.create(name="Lighthouse (job 1, 40 steps)", source="packaged")
+        TrainingJob.objects.filter(pk=job.pk).update(
+            status="finished",
+            stop_reason="steps",
+            result=result,
+            step=40,
+            corpus_tokens=5120,
+            train_examples=128,
+            heldout_examples=32,
+            started_at=timezone.now(),
+            finished_at=timezone.now(),
+        )
+        return result
+
+    result = outside_the_event_loop(finish)
+    expect(page.locator("#training-state")).to_contain_text("Finished (all its steps done)")
+    # Without a reload, the fields below say what the box above says.
+    expect(field["status"]).to_have_text("Finished")
+    expect(field["stop_reason"]).to_have_text("steps")
+    expect(field["result"].get_by_role("link", name=result.name)).to_have_attribute(
+        "href", f"/admin/generation/modelconfig/{result.pk}/change/"
+    )
+    expect(field["corpus"]).to_have_text("5,120 tokens: 128 to train on, 32 held out")
