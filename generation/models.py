@@ -368,6 +368,9 @@ class TrainingJob(models.Model):
     stop_reason = models.CharField(max_length=16, blank=True)
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
+    # The pace of training since its first step: loading the model and measuring the
+    # perplexity before training are left out, so the remaining time is not overestimated.
+    seconds_per_step = models.FloatField(null=True, blank=True)
     train_examples = models.PositiveIntegerField(null=True, blank=True)
     heldout_examples = models.PositiveIntegerField(null=True, blank=True)
     corpus_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -16,10 +16,12 @@ def training_progress(job: TrainingJob) -> dict:
     """What the job's page shows: where it stands, and its curves."""
     now = timezone.now()
     elapsed = ((job.finished_at or now) - job.started_at).total_seconds() if job.started_at else 0.0
-    remaining = None
-    if job.status == TrainingJob.Status.RUNNING and job.step:
-        by_steps = elapsed / job.step * (job.steps - job.step)
-        remaining = max(0.0, min(by_steps, job.time_limit_minutes * 60.0 - elapsed))
+    remaining = until = None
+    if job.status == TrainingJob.Status.RUNNING and job.step and job.seconds_per_step is not None:
+        # The steps left at the pace of the steps so far, unless the time limit stops it first.
+        by_steps = job.seconds_per_step * (job.steps - job.step)
+        by_limit = max(0.0, job.time_limit_minutes * 60.0 - elapsed)
+        remaining, until = (by_steps, "steps") if by_steps <= by_limit else (by_limit, "time limit")
     evaluations = job.evaluations
     return {
         "id": job.id,
@@ -30,6 +32,7 @@ def training_progress(job: TrainingJob) -> dict:
         "steps": job.steps,
         "elapsed_s": round(elapsed, 1),
         "remaining_s": round(remaining, 1) if remaining is not None else None,
+        "remaining_until": until,
         "cancel_requested": job.cancel_requested,
         "examples": {"train": job.train_examples, "heldout": job.heldout_examples, "tokens": job.corpus_tokens},
         "losses": job.losses,

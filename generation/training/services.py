@@ -119,6 +119,7 @@ class _Progress:
         self.job = job
         self.echo = echo
         self.last_save = 0.0
+        self.stepping_since = None  # when the first step began: after the first evaluation
 
     def __call__(self, event: dict) -> None:
         job = self.job
@@ -130,7 +131,11 @@ class _Progress:
         elif kind == "step":
             job.step = event["step"]
             job.losses.append([event["step"], round(event["loss"], 5)])
+            if self.stepping_since is not None:
+                job.seconds_per_step = (time.monotonic() - self.stepping_since) / event["step"]
         elif kind == "evaluation":
+            if event["step"] == 0:
+                self.stepping_since = time.monotonic()
             job.evaluations.append([event["step"], round(event["loss"], 5), round(event["perplexity"], 3)])
         if kind != "step" or time.monotonic() - self.last_save >= SAVE_EVERY_S:
             self.save()
@@ -139,7 +144,8 @@ class _Progress:
 
     def save(self) -> None:
         self.last_save = time.monotonic()
-        fields = ["step", "losses", "evaluations", "train_examples", "heldout_examples", "corpus_tokens"]
+        fields = ["step", "seconds_per_step", "losses", "evaluations", "train_examples", "heldout_examples"]
+        fields += ["corpus_tokens"]
         TrainingJob.objects.filter(pk=self.job.pk).update(
             updated_at=timezone.now(), **{name: getattr(self.job, name) for name in fields}
         )

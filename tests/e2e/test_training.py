@@ -145,3 +145,21 @@ def test_it_keeps_the_jobs_fields_in_step_with_its_live_progress(admin_user, liv
         "href", f"/admin/generation/modelconfig/{result.pk}/change/"
     )
     expect(field["corpus"]).to_have_text("5,120 tokens: 128 to train on, 32 held out")
+
+
+def test_it_estimates_the_remaining_time_once_steps_have_a_pace(admin_user, live_site, browser, new_page):
+    def make():
+        from django.utils import timezone
+
+        base = services.model_config_active_saved()
+        job = TrainingJob.objects.create(name="Lighthouse", base=base, status="running", started_at=timezone.now())
+        return job, admin_session(admin_user)
+
+    job, session = outside_the_event_loop(make)
+    page = admin_page(browser, new_page, live_site, session)
+    page.goto(f"{live_site}/admin/generation/trainingjob/{job.pk}/change/")
+    expect(page.locator("#training-remaining")).to_have_text("estimating...")
+
+    # 10 of 100 steps at 2 s a step: 90 steps left.
+    outside_the_event_loop(lambda: TrainingJob.objects.filter(pk=job.pk).update(step=10, seconds_per_step=2.0))
+    expect(page.locator("#training-remaining")).to_have_text("3 min 0 s")
