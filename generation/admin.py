@@ -133,17 +133,35 @@ class PresetAdmin(admin.ModelAdmin):
     list_editable = ["order"]
 
 
+class WorkerStateFilter(admin.SimpleListFilter):
+    """A worker's reported state holds only while it reports; past that it is offline."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [*Worker.State.choices, ("offline", "Offline")]
+
+    def queryset(self, request, queryset):
+        alive = Q(last_heartbeat__gte=timezone.now() - timedelta(seconds=Worker.ALIVE_S))
+        if self.value() == "offline":
+            return queryset.exclude(alive)
+        if self.value() in Worker.State.values:
+            return queryset.filter(alive, state=self.value())
+        return queryset
+
+
 @admin.register(Worker)
 class WorkerAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: each worker reports itself every few seconds."""
 
-    list_display = ["name", "alive", "state", "config_name", "model_name", "dtype", "device"]
+    list_display = ["name", "state_shown", "config_name", "model_name", "dtype", "device"]
     list_display += ["load_seconds", "live_requests", "loading", "error", "last_heartbeat"]
-    list_filter = ["state", "config_name"]
+    list_filter = [WorkerStateFilter, "config_name"]
 
-    @admin.display(boolean=True, description="alive")
-    def alive(self, obj):
-        return obj.is_alive
+    @admin.display(description="state", ordering="state")
+    def state_shown(self, obj):
+        return obj.state_shown
 
 
 def _seconds(start, end) -> str:

@@ -266,6 +266,15 @@ class Worker(models.Model):
 
         return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
 
+    @property
+    def state_shown(self) -> str:
+        """Its state as staff read it: what a silent worker last reported is no longer true."""
+        from django.utils.timesince import timesince
+
+        if not self.is_alive:
+            return f"Offline (last seen {timesince(self.last_heartbeat, depth=1)} ago)"
+        return self.get_state_display()
+
 
 class UsageLimit(models.Model):
     """How much one writer may generate; the row without a user is the site's default.
