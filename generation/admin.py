@@ -7,6 +7,8 @@ from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.db.models import Count, Q, Sum
 from django.urls import path
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.text import Truncator
 
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
@@ -100,13 +102,27 @@ class GenerationOutcomeFilter(admin.SimpleListFilter):
 
 @admin.register(Generation)
 class GenerationAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens"]
-    list_display += ["waited", "ttft", "tokens_per_second", "took", "created_at"]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["id", "story", "user", "outcome", "model_name", "new_tokens"]
+    list_display += ["waited", "ttft", "tokens_per_second", "took", "created"]
     list_filter = [GenerationOutcomeFilter, "status", "finish_reason", "model_name", "created_at"]
     list_filter += [("user", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["user__username", "story__title"]
     list_select_related = ["story", "user"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="outcome", ordering="finish_reason")
+    def outcome(self, obj):
+        """The status while it runs, then how it ended; an error says what it was."""
+        if obj.is_active:
+            return obj.status
+        if obj.finish_reason == "error" and obj.error_message:
+            return f"error: {Truncator(obj.error_message).chars(80)}"
+        return obj.finish_reason or obj.status
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return _moment(obj.created_at)
 
     @admin.display(description="waited")
     def waited(self, obj):
@@ -155,17 +171,37 @@ class WorkerStateFilter(admin.SimpleListFilter):
 class WorkerAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: each worker reports itself every few seconds."""
 
-    list_display = ["name", "state_shown", "config_name", "model_name", "dtype", "device"]
-    list_display += ["load_seconds", "live_requests", "loading", "error", "last_heartbeat"]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["name", "state_shown", "serving", "live_requests", "loading", "error", "last_report"]
     list_filter = [WorkerStateFilter, "config_name"]
 
     @admin.display(description="state", ordering="state")
     def state_shown(self, obj):
         return obj.state_shown
 
+    @admin.display(description="serving", ordering="config_name")
+    def serving(self, obj):
+        """The configuration, its model, and how it runs."""
+        if not obj.model_name:
+            return "-"
+        loaded = f", loaded in {obj.load_seconds:.1f} s" if obj.load_seconds is not None else ""
+        return f"{obj.config_name}: {obj.model_name} ({obj.dtype}, {obj.device}{loaded})"
+
+    @admin.display(description="last report", ordering="last_heartbeat")
+    def last_report(self, obj):
+        return _moment(obj.last_heartbeat)
+
 
 def _seconds(start, end) -> str:
     return f"{(end - start).total_seconds():.1f} s" if start and end else "-"
+
+
+def _moment(when) -> str:
+    """A time as a list shows it: short, in the site's time zone, the year only when it is not this one."""
+    if when is None:
+        return "-"
+    when, now = timezone.localtime(when), timezone.localtime()
+    return date_format(when, "M j, H:i" if when.year == now.year else "M j Y, H:i")
 
 
 @admin.register(UsageLimit)
@@ -312,7 +348,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     form = TrainingJobForm
     change_form_template = "admin/generation/trainingjob/change_form.html"
-    list_display = ["name", "base", "method", "status", "progress", "perplexity", "result", "created_at"]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["name", "base", "method_short", "status", "progress", "perplexity", "result", "created"]
     list_filter = ["status", "method"]
     autocomplete_fields = ["stories"]
     list_select_related = ["base", "result"]
@@ -371,6 +408,14 @@ class TrainingJobAdmin(admin.ModelAdmin):
     @admin.display(description="examples")
     def corpus(self, obj):
         return training_selectors.training_corpus_summary(obj)
+
+    @admin.display(description="method", ordering="method")
+    def method_short(self, obj):
+        return {TrainingJob.Method.LORA: "LoRA"}.get(obj.method, obj.method)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return _moment(obj.created_at)
 
     @admin.display(description="step")
     def progress(self, obj):
