@@ -2,13 +2,20 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
+from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.db.models import Count, Q, Sum
+from django.urls import path
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.text import Truncator
 
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
 from generation.training import corpus as corpora
+from generation.training import selectors as training_selectors
 from generation.training import services as training
+from storyteller.stories.models import Story
 
 
 class ReadOnly:
@@ -72,14 +79,50 @@ class ModelConfigAdmin(admin.ModelAdmin):
         self.message_user(request, f"{config.name} is now the active model.")
 
 
+class GenerationOutcomeFilter(admin.SimpleListFilter):
+    """How a generation ended, in the operator's words; "failed" is finish reason error."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+    OUTCOMES = {
+        "failed": Q(finish_reason="error"),
+        "cancelled": Q(finish_reason="cancelled"),
+        "completed": Q(status=Generation.Status.FINISHED) & ~Q(finish_reason__in=["error", "cancelled"]),
+        "active": Q(status__in=Generation.ACTIVE),
+    }
+
+    def lookups(self, request, model_admin):
+        names = {"failed": "Failed (error)", "cancelled": "Cancelled", "completed": "Completed"}
+        return [*names.items(), ("active", "Waiting or running")]
+
+    def queryset(self, request, queryset):
+        wanted = self.OUTCOMES.get(self.value())
+        return queryset.filter(wanted) if wanted is not None else queryset
+
+
 @admin.register(Generation)
 class GenerationAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ["id", "story", "user", "status", "finish_reason", "model_name", "new_tokens"]
-    list_display += ["waited", "ttft", "tokens_per_second", "took", "created_at"]
-    list_filter = ["status", "finish_reason", "model_name", "created_at", ("user", admin.RelatedOnlyFieldListFilter)]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["id", "story", "user", "outcome", "model_name", "new_tokens"]
+    list_display += ["waited", "ttft", "tokens_per_second", "took", "created"]
+    list_filter = [GenerationOutcomeFilter, "status", "finish_reason", "model_name", "created_at"]
+    list_filter += [("user", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["user__username", "story__title"]
     list_select_related = ["story", "user"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="outcome", ordering="finish_reason")
+    def outcome(self, obj):
+        """The status while it runs, then how it ended; an error says what it was."""
+        if obj.is_active:
+            return obj.status
+        if obj.finish_reason == "error" and obj.error_message:
+            return f"error: {Truncator(obj.error_message).chars(80)}"
+        return obj.finish_reason or obj.status
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return _moment(obj.created_at)
 
     @admin.display(description="waited")
     def waited(self, obj):
@@ -106,21 +149,59 @@ class PresetAdmin(admin.ModelAdmin):
     list_editable = ["order"]
 
 
+class WorkerStateFilter(admin.SimpleListFilter):
+    """A worker's reported state holds only while it reports; past that it is offline."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [*Worker.State.choices, ("offline", "Offline")]
+
+    def queryset(self, request, queryset):
+        alive = Q(last_heartbeat__gte=timezone.now() - timedelta(seconds=Worker.ALIVE_S))
+        if self.value() == "offline":
+            return queryset.exclude(alive)
+        if self.value() in Worker.State.values:
+            return queryset.filter(alive, state=self.value())
+        return queryset
+
+
 @admin.register(Worker)
 class WorkerAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: each worker reports itself every few seconds."""
 
-    list_display = ["name", "alive", "state", "config_name", "model_name", "dtype", "device"]
-    list_display += ["load_seconds", "live_requests", "loading", "error", "last_heartbeat"]
-    list_filter = ["state", "config_name"]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["name", "state_shown", "serving", "live_requests", "loading", "error", "last_report"]
+    list_filter = [WorkerStateFilter, "config_name"]
 
-    @admin.display(boolean=True, description="alive")
-    def alive(self, obj):
-        return obj.is_alive
+    @admin.display(description="state", ordering="state")
+    def state_shown(self, obj):
+        return obj.state_shown
+
+    @admin.display(description="serving", ordering="config_name")
+    def serving(self, obj):
+        """The configuration, its model, and how it runs."""
+        if not obj.model_name:
+            return "-"
+        loaded = f", loaded in {obj.load_seconds:.1f} s" if obj.load_seconds is not None else ""
+        return f"{obj.config_name}: {obj.model_name} ({obj.dtype}, {obj.device}{loaded})"
+
+    @admin.display(description="last report", ordering="last_heartbeat")
+    def last_report(self, obj):
+        return _moment(obj.last_heartbeat)
 
 
 def _seconds(start, end) -> str:
     return f"{(end - start).total_seconds():.1f} s" if start and end else "-"
+
+
+def _moment(when) -> str:
+    """A time as a list shows it: short, in the site's time zone, the year only when it is not this one."""
+    if when is None:
+        return "-"
+    when, now = timezone.localtime(when), timezone.localtime()
+    return date_format(when, "M j, H:i" if when.year == now.year else "M j Y, H:i")
 
 
 @admin.register(UsageLimit)
@@ -176,6 +257,30 @@ class WriterUsageAdmin(ReadOnly, admin.ModelAdmin):
         return ", ".join(f"{name}: {'no limit' if value is None else f'{value:,}'}" for name, value in shown.items())
 
 
+def _story_label(story) -> str:
+    """Writers often share a title ("Whiskers"); the owner and id tell their stories apart."""
+    return f"{story.title} ({story.owner.username}, story {story.pk}, {story.word_count:,} words)"
+
+
+class _StoryChoices(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return _story_label(obj)
+
+
+class _StoryPicker(AutocompleteSelectMultiple):
+    """The admin's story search, asking TrainingJobAdmin's own view for labelled results."""
+
+    url_name = "%s:generation_trainingjob_stories"
+
+
+class _StorySearch(AutocompleteJsonView):
+    def get_queryset(self):
+        return super().get_queryset().select_related("owner")
+
+    def serialize_result(self, obj, to_field_name):
+        return {"id": str(getattr(obj, to_field_name)), "text": _story_label(obj)}
+
+
 class _Files(forms.ClearableFileInput):
     allow_multiple_selected = True
 
@@ -218,6 +323,17 @@ class TrainingJobForm(forms.ModelForm):
             "seed",
         ]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        running = selectors.model_config_active()
+        if running.pk is None:
+            # A fresh site runs an implicit default that is not a row yet. It is offered as
+            # the empty choice and saved as a configuration only with the job: opening the
+            # form writes nothing.
+            base = self.fields["base"]
+            base.required = False
+            base.empty_label = f"{running.name}: {running.source} (what writers use now)"
+
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("stories") and not cleaned.get("files") and "files" not in self.errors:
@@ -232,7 +348,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     form = TrainingJobForm
     change_form_template = "admin/generation/trainingjob/change_form.html"
-    list_display = ["name", "base", "method", "status", "progress", "perplexity", "result", "created_at"]
+    # Few and narrow enough to fit a laptop's width beside the filters.
+    list_display = ["name", "base", "method_short", "status", "progress", "perplexity", "result", "created"]
     list_filter = ["status", "method"]
     autocomplete_fields = ["stories"]
     list_select_related = ["base", "result"]
@@ -247,7 +364,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
     ]
     shown_fieldsets = [
         (None, {"fields": ["name", "base", "method", "status", "stop_reason", "error_message", "result"]}),
-        ("Corpus", {"fields": ["stories", "file_names", "heldout_percent", "corpus"]}),
+        ("Corpus", {"fields": ["story_names", "file_names", "heldout_percent", "corpus"]}),
         ("Bounds", {"fields": ["steps", "learning_rate", "sequence_length", "batch_size", "time_limit_minutes"]}),
         ("More", {"fields": ["eval_every", "lora_rank", "seed", "output_dir", "created_by", "created_at"]}),
     ]
@@ -255,10 +372,16 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         return self.shown_fieldsets if obj is not None else self.fieldsets
 
-    def add_view(self, request, form_url="", extra_context=None):
-        # A fresh site runs an implicit default; as a row, it can be chosen as the base.
-        services.model_config_active_saved()
-        return super().add_view(request, form_url, extra_context)
+    def get_urls(self):
+        search = self.admin_site.admin_view(_StorySearch.as_view(admin_site=self.admin_site))
+        return [path("stories/", search, name="generation_trainingjob_stories"), *super().get_urls()]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "stories":
+            kwargs["widget"] = _StoryPicker(db_field, self.admin_site, using=kwargs.get("using"))
+            kwargs["form_class"] = _StoryChoices
+            kwargs["queryset"] = Story.objects.select_related("owner")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):
         # The model writers use now is the one an operator most often wants to train.
@@ -274,15 +397,25 @@ class TrainingJobAdmin(admin.ModelAdmin):
             return []
         return [f for fieldset in self.shown_fieldsets for f in fieldset[1]["fields"]]
 
+    @admin.display(description="stories")
+    def story_names(self, obj):
+        return "; ".join(_story_label(story) for story in obj.stories.select_related("owner").order_by("pk")) or "none"
+
     @admin.display(description="files")
     def file_names(self, obj):
         return ", ".join(f.name for f in obj.files.all()) or "none"
 
     @admin.display(description="examples")
     def corpus(self, obj):
-        if obj.corpus_tokens is None:
-            return "counted when it starts"
-        return f"{obj.corpus_tokens:,} tokens: {obj.train_examples} to train on, {obj.heldout_examples} held out"
+        return training_selectors.training_corpus_summary(obj)
+
+    @admin.display(description="method", ordering="method")
+    def method_short(self, obj):
+        return {TrainingJob.Method.LORA: "LoRA"}.get(obj.method, obj.method)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return _moment(obj.created_at)
 
     @admin.display(description="step")
     def progress(self, obj):
@@ -297,6 +430,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         obj.created_by = request.user
+        if obj.base_id is None:
+            obj.base = services.model_config_active_saved()  # the implicit default, offered as the empty choice
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):

@@ -266,6 +266,15 @@ class Worker(models.Model):
 
         return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
 
+    @property
+    def state_shown(self) -> str:
+        """Its state as staff read it: what a silent worker last reported is no longer true."""
+        from django.utils.timesince import timesince
+
+        if not self.is_alive:
+            return f"Offline (last seen {timesince(self.last_heartbeat, depth=1)} ago)"
+        return self.get_state_display()
+
 
 class UsageLimit(models.Model):
     """How much one writer may generate; the row without a user is the site's default.
@@ -368,6 +377,9 @@ class TrainingJob(models.Model):
     stop_reason = models.CharField(max_length=16, blank=True)
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
+    # The pace of training since its first step: loading the model and measuring the
+    # perplexity before training are left out, so the remaining time is not overestimated.
+    seconds_per_step = models.FloatField(null=True, blank=True)
     train_examples = models.PositiveIntegerField(null=True, blank=True)
     heldout_examples = models.PositiveIntegerField(null=True, blank=True)
     corpus_tokens = models.PositiveIntegerField(null=True, blank=True)

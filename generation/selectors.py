@@ -202,8 +202,8 @@ LOAD_WINDOWS = {"hour": (timedelta(hours=1), timedelta(minutes=1)), "day": (time
 def load_series(window: str, now=None) -> dict:
     """The load over the last hour or day, bucket by bucket, for the staff dashboard.
 
-    Per bucket: generations finished per minute and new tokens per second (counted when
-    they finish), the time to first token as the writer waits for it (queue plus the
+    Per bucket: generations finished per minute, those of them that ended in an error, and
+    new tokens per second (counted when they finish), the time to first token as the writer waits for it (queue plus the
     engine's first token) at p50 and p95, and, at the bucket's end, how many generations
     waited for a worker and how many were running.
     """
@@ -212,7 +212,7 @@ def load_series(window: str, now=None) -> dict:
     start = now - length
     rows = list(
         Generation.objects.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=start), created_at__lt=now).values(
-            "created_at", "started_at", "finished_at", "new_tokens", "ttft_ms"
+            "created_at", "started_at", "finished_at", "finish_reason", "new_tokens", "ttft_ms"
         )
     )
     count = int(length / bucket)
@@ -231,7 +231,8 @@ def load_series(window: str, now=None) -> dict:
         return row["started_at"] is not None and row["started_at"] <= t < (row["finished_at"] or later)
 
     minutes, seconds = bucket.total_seconds() / 60, bucket.total_seconds()
-    series = {"ends": [], "generations_per_min": [], "tokens_per_s": [], "ttft_p50_ms": [], "ttft_p95_ms": []}
+    series = {"ends": [], "generations_per_min": [], "errors_per_min": [], "tokens_per_s": []}
+    series |= {"ttft_p50_ms": [], "ttft_p95_ms": []}
     series |= {"queued": [], "running": []}
     for end, done in zip(ends, finished, strict=True):
         waits = sorted(
@@ -241,6 +242,8 @@ def load_series(window: str, now=None) -> dict:
         )
         series["ends"].append(end.isoformat())
         series["generations_per_min"].append(round(len(done) / minutes, 2))
+        errors = sum(r["finish_reason"] == "error" for r in done)
+        series["errors_per_min"].append(round(errors / minutes, 2))
         series["tokens_per_s"].append(round(sum(r["new_tokens"] for r in done) / seconds, 2))
         series["ttft_p50_ms"].append(_percentile(waits, 0.50))
         series["ttft_p95_ms"].append(_percentile(waits, 0.95))

@@ -13,12 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from generation.engine.config import ModelSpec, SamplingParams
 from generation.engine.loader import ModelLoadError
 from generation.models import Comparison, ModelConfig, TrainingFile, TrainingJob
+from generation.services import model_config_save
 from generation.training import corpus as corpora
 from generation.training import trainer
 
@@ -119,6 +121,7 @@ class _Progress:
         self.job = job
         self.echo = echo
         self.last_save = 0.0
+        self.stepping_since = None  # when the first step began: after the first evaluation
 
     def __call__(self, event: dict) -> None:
         job = self.job
@@ -130,7 +133,11 @@ class _Progress:
         elif kind == "step":
             job.step = event["step"]
             job.losses.append([event["step"], round(event["loss"], 5)])
+            if self.stepping_since is not None:
+                job.seconds_per_step = (time.monotonic() - self.stepping_since) / event["step"]
         elif kind == "evaluation":
+            if event["step"] == 0:
+                self.stepping_since = time.monotonic()
             job.evaluations.append([event["step"], round(event["loss"], 5), round(event["perplexity"], 3)])
         if kind != "step" or time.monotonic() - self.last_save >= SAVE_EVERY_S:
             self.save()
@@ -139,7 +146,8 @@ class _Progress:
 
     def save(self) -> None:
         self.last_save = time.monotonic()
-        fields = ["step", "losses", "evaluations", "train_examples", "heldout_examples", "corpus_tokens"]
+        fields = ["step", "seconds_per_step", "losses", "evaluations", "train_examples", "heldout_examples"]
+        fields += ["corpus_tokens"]
         TrainingJob.objects.filter(pk=self.job.pk).update(
             updated_at=timezone.now(), **{name: getattr(self.job, name) for name in fields}
         )
@@ -189,32 +197,54 @@ def training_job_run(job_id: int, *, echo=None) -> TrainingJob | None:
             should_stop=progress.should_stop,
         )
     except (corpora.CorpusError, trainer.TrainingError, ModelLoadError) as exc:
-        return _end(job, TrainingJob.Status.FAILED, error=str(exc))
+        return _fail(job, str(exc))
     except Exception as exc:
         log.exception("Training job %s failed", job_id)
-        return _end(job, TrainingJob.Status.FAILED, error=f"Training failed: {exc}")
+        return _fail(job, f"Training failed: {exc}")
     progress.save()
     job.output_dir = str(outcome.saved_to)
     job.stop_reason = outcome.reason
-    job.result = _result_config(job, outcome)
+    try:
+        return _finish(job, outcome)
+    except ValidationError as exc:
+        return _fail(job, f"The trained model was saved incompletely: {'; '.join(exc.messages)}")
+    except Exception as exc:
+        log.exception("Training job %s could not record its result", job_id)
+        return _fail(job, f"The trained model could not be recorded: {exc}")
+
+
+def _finish(job: TrainingJob, outcome: trainer.Outcome) -> TrainingJob | None:
+    """Ends a job that trained. What it learned (one step or more, cancelled or not)
+    becomes a configuration, written in one transaction with the job's end and only while
+    the job still runs: no configuration outlives a failed end, nor comes from a job
+    marked failed meanwhile (training_jobs_fail_stalled) or deleted."""
     status = TrainingJob.Status.CANCELLED if outcome.reason == "cancelled" else TrainingJob.Status.FINISHED
-    return _end(job, status)
-
-
-def _end(job: TrainingJob, status, *, error: str = "") -> TrainingJob:
-    job.status = status
-    job.error_message = error
-    job.finished_at = timezone.now()
-    job.save(
-        update_fields=["status", "error_message", "finished_at", "output_dir", "stop_reason", "result", "updated_at"]
-    )
+    with transaction.atomic():
+        if not _end(job, status):
+            return TrainingJob.objects.filter(pk=job.pk).first()
+        if outcome.steps:
+            job.result = _result_config(job, outcome)
+            TrainingJob.objects.filter(pk=job.pk).update(result=job.result)
     return job
 
 
-def _result_config(job: TrainingJob, outcome: trainer.Outcome) -> ModelConfig | None:
-    """The trained model as a configuration, inactive until the operator activates it."""
-    if outcome.steps == 0:
-        return None
+def _fail(job: TrainingJob, error: str) -> TrainingJob | None:
+    job.result = None
+    _end(job, TrainingJob.Status.FAILED, error=error)
+    return TrainingJob.objects.filter(pk=job.pk).first()
+
+
+def _end(job: TrainingJob, status, *, error: str = "") -> bool:
+    """Records how the job ended, unless it no longer runs (failed meanwhile, or deleted)."""
+    job.status, job.error_message, job.finished_at = status, error, timezone.now()
+    fields = ["status", "error_message", "finished_at", "output_dir", "stop_reason", "result"]
+    running = TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING)
+    return bool(running.update(updated_at=timezone.now(), **{name: getattr(job, name) for name in fields}))
+
+
+def _result_config(job: TrainingJob, outcome: trainer.Outcome) -> ModelConfig:
+    """The trained model as a configuration, inactive until the operator activates it;
+    checked like any configuration, so one whose saved model is incomplete is refused."""
     base = job.base
     config = ModelConfig(**{name: getattr(base, name) for name in _COPIED})
     config.name = f"{job.name} (job {job.id}, {outcome.steps} steps)"[:100]
@@ -223,8 +253,7 @@ def _result_config(job: TrainingJob, outcome: trainer.Outcome) -> ModelConfig | 
     else:
         config.source, config.adapter = str(outcome.saved_to), ""
     config.is_active = False
-    config.save()
-    return config
+    return model_config_save(config)
 
 
 # ---- side by side ----------------------------------------------------------------------

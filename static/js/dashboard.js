@@ -13,7 +13,7 @@ function lineChart(id, datasets) {
 }
 
 const charts = {
-  generations: [lineChart("chart-generations", [["per minute", "#2563eb"]]), ["generations_per_min"]],
+  generations: [lineChart("chart-generations", [["finished", "#2563eb"], ["ended in an error", "#dc2626"]]), ["generations_per_min", "errors_per_min"]],
   tokens: [lineChart("chart-tokens", [["tokens/s", "#16a34a"]]), ["tokens_per_s"]],
   ttft: [lineChart("chart-ttft", [["p50", "#9333ea"], ["p95", "#db2777"]]), ["ttft_p50_ms", "ttft_p95_ms"]],
   queue: [lineChart("chart-queue", [["waiting", "#ea580c"], ["running", "#0891b2"]]), ["queued", "running"]],

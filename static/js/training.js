@@ -29,7 +29,31 @@ function duration(seconds) {
   return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
+// From the pace of the steps so far; there is none before the first step.
+function remaining(data) {
+  if (data.status !== "running") return "-";
+  if (data.remaining_s === null) return "estimating...";
+  return data.remaining_until === "time limit" ? `${duration(data.remaining_s)} (time limit)` : duration(data.remaining_s);
+}
+
 const text = (id, value) => { document.getElementById(id).textContent = value; };
+
+// The admin's read-only fields below the box (status, result...), kept as live as it.
+function showFields(data) {
+  for (const [name, value] of Object.entries(data.fields)) {
+    const field = document.querySelector(`.field-${name} .readonly`);
+    if (field) field.textContent = value || "-";
+  }
+  const result = document.querySelector(".field-result .readonly");
+  if (result && data.result) {
+    const link = document.createElement("a");
+    link.href = data.result.url;
+    link.textContent = data.result.name;
+    result.replaceChildren(link);
+  } else if (result) {
+    result.textContent = "-";
+  }
+}
 
 function describe(data) {
   const stopped = { steps: "all its steps done", "time limit": "stopped at its time limit", cancelled: "cancelled; what it learned is kept" };
@@ -50,9 +74,10 @@ async function refresh() {
   }
   const data = result.data;
   state.textContent = describe(data);
+  showFields(data);
   text("training-step", `${data.step} / ${data.steps}`);
   text("training-elapsed", duration(data.elapsed_s));
-  text("training-remaining", data.status === "running" ? duration(data.remaining_s) : "-");
+  text("training-remaining", remaining(data));
   text("perplexity-before", data.perplexity_before === null ? "-" : data.perplexity_before.toFixed(2));
   text("perplexity-after", data.perplexity_after === null ? "-" : data.perplexity_after.toFixed(2));
   chart.data.datasets[0].data = data.losses.map(([x, y]) => ({ x, y }));

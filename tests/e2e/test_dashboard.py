@@ -1,5 +1,5 @@
 """The staff dashboard in a real browser: its four charts draw the figures the server
-computed."""
+computed, errors included."""
 
 import json
 
@@ -30,6 +30,16 @@ def test_the_dashboard_draws_its_charts_from_the_servers_figures(admin_user, ali
             started_at=now,
             finished_at=now,
         )
+        Generation.objects.create(
+            story=story,
+            user=alice,
+            seed=2,
+            status="finished",
+            finish_reason="error",
+            error_message="the worker stopped",
+            started_at=now,
+            finished_at=now,
+        )
         client = Client()
         client.force_login(admin_user)
         return client.cookies["sessionid"].value
@@ -52,7 +62,11 @@ def test_the_dashboard_draws_its_charts_from_the_servers_figures(admin_user, ali
     )
     assert drawn["chart-tokens"]["data"][0] == served["series"]["tokens_per_s"]
     assert sum(drawn["chart-tokens"]["data"][0]) == 10.0  # 600 tokens in one minute
-    assert drawn["chart-generations"]["data"][0] == served["series"]["generations_per_min"]
+    assert drawn["chart-generations"]["data"] == [
+        served["series"]["generations_per_min"],
+        served["series"]["errors_per_min"],
+    ]
+    assert sum(drawn["chart-generations"]["data"][1]) == 1  # the one that ended in an error
     assert drawn["chart-ttft"]["data"] == [served["series"]["ttft_p50_ms"], served["series"]["ttft_p95_ms"]]
     assert drawn["chart-queue"]["data"] == [served["series"]["queued"], served["series"]["running"]]
     assert all(chart["labels"] == 60 and chart["width"] > 100 and chart["height"] > 50 for chart in drawn.values())

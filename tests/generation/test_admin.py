@@ -186,3 +186,45 @@ def test_a_default_outside_what_writers_may_choose_is_refused(admin_client, tiny
     assert response.status_code == 200
     assert "The default temperature is outside what writers may choose (0.0-1.0)." in response.content.decode()
     assert not ModelConfig.objects.exists()
+
+
+def test_it_lists_the_generations_that_failed_under_their_own_filter(admin_client, alice):
+    ended = {"length": "finished", "error": "finished", "cancelled": "finished", "": "running"}
+    for reason, status in ended.items():
+        story = story_create(owner=alice, title=f"Story {reason or 'running'}", text="")
+        Generation.objects.create(story=story, user=alice, seed=1, status=status, finish_reason=reason)
+
+    def titles(query):
+        html = admin_client.get(f"/admin/generation/generation/?{query}").content.decode()
+        return {t for t in ("Story length", "Story error", "Story cancelled", "Story running") if t in html}
+
+    listing = admin_client.get("/admin/generation/generation/").content.decode()
+    assert "By outcome" in listing and 'href="?outcome=failed"' in listing
+    assert titles("outcome=failed") == {"Story error"}
+    assert titles("outcome=completed") == {"Story length"}
+    assert titles("outcome=cancelled") == {"Story cancelled"}
+    assert titles("outcome=active") == {"Story running"}
+
+
+def test_it_shows_a_worker_that_stopped_reporting_as_offline_not_ready(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    Worker.objects.create(name="host-a:11", state="ready", last_heartbeat=now)
+    Worker.objects.create(name="host-b:12", state="ready", last_heartbeat=now - timedelta(hours=2))  # an earlier run
+
+    def row(html, name):
+        start = html.index(f">{name}<")
+        return html[html.rindex("<tr", 0, start) : html.index("</tr>", start)]
+
+    listing = admin_client.get("/admin/generation/worker/").content.decode()
+    assert ">Ready<" in row(listing, "host-a:11")
+    assert ">Offline (last seen 2\xa0hours ago)<" in row(listing, "host-b:12")
+    assert "Ready" not in row(listing, "host-b:12")
+
+    offline = admin_client.get("/admin/generation/worker/?state=offline").content.decode()
+    assert "host-b:12" in offline and "host-a:11" not in offline
+    ready = admin_client.get("/admin/generation/worker/?state=ready").content.decode()
+    assert "host-a:11" in ready and "host-b:12" not in ready

@@ -12,7 +12,7 @@ from storyteller.stories.services import story_create
 pytestmark = pytest.mark.django_db
 
 
-def _generation(story, now, created, started, finished, tokens=0, ttft=None):
+def _generation(story, now, created, started, finished, tokens=0, ttft=None, reason=""):
     """A generation whose times are given in seconds before `now`."""
 
     def at(seconds):
@@ -23,6 +23,7 @@ def _generation(story, now, created, started, finished, tokens=0, ttft=None):
         user=story.owner,
         seed=1,
         status="finished" if finished is not None else "running",
+        finish_reason=reason or ("length" if finished is not None else ""),
         new_tokens=tokens,
         ttft_ms=ttft,
         started_at=at(started),
@@ -52,6 +53,23 @@ def test_the_last_hour_minute_by_minute(alice):
     assert (series["queued"][-1], series["running"][-1]) == (1, 1)  # at the window's end
     assert (series["queued"][-2], series["running"][-2]) == (0, 1)  # a minute before
     assert sum(series["generations_per_min"]) == 2
+
+
+def test_it_counts_the_generations_that_ended_in_an_error_per_minute(alice):
+    now = timezone.now().replace(second=0, microsecond=0)
+    story = story_create(owner=alice, title="Whiskers", text="")
+    # In the last minute: two errors and one that ran to its length; three minutes ago,
+    # one error; and one cancelled by its writer, which is not a failure.
+    _generation(story, now, created=50, started=49, finished=40, reason="error")
+    _generation(story, now, created=45, started=44, finished=30, reason="error")
+    _generation(story, now, created=40, started=39, finished=20, tokens=60, ttft=200)
+    _generation(story, now, created=200, started=199, finished=170, reason="error")
+    _generation(story, now, created=100, started=99, finished=90, reason="cancelled")
+
+    series = selectors.load_series("hour", now=now)["series"]
+    assert series["errors_per_min"][-1] == 2 and series["errors_per_min"][-3] == 1
+    assert sum(series["errors_per_min"]) == 3
+    assert series["generations_per_min"][-1] == 3  # the errors still count as generations
 
 
 def test_the_day_in_quarter_hours(alice):

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def job_form(base, stories=(), **overrides):
+    """The add form's fields; a `base` of None picks the fresh site's implicit default."""
     return {
         "name": "Lighthouse",
-        "base": base.pk,
+        "base": base.pk if base is not None else "",
         "stories": [s.pk for s in stories],
         "method": "lora",
         "steps": 30,

@@ -47,11 +47,54 @@ def test_lora_on_a_configuration_that_already_carries_an_adapter_is_refused(admi
     assert "already carries an adapter; train LoRA on one without" in page
 
 
-def test_the_add_page_offers_the_fresh_sites_default_as_a_base(admin_client):
+def test_it_offers_the_fresh_sites_default_as_a_base_without_saving_anything(admin_client, settings):
     assert not ModelConfig.objects.exists()
     page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
-    default = ModelConfig.objects.get()
-    assert default.is_active and f'<option value="{default.pk}" selected>Default</option>' in page
+    assert f'<option value="" selected>Default: {settings.STORYTELLER_DEFAULT_MODEL} (what writers use now)' in page
+    assert not ModelConfig.objects.exists()  # opening a form writes nothing
+
+
+def test_it_saves_the_fresh_sites_default_with_the_first_job_trained_on_it(admin_client, style_stories, settings):
+    answer = admin_client.post("/admin/generation/trainingjob/add/", job_form(None, style_stories))
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    job = TrainingJob.objects.get()
+    assert (job.base.name, job.base.source, job.base.is_active) == ("Default", settings.STORYTELLER_DEFAULT_MODEL, True)
+    assert ModelConfig.objects.count() == 1
+
+
+def test_it_opens_the_add_page_with_the_active_configuration_chosen_and_no_new_one(admin_client, tiny_model_dir):
+    active = ModelConfig.objects.create(name="Tiny", source=str(tiny_model_dir), is_active=True)
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    assert f'<option value="{active.pk}" selected>Tiny</option>' in page
+    assert list(ModelConfig.objects.all()) == [active]
+
+
+def test_it_tells_stories_of_the_same_title_apart_in_the_story_picker(admin_client, alice, bob):
+    import re
+
+    from storyteller.stories.services import story_create
+
+    base = services.model_config_active_saved()
+    mine = story_create(owner=alice, title="Whiskers", text="A cat sat.")
+    theirs = story_create(owner=bob, title="Whiskers", text="A cat sat on the mat.")
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    url = re.search(r'<select name="stories"[^>]*data-ajax--url="([^"]+)"', page)[1]  # where the picker searches
+    query = {"term": "Whisk", "app_label": "generation", "model_name": "trainingjob", "field_name": "stories"}
+    found = admin_client.get(url, query).json()["results"]
+    assert sorted(found, key=lambda r: r["id"]) == [
+        {"id": str(mine.pk), "text": f"Whiskers (alice, story {mine.pk}, 3 words)"},
+        {"id": str(theirs.pk), "text": f"Whiskers (bob, story {theirs.pk}, 6 words)"},
+    ]
+
+    # Chosen ones keep the same label when the form comes back with an error.
+    page = admin_client.post("/admin/generation/trainingjob/add/", job_form(base, [theirs], steps=0)).content.decode()
+    assert f'<option value="{theirs.pk}" selected>Whiskers (bob, story {theirs.pk}, 6 words)</option>' in page
+
+    # And on the job's own page, once it is set up.
+    job = TrainingJob.objects.create(name="Cats", base=base)
+    job.stories.set([mine, theirs])
+    page = admin_client.get(f"/admin/generation/trainingjob/{job.pk}/change/").content.decode()
+    assert f"Whiskers (alice, story {mine.pk}, 3 words); Whiskers (bob, story {theirs.pk}, 6 words)" in page
 
 
 def test_a_finished_job_can_be_read_but_not_changed(admin_client, style_stories):

@@ -99,6 +99,8 @@ class Command(BaseCommand):
         finally:
             signal.signal(signal.SIGINT, previous)
         self.stderr.write("")
+        if job is None:
+            raise CommandError("The job was deleted while it trained; nothing was kept.")
         if job.status == TrainingJob.Status.FAILED:
             raise CommandError(job.error_message)
         before, after = (job.evaluations[0][2], job.evaluations[-1][2]) if job.evaluations else (None, None)
