@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from generation import params
 from generation.engine.config import ModelSpec
 from generation.models import Generation, ModelConfig, Preset
 from storyteller.stories.text import utf16_length
@@ -22,6 +23,21 @@ def params_defaults_for(story, config: ModelConfig | None = None) -> dict:
     configuration's defaults, then its preset's."""
     config = config or model_config_active()
     return {**config.default_params(), **(story.preset.params if story.preset else {})}
+
+
+def setting_limits(config: ModelConfig) -> dict:
+    """What a story's settings may be on this configuration, for the editor to mark a wrong
+    value where it is typed (the server checks again): {name: (lowest, highest)}, and the
+    stop list's limits."""
+    ranges = config.writer_ranges()
+    return {
+        "max_new_tokens": ranges["max_new_tokens"],
+        "temperature": ranges["temperature"],
+        "top_k": (0, params.MAX_TOP_K),
+        "repetition_penalty": (params.MIN_PENALTY, params.MAX_PENALTY),
+        "stops": params.MAX_STOPS,
+        "stop_chars": params.MAX_STOP_CHARS,
+    }
 
 
 def preset_list() -> list[dict]:

@@ -1,6 +1,7 @@
 """The generation engine: plain Python and torch, no Django.
 
 `engine.Engine.submit()` takes a `Request` and returns a `RequestHandle` whose events the
-caller relays; `Engine.cancel()` stops a request at the next decoding step. This package
+caller relays; `Engine.cancel()` ends a waiting request at once and stops a running one at
+the next decoding step. This package
 imports nothing itself, so that the web process can use `config` without loading torch.
 """

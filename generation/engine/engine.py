@@ -180,12 +180,14 @@ class Engine:
             max_new_tokens=max_new,
             submitted_at=time.monotonic(),
         )
+        # Under the lock, as in cancel(): the inbox then holds a request's submit and cancel
+        # in the order they were made, even when its id is used again at once.
         with self._lock:
             if request.request_id in self._live:
                 handle._put(_refusal(f"request id {request.request_id!r} is already running"))
                 return handle
             self._live[request.request_id] = live
-        self._inbox.put(("submit", live))
+            self._inbox.put(("submit", live))
         self._wake.set()
         return handle
 
@@ -197,7 +199,7 @@ class Engine:
                 live.ended = True
                 del self._live[request_id]
                 live.handle._put(self._finished(live, "cancelled"))
-        self._inbox.put(("cancel", request_id))
+            self._inbox.put(("cancel", request_id))
         self._wake.set()
 
     def shutdown(self) -> None:
@@ -288,9 +290,10 @@ class Engine:
         with self._lock:
             for live in admitted:
                 live.admitted = True
-        for live in [live for live in admitted if live.cancelled or live.ended]:
+        # One that cancel() ended just before it was admitted.
+        for live in [live for live in admitted if live.ended]:
             self._finish(live, "cancelled")
-        admitted = [live for live in admitted if not (live.cancelled or live.ended)]
+        admitted = [live for live in admitted if not live.ended]
         if admitted:
             self._prefill(admitted)
         for live in [live for live in self._rows if live.cancelled]:

@@ -206,14 +206,18 @@ function backUp() {
   store(backupKey, { revision, changes: changes() });
 }
 
-// ---- this browser's own saves -----------------------------------------------------------
-// A reload's keep-alive save, or a save on its way when the tab closed, can land after the
-// next page has loaded that same story. The version it made is this writer's own, not
-// another tab's: each save leaves a fingerprint here, and a version that matches one is
-// built on instead of shown as a conflict.
+// ---- this tab's own saves ---------------------------------------------------------------
+// A reload's keep-alive save, or a save on its way when the page was reloaded, can land
+// after the next page has loaded that same story. The version it made is this tab's own,
+// not another tab's: each save leaves a fingerprint here, with the tab's id (kept in
+// sessionStorage, which a reload keeps and other tabs do not share), and a version that
+// matches one of this tab's is built on instead of shown as a conflict.
 
 const sentKey = `storyteller:story:${story.id}:sent`;
-const SENT_KEPT = 5;
+const SENT_KEPT = 10;
+const tabKey = "storyteller:tab";
+const tabId = sessionStorage.getItem(tabKey) || `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+sessionStorage.setItem(tabKey, tabId);
 
 // JSON with sorted keys: the server may keep an object's keys in another order.
 function canonical(value) {
@@ -251,18 +255,23 @@ function sentSaves() {
 
 function rememberSent(body) {
   const names = Object.keys(body).filter((name) => name !== "base_revision" && name !== "title");
-  const entry = { base: body.base_revision, names, print: fieldsPrint(names, body) };
+  const entry = { tab: tabId, base: body.base_revision, names, print: fieldsPrint(names, body) };
   store(sentKey, [...sentSaves(), entry].slice(-SENT_KEPT));
   return entry;
 }
 
 function forgetSent(entry) {
-  store(sentKey, sentSaves().filter((other) => other.base !== entry.base || other.print !== entry.print));
+  store(
+    sentKey,
+    sentSaves().filter((other) => other.tab !== entry.tab || other.base !== entry.base || other.print !== entry.print),
+  );
 }
 
-// Whether this version of the story was made by one of this browser's saves.
+// Whether this version of the story was made by one of this tab's saves.
 const isOwnSave = (data) =>
-  sentSaves().some((entry) => entry.base + 1 === data.revision && entry.print === fieldsPrint(entry.names, data));
+  sentSaves().some(
+    (entry) => entry.tab === tabId && entry.base + 1 === data.revision && entry.print === fieldsPrint(entry.names, data),
+  );
 
 // Takes the server's version as the one the page's changes are on top of.
 function rebaseOn(data) {
@@ -294,6 +303,8 @@ async function save({ keepalive = false } = {}) {
     return save({ keepalive });
   }
   const body = { ...changes(), base_revision: revision };
+  // The server forgets the model's passages when the text changes without them.
+  if ("text" in body) body.model_spans = fields.model_spans.get();
   const sent = rememberSent(body);
   unsavedSince = null;
   let again = false;
@@ -308,7 +319,7 @@ async function save({ keepalive = false } = {}) {
         if (!dirty()) localStorage.removeItem(backupKey);
         setSaveState(dirty() ? "Unsaved changes" : "Saved");
       } else if (result.status === 409 && isOwnSave(result.data.story)) {
-        // An earlier save of this browser landed after this page had loaded.
+        // An earlier save of this tab landed after this page had loaded.
         forgetSent(sent);
         rebaseOn(result.data.story);
         again = true;
@@ -454,6 +465,7 @@ function connect() {
     genState.textContent = current ? "Reconnected" : "";
     if (current && current.id) {
       socket.send(JSON.stringify({ type: "resume", generation_id: current.id, after_seq: current.lastSeq }));
+      if (current.stopping) sendCancel();
     }
     updateButtons();
   });
@@ -507,6 +519,11 @@ async function start({ insertAt, prompt, retry, firstToken = null }) {
   updateButtons();
   // Memory, note and lore are read by the worker from the saved story.
   await save();
+  if (current.stopping) {
+    // Stopped while the story was being saved: nothing was asked of the model.
+    finish("Stopped");
+    return;
+  }
   const text = prompt.slice(Math.max(0, prompt.length - maxChars));
   const asked = params({ freshSeed: retry });
   if (firstToken !== null) asked.first_token = firstToken;
@@ -563,16 +580,24 @@ function stop() {
   if (current.id) sendCancel();
 }
 
+// Sent once a connection takes it; a reconnection sends it again.
 function sendCancel() {
-  if (connected()) socket.send(JSON.stringify({ type: "cancel", generation_id: current.id }));
+  if (connected() && current.cancelSentOn !== socket) {
+    socket.send(JSON.stringify({ type: "cancel", generation_id: current.id }));
+    current.cancelSentOn = socket;
+  }
 }
 
-// How much of `text` the story already holds at `at`: a generation followed again after a
-// reload replays words that autosave, or the last visit's backup, already put there.
+// How much of `text` the model's passage at `at` already holds: a generation followed again
+// after a reload replays words that autosave, or the last visit's backup, already put there.
+// Only the model's own words count (and line breaks, which carry no colour), never the
+// writer's text after them.
 function alreadyThere(at, text) {
   const have = editor.text();
   let same = 0;
-  while (same < text.length && have[at + same] === text[same]) same++;
+  while (same < text.length && have[at + same] === text[same] && (text[same] === "\n" || editor.isModelAt(at + same))) {
+    same++;
+  }
   return same;
 }
 

@@ -34,13 +34,15 @@ class StoryHistory extends History {
   }
 
   replay(step) {
+    const steps = this.stack.undo.length;
     this.replaying = true;
     try {
       step();
     } finally {
       this.replaying = false;
     }
-    for (const listener of this.replayListeners || []) listener();
+    // An undo with nothing left to undo changed nothing.
+    if (this.stack.undo.length !== steps) for (const listener of this.replayListeners || []) listener();
   }
 }
 Quill.register("modules/history", StoryHistory, true);
@@ -156,6 +158,9 @@ export function createStoryEditor(container, text) {
     text: getText,
     setText: (value) => setText(value),
     modelSpans,
+    // Whether the character at `index` is the model's (a line break is nobody's: Quill
+    // keeps inline formats off it).
+    isModelAt: isModel,
     setModelSpans: (spans, { silent = false } = {}) => setModelSpans(spans, silent ? "silent" : "api"),
     // Where Generate continues from: the end of the selection, or of the text when the
     // writer has not placed the cursor yet.

@@ -5,8 +5,13 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from generation.params import MAX_STOP_CHARS, MAX_STOPS
-from generation.selectors import generation_unseen_for_story, model_config_active, params_defaults_for, preset_list
+from generation.selectors import (
+    generation_unseen_for_story,
+    model_config_active,
+    params_defaults_for,
+    preset_list,
+    setting_limits,
+)
 from storyteller.stories import selectors, services
 from storyteller.stories.forms import ImportForm, StoryForm
 
@@ -90,17 +95,9 @@ def import_story(request):
 def editor(request, story_id):
     story = selectors.story_get_for(request.user, story_id)
     config = model_config_active()
-    ranges = config.writer_ranges()
     context = {
         "defaults": {**params_defaults_for(story, config), **story.settings},
-        # What the settings' fields accept, so that the page marks a wrong value where it
-        # is typed (the server checks again).
-        "limits": {
-            "max_new_tokens": ranges["max_new_tokens"][1],
-            "temperature": ranges["temperature"],
-            "stops": MAX_STOPS,
-            "stop_chars": MAX_STOP_CHARS,
-        },
+        "limits": setting_limits(config),
         "site_defaults": config.default_params(),
         "presets": preset_list(),
         "story": story,

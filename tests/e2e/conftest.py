@@ -10,7 +10,8 @@ from playwright.sync_api import expect, sync_playwright
 from generation import selectors
 from generation.params import resolve_params, to_sampling
 from generation.worker import engine_for
-from storyteller.stories.services import story_create
+from storyteller.stories.models import Story
+from storyteller.stories.services import draft_save, story_create
 from tests.engine.helpers import run
 
 OPENING = "Once upon a time, there was a cat named Whiskers."
@@ -127,3 +128,19 @@ def open_editor(new_page, context, live_site, story):
     page.goto(f"{live_site}/stories/{story.id}/")
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     return page
+
+
+def open_at_the_end(new_page, context, url, story, **settings):
+    """The editor with the cursor at the end of the story, after saving these settings."""
+    outside_the_event_loop(
+        lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, settings=settings)
+    )
+    page = open_editor(new_page, context, url, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    return page
+
+
+def generate_and_wait(page):
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)

@@ -16,6 +16,8 @@ from tests.e2e.conftest import (
     OPENING,
     a_seed_that_writes_to_the_full_length,
     expect_story_text,
+    generate_and_wait,
+    open_at_the_end,
     open_editor,
     outside_the_event_loop,
     story_text,
@@ -25,24 +27,10 @@ from tests.sites import Site
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 db = outside_the_event_loop
-SET_CURSOR = "at => Quill.find(document.getElementById('story')).setSelection(at, 0)"
 
 
 def utf16(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
-
-
-def open_at_the_end(new_page, context, url, story, **settings):
-    db(lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, settings=settings))
-    page = open_editor(new_page, context, url, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
-    return page
-
-
-def generate_and_wait(page):
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
 
 
 @pytest.fixture
@@ -181,6 +169,21 @@ def test_undo_and_redo_bring_back_the_models_words_in_its_colour(writer, new_pag
     page.keyboard.press("Control+Shift+Z")  # redo, from the keyboard
     expect_story_text(page, OPENING + second)
     expect(page.locator(".model-text")).to_have_text(second)
+
+
+def test_the_models_words_keep_their_colour_after_the_writer_types_on_and_reloads(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=16)
+    generate_and_wait(page)
+    written = story_text(page)[len(OPENING) :]
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Mine.")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).model_spans) == [[utf16(OPENING), utf16(OPENING + written)]]
+
+    page.reload()
+
+    expect(page.locator(".model-text")).to_have_text(written)
 
 
 def test_undoing_a_history_restore_brings_back_the_models_colour(writer, new_page, context, live_site):

@@ -15,6 +15,8 @@ from tests.e2e.conftest import (
     OPENING,
     a_seed_that_writes_to_the_full_length,
     expect_story_text,
+    generate_and_wait,
+    open_at_the_end,
     open_editor,
     outside_the_event_loop,
     story_text,
@@ -28,20 +30,6 @@ LONG = 480
 
 def db(query):
     return outside_the_event_loop(query)
-
-
-def open_at_the_end(new_page, context, live_site, story, **settings):
-    """The editor with the cursor at the end of the story, after saving these settings."""
-    db(lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, settings=settings))
-    page = open_editor(new_page, context, live_site, story)
-    page.get_by_role("textbox", name="Story").focus()
-    page.keyboard.press("Control+End")
-    return page
-
-
-def generate_and_wait(page):
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
 
 
 def test_memory_and_lore_reach_the_model_and_the_writer_sees_what_it_read(writer, new_page, context, live_site):

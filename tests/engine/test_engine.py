@@ -1,10 +1,12 @@
 import threading
+from unittest import mock
 
 import torch
 
 from generation.engine.config import EngineConfig, SamplingParams
 from generation.engine.engine import Engine, Request
 from generation.engine.events import Delta, Finished
+from generation.engine.runner import Runner
 from tests.engine.helpers import events_of, run
 
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0)
@@ -93,28 +95,33 @@ def test_cancel_of_a_waiting_request_ends_it_at_once_while_a_long_prompt_is_read
     # held open here, and a writer who stopped while waiting behind it is answered first.
     slow = Engine(engine.loaded, EngineConfig(max_batch_size=1))
     reading, release = threading.Event(), threading.Event()
-    prefill = slow._runner.prefill
+    prefill = Runner.prefill
 
-    def held_prefill(first_row, prompts):
+    def held_prefill(runner, first_row, prompts):
         reading.set()
         assert release.wait(timeout=30)
-        return prefill(first_row, prompts)
+        return prefill(runner, first_row, prompts)
 
-    slow._runner.prefill = held_prefill
-    long = slow.submit(Request("long", PROMPT * 8, SamplingParams(max_new_tokens=5, seed=5, ignore_eos=True)))
-    assert reading.wait(timeout=10)
-    waiting = slow.submit(Request("waiting", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
-    slow.cancel("waiting")
+    try:
+        with mock.patch.object(Runner, "prefill", autospec=True, side_effect=held_prefill):
+            long = slow.submit(Request("long", PROMPT * 8, SamplingParams(max_new_tokens=5, seed=5, ignore_eos=True)))
+            assert reading.wait(timeout=10)
+            waiting = slow.submit(Request("waiting", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))
+            slow.cancel("waiting")
 
-    ended = []
-    for event in waiting.events(idle_s=5):
-        if event is None:
-            break  # nothing for 5 s: it is still waiting behind the reading
-        ended.append(event)
-    release.set()
-    long_finished = events_of(long)[2]
-    after = events_of(slow.submit(Request("after", PROMPT, SamplingParams(max_new_tokens=4, seed=1, ignore_eos=True))))
-    slow.shutdown()
+            ended = []
+            for event in waiting.events(idle_s=5):
+                if event is None:
+                    break  # nothing for 5 s: it is still waiting behind the reading
+                ended.append(event)
+            release.set()
+            long_finished = events_of(long)[2]
+        after = events_of(
+            slow.submit(Request("after", PROMPT, SamplingParams(max_new_tokens=4, seed=1, ignore_eos=True)))
+        )
+    finally:
+        release.set()
+        slow.shutdown()
 
     assert [type(e) for e in ended] == [Finished], "the cancelled request waited for the long prompt's reading"
     assert ended[0].reason == "cancelled" and ended[0].new_tokens == 0
