@@ -14,7 +14,6 @@ from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, story_create
 from tests.e2e.conftest import (
     OPENING,
-    a_seed_that_writes_to_the_full_length,
     expect_story_text,
     generate_and_wait,
     open_at_the_end,
@@ -217,17 +216,35 @@ def test_a_long_continuation_is_one_undo_step(alice, slow_site, slow_context, ne
     expect_story_text(page, OPENING + " Mine.")
 
 
-def test_stop_pressed_before_the_server_answers_is_shown_and_taken(writer, new_page, context, live_site):
-    story = writer[0]
-    seed, _ = db(lambda: a_seed_that_writes_to_the_full_length(480))
-    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=480, seed=seed)
+def test_stop_pressed_before_the_server_answers_is_shown_and_taken(alice, slow_site, slow_context, new_page):
+    story = db(lambda: story_create(owner=alice, title="Whiskers", text=OPENING))
+    db(lambda: draft_save(story=story, base_revision=1, settings={"max_new_tokens": 1024, "seed": 1}))
+    # A slow network: what the server says is held back until the test lets it through.
+    held, sockets, holding = [], [], [True]
 
+    def slow_replies(socket):
+        server = socket.connect_to_server()
+        server.on_message(lambda message: held.append(message) if holding[0] else socket.send(message))
+        sockets.append(socket)
+
+    page = new_page(slow_context)
+    page.route_web_socket(re.compile("/ws/"), slow_replies)
+    page.goto(f"{slow_site}/stories/{story.id}/")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     page.get_by_role("button", name="Generate").click()
+    deadline = time.monotonic() + 30
+    while db(Generation.objects.first) is None:
+        assert time.monotonic() < deadline, "the generate request never reached the server"
+        time.sleep(0.05)
+
     page.keyboard.press("Escape")
 
-    expect(page.locator("#gen-state")).to_have_text(re.compile("Stopping...|Stopped"))
+    expect(page.locator("#gen-state")).to_have_text("Stopping...")
     expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    holding[0] = False
+    for message in held:
+        sockets[-1].send(message)
     expect(page.locator("#gen-state")).to_have_text("Stopped", timeout=30_000)
     generation = db(Generation.objects.get)
-    assert generation.finish_reason == "cancelled" and generation.new_tokens < 480
+    assert generation.finish_reason == "cancelled" and generation.new_tokens < 1024
     expect_story_text(page, OPENING + generation.output)
