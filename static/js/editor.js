@@ -50,6 +50,7 @@ function readSetting(input) {
 // ---- settings, checked at their fields: a wrong one is marked where it is typed and never
 // sent, so it cannot stop the story from saving; the story keeps its saved value for it.
 
+const FIX_SETTINGS = "Fix the settings first:";
 // Problems the server found that the page's own checks did not, by setting, until edited.
 const serverProblems = {};
 const settingsSummary = document.getElementById("settings-problems");
@@ -96,6 +97,7 @@ function checkSettings() {
       ? ""
       : `${count === 1 ? "One setting needs" : `${count} settings need`} fixing. Until then the story keeps its saved ${count === 1 ? "value" : "values"}, and Generate waits.`;
   settingsTab.classList.toggle("has-problem", count > 0);
+  if (count === 0 && genState.textContent.startsWith(FIX_SETTINGS)) genState.textContent = "";
   return problems;
 }
 
@@ -104,7 +106,7 @@ for (const input of settingInputs) {
   note.id = `${input.id}-problem`;
   note.className = "field-problem";
   note.hidden = true;
-  input.labels[0].after(note);
+  input.labels[0].append(note);
   input.setAttribute("aria-describedby", note.id);
 }
 
@@ -503,7 +505,7 @@ function params({ freshSeed = false } = {}) {
 function settingsReady() {
   const problems = checkSettings();
   if (problems.length === 0) return true;
-  genState.textContent = `Fix the settings first: ${problems.join(" ")}`;
+  genState.textContent = `${FIX_SETTINGS} ${problems.join(" ")}`;
   if (settingsTab.getAttribute("aria-expanded") !== "true") settingsTab.click();
   return false;
 }

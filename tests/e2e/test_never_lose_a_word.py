@@ -141,6 +141,7 @@ def test_a_wrong_setting_is_marked_where_it_is_typed_and_the_story_still_saves(w
     page.get_by_label("Repetition penalty").fill("1.1")
     expect(page.locator("#settings-problems")).to_be_hidden()
     expect(page.locator("#temperature-problem")).to_be_hidden()
+    expect(page.locator("#gen-state")).not_to_contain_text("Fix the settings first")
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     settings = db(lambda: Story.objects.get(pk=story.pk).settings)
     assert (settings["temperature"], settings["max_new_tokens"], settings["repetition_penalty"]) == (0.9, 20, 1.1)
@@ -248,3 +249,16 @@ def test_stop_pressed_before_the_server_answers_is_shown_and_taken(alice, slow_s
     generation = db(Generation.objects.get)
     assert generation.finish_reason == "cancelled" and generation.new_tokens < 1024
     expect_story_text(page, OPENING + generation.output)
+
+
+def test_generate_and_stop_stay_in_sight_on_a_long_story(alice, writer, new_page, context, live_site):
+    paragraph = "The rain fell on the old town, and the lamps of the harbour burned low. " * 8
+    story = db(lambda: story_create(owner=alice, title="Long", text="\n\n".join([paragraph] * 60)))
+    page = open_editor(new_page, context, live_site, story)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    for where in ("Control+Home", "Control+End"):
+        page.get_by_role("textbox", name="Story").focus()
+        page.keyboard.press(where)
+        expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
+        expect(page.get_by_role("button", name="Stop")).to_be_in_viewport()
