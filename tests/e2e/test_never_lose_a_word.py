@@ -66,7 +66,7 @@ def test_a_reload_while_the_model_writes_keeps_every_word_and_conflicts_with_not
     deadline = time.monotonic() + 30
     while len(db(lambda: Story.objects.get(pk=story.pk).text)) < len(OPENING) + 200:
         assert time.monotonic() < deadline, "autosave put none of the continuation on the server"
-        time.sleep(0.2)
+        page.wait_for_timeout(200)
     page.wait_for_function("n => document.querySelector('.model-text')?.textContent.length > n", arg=1000)
 
     # The leaving page's saves (its keep-alive save among them) land only once the new page
@@ -235,8 +235,11 @@ def test_stop_pressed_before_the_server_answers_is_shown_and_taken(alice, slow_s
     page.get_by_role("button", name="Generate").click()
     deadline = time.monotonic() + 30
     while db(Generation.objects.first) is None:
-        assert time.monotonic() < deadline, "the generate request never reached the server"
-        time.sleep(0.05)
+        said = page.locator("#gen-state").text_content()
+        assert time.monotonic() < deadline, f"the generate request never reached the server; the editor says {said!r}"
+        # Not time.sleep: the test's own Python forwards the page's messages to the server,
+        # and it does so only while Playwright is called.
+        page.wait_for_timeout(50)
 
     page.keyboard.press("Escape")
 
