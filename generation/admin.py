@@ -10,11 +10,12 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.text import Truncator
 
+from engine.errors import CorpusError
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
-from generation.training import corpus as corpora
 from generation.training import selectors as training_selectors
 from generation.training import services as training
+from generation.training.uploads import read_text_file
 from storyteller.stories.models import Story
 
 
@@ -286,20 +287,21 @@ class _Files(forms.ClearableFileInput):
 
 
 class _TextFiles(forms.FileField):
-    """Any number of .txt files, each read as UTF-8 text: [(name, text)]."""
+    """Any number of .txt files, each checked to be UTF-8 text: [(name, bytes)]."""
 
     def __init__(self, **kwargs):
         super().__init__(widget=_Files(attrs={"accept": ".txt,text/plain"}), **kwargs)
 
     def clean(self, data, initial=None):
         uploads = data if isinstance(data, list | tuple) else [data] if data else []
-        texts = []
+        files = []
         for upload in uploads:
+            files.append((upload.name, upload.read()))
             try:
-                texts.append((upload.name, corpora.read_text_file(upload.name, upload.read())))
-            except corpora.CorpusError as exc:
+                read_text_file(*files[-1])
+            except CorpusError as exc:
                 raise forms.ValidationError(str(exc)) from None
-        return texts
+        return files
 
 
 class TrainingJobForm(forms.ModelForm):
@@ -336,8 +338,11 @@ class TrainingJobForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not cleaned.get("stories") and not cleaned.get("files") and "files" not in self.errors:
-            raise forms.ValidationError(corpora.EMPTY)
+        if "files" not in self.errors:
+            try:
+                training.training_job_check(stories=cleaned.get("stories"), files=cleaned.get("files"))
+            except training.JobRefused as exc:
+                raise forms.ValidationError(str(exc)) from None
         return cleaned
 
 
@@ -429,14 +434,19 @@ class TrainingJobAdmin(admin.ModelAdmin):
         return f"{points[0][2]:.1f} -> {points[-1][2]:.1f}" if len(points) > 1 else f"{points[0][2]:.1f}"
 
     def save_model(self, request, obj, form, change):
-        obj.created_by = request.user
-        if obj.base_id is None:
-            obj.base = services.model_config_active_saved()  # the implicit default, offered as the empty choice
-        super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        bounds = {name: data[name] for name in TrainingJobForm.Meta.fields if name not in ("name", "base", "stories")}
+        job = training.training_job_create(
+            name=data["name"],
+            base=data["base"],  # None: the implicit default, offered as the empty choice
+            stories=data["stories"],
+            files=data["files"] or [],
+            user=request.user,
+            **bounds,
+        )
+        training.training_job_queue(job)
+        # The admin's message and redirect name the job just created.
+        obj.pk, obj._state.adding = job.pk, False
 
     def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        job = form.instance
-        for name, text in form.cleaned_data.get("files") or []:
-            job.files.create(name=name, text=text)
-        training.training_job_queue(job)
+        pass  # training_job_create set the stories and files with the job

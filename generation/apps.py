@@ -6,4 +6,5 @@ class GenerationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from generation import signals  # noqa: F401
+        # Connects the worker start-up to Celery; it loads nothing of the worker until then.
+        from generation.worker import supervisor  # noqa: F401

@@ -5,6 +5,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from generation import params as sampling
 
@@ -36,7 +38,7 @@ class ModelConfig(models.Model):
         "merged into it when the model loads. Training jobs fill this in.",
     )
     is_active = models.BooleanField(default=False, help_text="Exactly one configuration runs at a time.")
-    # The engine's limits; empty takes the engine's defaults (generation/engine/config.py).
+    # The engine's limits; empty takes the engine's defaults (engine/config.py).
     max_batch_size = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -262,15 +264,11 @@ class Worker(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        from django.utils import timezone
-
         return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
 
     @property
     def state_shown(self) -> str:
         """Its state as staff read it: what a silent worker last reported is no longer true."""
-        from django.utils.timesince import timesince
-
         if not self.is_alive:
             return f"Offline (last seen {timesince(self.last_heartbeat, depth=1)} ago)"
         return self.get_state_display()

@@ -5,7 +5,7 @@ A message's `params` fall back to the story's settings, then the admin's default
 
 import secrets
 
-from generation.engine.config import SamplingParams
+from engine.config import SamplingParams
 
 MAX_NEW_TOKENS = 1024
 MAX_TOP_K = 1000

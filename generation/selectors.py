@@ -5,9 +5,9 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from generation import params
-from generation.engine.config import ModelSpec
-from generation.models import Generation, ModelConfig, Preset
+from engine.config import ModelSpec
+from generation import params, realtime
+from generation.models import Generation, ModelConfig, Preset, UsageLimit, Worker
 from storyteller.stories.text import utf16_length
 
 
@@ -44,20 +44,6 @@ def preset_list() -> list[dict]:
     return [
         {"id": p.id, "name": p.name, "description": p.description, "params": p.params} for p in Preset.objects.all()
     ]
-
-
-def model_wanted():
-    """The active configuration, as a worker needs it (generation.worker.Wanted)."""
-    from generation.engine.config import EngineConfig
-    from generation.worker import Wanted
-
-    config = model_config_active()
-    return Wanted(
-        spec=model_spec(config),
-        engine=EngineConfig(**config.engine_limits()),
-        config_name=config.name,
-        key=(config.pk, config.updated_at),
-    )
 
 
 def model_spec(config: ModelConfig) -> ModelSpec:
@@ -184,8 +170,6 @@ def done_event(generation: Generation) -> dict:
 def limits_for(user) -> dict:
     """The writer's limits (None: no limit): their own row's fields, then the site
     default's, then UsageLimit.DEFAULTS."""
-    from generation.models import UsageLimit
-
     rows = {row.user_id: row for row in UsageLimit.objects.filter(Q(user=user) | Q(user__isnull=True))}
     limits = {}
     for name, default in UsageLimit.DEFAULTS.items():
@@ -277,9 +261,6 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 def load_now() -> dict:
     """The dashboard's "now": the live workers, the active configuration, the queue."""
-    from generation import realtime
-    from generation.models import Worker
-
     try:
         queue = realtime.queue_length()
     except Exception:

@@ -154,6 +154,9 @@ CHANNEL_LAYERS = redis_urls.channel_layers(REDIS_URL)
 CELERY_BROKER_URL = redis_urls.celery_broker_url(REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "generation"
+# Training has its own queue and worker (concurrency 1): a long job never holds up a
+# generation. Tasks are sent by name (generation/queue.py), so the route lives here.
+CELERY_TASK_ROUTES = {"generation.train": {"queue": "training"}, "generation.compare": {"queue": "training"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A generation is acknowledged when it starts: if a worker dies mid-story the writer is

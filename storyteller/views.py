@@ -1,8 +1,10 @@
+from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views import defaults
 from django.views.csrf import csrf_failure as html_csrf_failure
 
+from generation import realtime, selectors
 from storyteller.http import api_error
 
 
@@ -51,10 +53,6 @@ def server_error(request):
 
 def healthz(request):
     """200 when the database, Redis and at least one worker answer; 503 naming what is down."""
-    from django.db import connection
-
-    from generation import realtime, selectors
-
     checks = {}
     try:
         with connection.cursor() as cursor:

@@ -7,6 +7,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.text import slugify
 from django.views.decorators.http import require_http_methods
 
+from generation.selectors import generation_last_for_story
 from storyteller.http import ApiError, api_view, json_body
 from storyteller.stories import selectors, services
 
@@ -218,8 +219,6 @@ def lore_entry(request, story_id, entry_id):
 @require_http_methods(["GET"])
 def story_context(request, story_id):
     """What the model saw for the story's last generation."""
-    from generation.selectors import generation_last_for_story
-
     generation = generation_last_for_story(owned_story(request, story_id))
     if generation is None:
         raise ApiError(404, "not_found", "This story has no generation yet.")

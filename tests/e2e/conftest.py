@@ -9,7 +9,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from generation import selectors
 from generation.params import resolve_params, to_sampling
-from generation.worker import engine_for
+from generation.worker.engines import engines
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, story_create
 from tests.engine.helpers import run
@@ -89,7 +89,7 @@ def a_seed_that_writes_to_the_full_length(max_new_tokens: int | None = None) -> 
     which the editor's request for OPENING runs to its full length, and the text the
     worker will write. A long one gives Stop, or a closing tab, time to come first."""
     config = selectors.model_config_active()
-    engine = engine_for(selectors.model_spec(config))
+    engine = engines.acquire(selectors.model_spec(config))
     editor_params = {"max_new_tokens": max_new_tokens or config.max_new_tokens, "temperature": config.temperature}
     for seed in range(50):
         params = resolve_params(

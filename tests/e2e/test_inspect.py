@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from generation import selectors
-from generation.worker import engine_for
+from generation.worker.engines import engines
 from tests.e2e.conftest import OPENING, open_editor, outside_the_event_loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -24,7 +24,7 @@ def test_the_writer_sees_tokens_attention_and_embeddings_of_their_selection(writ
 
     panel.get_by_role("button", name="Tokens").click()
     tokenizer = outside_the_event_loop(
-        lambda: engine_for(selectors.model_spec(selectors.model_config_active())).tokenizer
+        lambda: engines.acquire(selectors.model_spec(selectors.model_config_active())).tokenizer
     )
     expected = tokenizer(OPENING, add_special_tokens=False)["input_ids"]
     expect(panel.locator(".token-chip")).to_have_count(len(expected))

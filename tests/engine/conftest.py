@@ -1,7 +1,7 @@
 import pytest
 
-from generation.engine.config import EngineConfig, ModelSpec
-from generation.engine.engine import Engine
+from engine.config import EngineConfig, ModelSpec
+from engine.engine import Engine
 
 
 @pytest.fixture(scope="session")

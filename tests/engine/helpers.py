@@ -1,5 +1,5 @@
-from generation.engine.engine import Request
-from generation.engine.events import Delta, Finished, Started
+from engine.engine import Request
+from engine.events import Delta, Finished, Started
 
 
 def run(engine, prompt, params, request_id="r"):

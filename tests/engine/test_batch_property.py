@@ -11,9 +11,9 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generation.engine.config import SamplingParams
-from generation.engine.engine import Request
-from generation.engine.events import Finished, Started
+from engine.config import SamplingParams
+from engine.engine import Request
+from engine.events import Finished, Started
 
 CONTEXT = 512  # the tiny model's window (tests/tinymodel.py)
 

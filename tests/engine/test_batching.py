@@ -3,9 +3,9 @@ request's tokens do not depend on what else is in the batch."""
 
 import threading
 
-from generation.engine.config import SamplingParams
-from generation.engine.engine import Request
-from generation.engine.events import Delta, Finished
+from engine.config import SamplingParams
+from engine.engine import Request
+from engine.events import Delta, Finished
 from tests.engine.helpers import run
 
 PROMPTS = [

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from generation.engine.config import SamplingParams
+from engine.config import SamplingParams
 from tests.engine.helpers import run
 
 PROMPT = "Once upon a time, there was a cat named Whiskers."

@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from generation.engine.detokenize import IncrementalDetokenizer
+from engine.detokenize import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

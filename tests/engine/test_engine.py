@@ -3,10 +3,10 @@ from unittest import mock
 
 import torch
 
-from generation.engine.config import EngineConfig, SamplingParams
-from generation.engine.engine import Engine, Request
-from generation.engine.events import Delta, Finished
-from generation.engine.runner import Runner
+from engine.config import EngineConfig, SamplingParams
+from engine.engine import Engine, Request
+from engine.events import Delta, Finished
+from engine.runner import Runner
 from tests.engine.helpers import events_of, run
 
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0)

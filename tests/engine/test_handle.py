@@ -1,7 +1,7 @@
 import time
 
-from generation.engine.engine import RequestHandle
-from generation.engine.events import Delta, Finished
+from engine.engine import RequestHandle
+from engine.events import Delta, Finished
 
 
 def _finished(text):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from generation.engine.inspect import InspectError, Inspector
+from engine.errors import InspectError
+from engine.inspect import Inspector
 
 PROMPT = "Once upon a time, there was a cat named Whiskers."
 
@@ -49,8 +50,8 @@ def test_a_bad_layer_or_position_is_refused(inspector):
 
 
 def test_neighbours_follow_the_embeddings_the_test_sets(tiny_model_dir):
-    from generation.engine.config import ModelSpec
-    from generation.engine.loader import load
+    from engine.config import ModelSpec
+    from engine.loader import load
 
     loaded = load(ModelSpec(source=str(tiny_model_dir)))
     inspector = Inspector(loaded)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from generation.engine.runner import SkinnyLinear, use_skinny_linears
+from engine.runner import SkinnyLinear, use_skinny_linears
 
 
 @pytest.mark.parametrize("shape", [(5,), (1, 5), (1, 1, 5), (2, 5), (4, 1, 5), (3, 7, 5), (64, 5), (65, 5), (2, 40, 5)])
@@ -34,7 +34,7 @@ def test_only_plain_cpu_float32_linears_are_swapped():
 
 
 def _cache(max_positions=8192):
-    from generation.engine.runner import SlotCache
+    from engine.runner import SlotCache
 
     return SlotCache(layers=2, kv_heads=1, head_dim=2, dtype=torch.float32, device="cpu", max_positions=max_positions)
 

@@ -1,7 +1,7 @@
 import torch
 
-from generation.engine.config import SamplingParams
-from generation.engine.sampling import make_generator, next_token
+from engine.config import SamplingParams
+from engine.sampling import make_generator, next_token
 
 GEN = make_generator(0, torch.device("cpu"))
 NOTHING_SEEN = torch.tensor([], dtype=torch.long)

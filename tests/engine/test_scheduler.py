@@ -1,6 +1,6 @@
 import pytest
 
-from generation.engine.scheduler import Scheduler
+from engine.scheduler import Scheduler
 
 
 def scheduler(**limits):

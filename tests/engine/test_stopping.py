@@ -1,4 +1,4 @@
-from generation.engine.stopping import StopText
+from engine.stopping import StopText
 
 
 def test_it_releases_text_with_no_stop_sequences_at_once():

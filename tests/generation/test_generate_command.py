@@ -3,9 +3,9 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from engine.config import SamplingParams
 from generation import selectors
-from generation.engine.config import SamplingParams
-from generation.worker import engine_for
+from generation.worker.engines import engines
 from tests.engine.helpers import run
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ def test_it_streams_the_engines_continuation_to_stdout():
         stdout=out,
         stderr=err,
     )
-    engine = engine_for(selectors.model_spec(selectors.model_config_active()))
+    engine = engines.acquire(selectors.model_spec(selectors.model_config_active()))
     params = SamplingParams(max_new_tokens=20, temperature=0.7, top_p=0.95, top_k=50, repetition_penalty=1.1, seed=1)
     expected = run(engine, "Once upon a time", params)[2]
     assert out.getvalue() == expected.text + "\n"

@@ -4,9 +4,9 @@ ones finish, and a model that fails to load changes nothing."""
 
 import pytest
 
-from generation.engine.config import EngineConfig, ModelSpec
-from generation.engine.loader import ModelLoadError
-from generation.worker import ModelSlot, Wanted
+from engine.config import EngineConfig, ModelSpec
+from engine.errors import ModelLoadError
+from generation.worker.serving import ModelSlot, Wanted
 
 
 def wanted(source, key, **limits):

@@ -3,9 +3,9 @@
 import pytest
 from django.conf import settings
 
-from generation.engine.config import ModelSpec, SamplingParams
-from generation.engine.engine import Engine
-from generation.engine.loader import PACKAGED_NAME
+from engine.config import ModelSpec, SamplingParams
+from engine.engine import Engine
+from engine.loader import PACKAGED_NAME
 from tests.engine.helpers import run
 
 pytestmark = pytest.mark.smoke

@@ -2,7 +2,7 @@
 
 import pytest
 
-from generation.worker import engine_for
+from generation.worker.engines import engines
 from tests.generation.conftest import OPENING, socket_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -18,10 +18,10 @@ async def _inspect(user, story, **message):
 
 
 async def test_the_tokens_of_a_passage_come_from_the_active_models_tokenizer(alice, story, tiny_model_dir):
-    from generation.engine.config import ModelSpec
+    from engine.config import ModelSpec
 
     answer = await _inspect(alice, story, view="tokens", text=OPENING)
-    tokenizer = engine_for(ModelSpec(source=str(tiny_model_dir))).tokenizer
+    tokenizer = engines.acquire(ModelSpec(source=str(tiny_model_dir))).tokenizer
     assert (answer["type"], answer["request_id"], answer["view"]) == ("inspection", "i1", "tokens")
     assert [t["id"] for t in answer["tokens"]] == tokenizer(OPENING, add_special_tokens=False)["input_ids"]
     assert answer["count"] == len(answer["tokens"]) and answer["model"] == tiny_model_dir.name

@@ -2,9 +2,11 @@
 
 import pytest
 
-from generation.engine.config import ModelSpec
-from generation.engine.loader import load
-from generation.training.corpus import CorpusError, Document, build, read_text_file
+from engine.config import ModelSpec
+from engine.errors import CorpusError
+from engine.loader import load
+from engine.training.corpus import Document, build
+from generation.training.uploads import read_text_file
 
 pytestmark = pytest.mark.nodb  # no database: the PostgreSQL pass skips it
 

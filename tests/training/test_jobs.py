@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation import services
 from generation.models import Comparison, ModelConfig, TrainingJob, Worker
+from generation.worker.training import training_job_run
 from tests.training.test_trainer import STYLE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -139,10 +140,11 @@ def test_cancel_stops_a_running_job_within_one_step_and_keeps_what_it_learned(ad
 
 def test_a_cancel_reaches_the_running_trainer_through_the_row(style_stories):
     from generation.training import services as training
+    from generation.worker.training import _Progress
 
     base = services.model_config_active_saved()
     job = TrainingJob.objects.create(name="Running", base=base, status="running")
-    progress = training._Progress(job)
+    progress = _Progress(job)
     assert not progress.should_stop()
     assert training.training_job_cancel(job)
     assert progress.should_stop()
@@ -156,8 +158,6 @@ def test_a_queued_job_cancelled_never_runs(admin_client, style_stories):
     admin_client.post(f"/staff/training/{job.pk}/cancel")
     job.refresh_from_db()
     assert job.status == "cancelled"
-    from generation.training import services as training
-
-    assert training.training_job_run(job.pk) is None
+    assert training_job_run(job.pk) is None
     job.refresh_from_db()
     assert (job.status, job.step, job.started_at) == ("cancelled", 0, None)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from generation import services
 from generation.models import TrainingJob
 from generation.training import selectors
-from generation.training import services as training
+from generation.worker import training
 
 pytestmark = pytest.mark.django_db
 

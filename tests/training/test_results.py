@@ -8,6 +8,7 @@ import pytest
 from generation import services
 from generation.models import ModelConfig, TrainingJob
 from generation.training import services as training
+from generation.worker.training import output_dir, training_job_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +30,7 @@ def run(job, when, then):
         if not done and when(event):
             done.append(then(job))
 
-    return training.training_job_run(job.pk, echo=echo)
+    return training_job_run(job.pk, echo=echo)
 
 
 def trained_configurations():
@@ -66,7 +67,7 @@ def test_it_leaves_no_configuration_for_a_job_deleted_while_it_trained(job):
 
 def test_it_fails_the_job_instead_of_keeping_a_configuration_for_a_model_it_could_not_save_whole(job):
     def lose_the_adapter(job):
-        (training.output_dir(job) / "adapter_config.json").unlink()
+        (output_dir(job) / "adapter_config.json").unlink()
 
     ended = run(job, lambda e: e["type"] == "saved", lose_the_adapter)
     assert (ended.status, ended.result) == ("failed", None)

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from generation.engine.config import ModelSpec, SamplingParams
-from generation.engine.engine import Engine
-from generation.engine.loader import load
-from generation.training import corpus, trainer
+from engine.config import ModelSpec, SamplingParams
+from engine.engine import Engine
+from engine.loader import load
+from engine.training import corpus, trainer
 from tests.engine.helpers import run
 
 pytestmark = pytest.mark.nodb  # no database: the PostgreSQL pass skips it

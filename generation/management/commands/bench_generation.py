@@ -2,7 +2,11 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from engine.config import EngineConfig
+from engine.engine import Engine
+from engine.errors import ModelLoadError
 from generation import selectors
+from generation.management import bench
 
 
 def _levels(raw: str) -> list[int]:
@@ -38,11 +42,6 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object (the default is indented).")
 
     def handle(self, *args, **options):
-        from generation.engine import bench
-        from generation.engine.config import EngineConfig
-        from generation.engine.engine import Engine
-        from generation.engine.loader import ModelLoadError
-
         levels = _levels(options["concurrency"])
         if options["new_tokens"] < 2:
             raise CommandError("--new-tokens must be at least 2.")

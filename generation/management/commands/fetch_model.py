@@ -3,6 +3,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from engine import loader
+from engine.errors import ModelLoadError
+
 
 class Command(BaseCommand):
     help = (
@@ -14,8 +17,6 @@ class Command(BaseCommand):
         parser.add_argument("--gguf", help="A .gguf file to convert instead of the packaged model.")
 
     def handle(self, *args, **options):
-        from generation.engine import loader
-
         try:
             gguf = Path(options["gguf"]) if options["gguf"] else loader.packaged_gguf_path()
             target = loader.converted_dir(gguf, settings.STORYTELLER_MODELS_DIR)
@@ -24,6 +25,6 @@ class Command(BaseCommand):
                 return
             self.stdout.write(f"Converting {gguf.name} to {target} ...")
             loader.convert_gguf(gguf, settings.STORYTELLER_MODELS_DIR, progress=True)
-        except loader.ModelLoadError as exc:
+        except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"Model ready in {target}"))

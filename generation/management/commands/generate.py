@@ -2,8 +2,12 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from engine.engine import Request
+from engine.errors import ModelLoadError
+from engine.events import Delta, Finished
 from generation import params as sampling
 from generation import selectors
+from generation.worker.engines import engines
 
 
 class Command(BaseCommand):
@@ -21,11 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="A model source instead of the active configuration's.")
 
     def handle(self, *args, **options):
-        from generation.engine.engine import Request
-        from generation.engine.events import Delta, Finished
-        from generation.engine.loader import ModelLoadError
-        from generation.worker import engine_for
-
         config = selectors.model_config_active()
         if options["model"]:
             config.source = options["model"]
@@ -33,7 +32,7 @@ class Command(BaseCommand):
         requested = {name: options[name] for name in names if options[name] is not None}
         try:
             resolved = sampling.resolve_params(defaults=config.default_params(), story_settings={}, requested=requested)
-            engine = engine_for(selectors.model_spec(config))
+            engine = engines.acquire(selectors.model_spec(config))
         except sampling.ParamError as exc:
             raise CommandError(str(exc)) from None
         except ModelLoadError as exc:

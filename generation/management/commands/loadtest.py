@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import loadtest
+from generation.management import loadtest
 
 
 class Command(BaseCommand):

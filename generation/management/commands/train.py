@@ -3,13 +3,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from engine.errors import CorpusError
 from generation import services
 from generation.models import ModelConfig, TrainingJob
-from generation.training import corpus as corpora
 from generation.training import services as training
+from generation.worker.training import training_job_run
 from storyteller.stories.models import Story
 
 BAR = 24
@@ -50,8 +52,6 @@ class Command(BaseCommand):
         if options["threads"] is not None:
             if options["threads"] < 1:
                 raise CommandError("--threads is at least 1.")
-            import torch
-
             torch.set_num_threads(options["threads"])
         base = self._base(options["base"])
         stories = list(Story.objects.filter(pk__in=options["stories"]))
@@ -87,7 +87,7 @@ class Command(BaseCommand):
                 time_limit_minutes=options["time_limit"],
                 **bounds,
             )
-        except (corpora.CorpusError, training.JobRefused) as exc:
+        except (CorpusError, training.JobRefused) as exc:
             raise CommandError(str(exc)) from None
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
@@ -95,7 +95,7 @@ class Command(BaseCommand):
         self.stderr.write(f"Training job {job.pk}: {job.method} on {base.name}, {job.steps} steps. Ctrl-C stops it.")
         previous = signal.signal(signal.SIGINT, lambda *_: self._cancel(job))
         try:
-            job = training.training_job_run(job.pk, echo=_Bar(self.stderr, job.steps))
+            job = training_job_run(job.pk, echo=_Bar(self.stderr, job.steps))
         finally:
             signal.signal(signal.SIGINT, previous)
         self.stderr.write("")

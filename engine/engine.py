@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from generation.engine import loader
-from generation.engine.config import EngineConfig, ModelSpec, SamplingParams
-from generation.engine.detokenize import IncrementalDetokenizer
-from generation.engine.events import Delta, Finished, Started
-from generation.engine.runner import Runner
-from generation.engine.sampling import make_generator, sample_with_choices
-from generation.engine.scheduler import Scheduler
-from generation.engine.stopping import StopText
+from engine import loader
+from engine.config import EngineConfig, ModelSpec, SamplingParams
+from engine.detokenize import IncrementalDetokenizer
+from engine.events import Delta, Finished, Started
+from engine.runner import Runner
+from engine.sampling import make_generator, sample_with_choices
+from engine.scheduler import Scheduler
+from engine.stopping import StopText
 
 log = logging.getLogger(__name__)
 

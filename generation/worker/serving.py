@@ -1,53 +1,22 @@
-"""The worker process's models.
+"""The model a generation worker serves.
 
 `slot` is what the Celery worker serves: one engine that new generations go to. When the
 admin activates another configuration, the new model loads beside the old one and takes
 the new generations once it is ready; the old one finishes what it has and is then let
 go. A model that fails to load leaves the old one serving, and says why in the worker's
 status. No request fails, and none waits, because of a switch.
-
-`engine_for` is the simpler cache that the `generate` command and tests use: one engine
-per model, loaded once.
 """
 
 import logging
 import threading
-import weakref
 from dataclasses import dataclass
 
-from generation.engine.config import EngineConfig, ModelSpec
+from engine.config import EngineConfig, ModelSpec
+from engine.errors import ModelLoadError
+from generation import selectors
+from generation.worker.engines import Engines, engines
 
 log = logging.getLogger(__name__)
-
-_engines: dict = {}
-_lock = threading.Lock()
-
-
-def engine_for(spec: ModelSpec, config: EngineConfig | None = None):
-    """The process's engine for `spec`, loading the model on first use.
-
-    The lock makes concurrent first requests wait for one load instead of each loading
-    its own copy of the model.
-    """
-    from generation.engine.engine import Engine
-
-    with _lock:
-        engine = _engines.get(spec)
-        if engine is None:
-            engine = Engine.load(spec, config)
-            _log_load(engine)
-            _engines[spec] = engine
-        return engine
-
-
-def _log_load(engine) -> None:
-    log.info(
-        "Loaded model %s (%s, %s) in %.1f s",
-        engine.name,
-        engine.loaded.dtype,
-        engine.loaded.device,
-        engine.loaded.load_seconds,
-    )
 
 
 @dataclass(frozen=True)
@@ -66,6 +35,17 @@ class Wanted:
         return (self.spec, self.engine)
 
 
+def model_wanted() -> Wanted:
+    """The active configuration, as this worker needs it."""
+    config = selectors.model_config_active()
+    return Wanted(
+        spec=selectors.model_spec(config),
+        engine=EngineConfig(**config.engine_limits()),
+        config_name=config.name,
+        key=(config.pk, config.updated_at),
+    )
+
+
 @dataclass(eq=False)
 class Lease:
     engine: object
@@ -75,7 +55,8 @@ class Lease:
 
 
 class ModelSlot:
-    def __init__(self):
+    def __init__(self, registry: Engines = engines):
+        self._engines = registry
         self._lock = threading.Lock()  # guards the fields below
         self._load_lock = threading.Lock()  # one load at a time
         self._serving: Lease | None = None
@@ -105,9 +86,6 @@ class ModelSlot:
     def load(self, wanted: Wanted) -> None:
         """Loads the wanted model (unless it serves already) and makes it serve new
         generations. A failure leaves the serving model as it is, and raises."""
-        from generation.engine.engine import Engine
-        from generation.engine.loader import ModelLoadError
-
         with self._load_lock:
             with self._lock:
                 if self._serving is not None and self._serving.runs == wanted.runs:
@@ -115,7 +93,7 @@ class ModelSlot:
                     return
                 self._loading = wanted.config_name
             try:
-                engine = Engine.load(wanted.spec, wanted.engine)
+                engine = self._engines.acquire(wanted.spec, wanted.engine)
             except Exception as exc:
                 with self._lock:
                     self._loading = ""
@@ -124,7 +102,6 @@ class ModelSlot:
                 if isinstance(exc, ModelLoadError):
                     raise
                 raise ModelLoadError(str(exc)) from exc
-            _log_load(engine)
             with self._lock:
                 if self._serving is not None:
                     self._retiring.append(self._serving)
@@ -155,8 +132,7 @@ class ModelSlot:
             idle = [lease for lease in self._retiring if lease.users == 0]
             self._retiring = [lease for lease in self._retiring if lease.users > 0]
         for lease in idle:
-            lease.engine.shutdown()
-            log.info("Released model %s", lease.engine.name)
+            self._engines.release(lease.engine)
 
     def status(self) -> dict:
         """For the worker's heartbeat and its row in the admin."""
@@ -179,17 +155,3 @@ class ModelSlot:
 
 
 slot = ModelSlot()
-
-
-_inspectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def inspector_for(engine):
-    """The Inspect panel's views for an engine's model, made once per engine."""
-    from generation.engine.inspect import Inspector
-
-    with _lock:
-        inspector = _inspectors.get(engine)
-        if inspector is None:
-            inspector = _inspectors[engine] = Inspector(engine.loaded)
-        return inspector

@@ -8,7 +8,7 @@ logits; applied after the filters it would touch tokens that were already ruled 
 
 import torch
 
-from generation.engine.config import SamplingParams
+from engine.config import SamplingParams
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

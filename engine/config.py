@@ -1,5 +1,9 @@
 from dataclasses import dataclass
 
+# Words the Inspect panel's embedding map places at once (the web side checks requests
+# against it before they reach a worker).
+MAX_MAP_WORDS = 20
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -12,14 +12,11 @@ import threading
 
 import torch
 
+from engine.config import MAX_MAP_WORDS
+from engine.errors import InspectError
+
 # The longest passage the attention view reads, in tokens (its last ones).
 MAX_ATTENTION_TOKENS = 512
-# Words the embedding map places at once.
-MAX_MAP_WORDS = 20
-
-
-class InspectError(ValueError):
-    pass
 
 
 class Inspector:

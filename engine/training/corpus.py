@@ -2,25 +2,16 @@
 fixed number of tokens, some kept aside to measure perplexity on text the model does not
 train on.
 
-Everything that can be wrong with a corpus is found here, before any training starts, and
-said plainly: a file that is not UTF-8 text, an empty document, too little text for the
-sequence length asked for.
+An empty document, or too little text for the sequence length asked for, is refused here
+before any training starts, and said plainly. A wrong upload is refused earlier, on the
+web side, by generation/training/uploads.py.
 """
 
 from dataclasses import dataclass
 
 import torch
 
-# Uploads larger than this are refused (a plain-text novel is about 1 MB).
-MAX_FILE_BYTES = 20 * 1024 * 1024
-
-
-# What a job with neither stories nor files is told, wherever it is set up.
-EMPTY = "The corpus is empty: choose stories or upload .txt files."
-
-
-class CorpusError(ValueError):
-    pass
+from engine.errors import EMPTY_CORPUS, CorpusError
 
 
 @dataclass(frozen=True)
@@ -38,32 +29,13 @@ class Corpus:
     documents: int
 
 
-def read_text_file(name: str, data: bytes) -> str:
-    """An uploaded file's text, or CorpusError saying what is wrong with it."""
-    if len(data) > MAX_FILE_BYTES:
-        raise CorpusError(
-            f"{name} is {len(data) / 2**20:.1f} MiB; a file may hold at most {MAX_FILE_BYTES // 2**20} MiB."
-        )
-    if b"\x00" in data:
-        raise CorpusError(f"{name} is not a plain-text file (it holds NUL bytes).")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(
-            f"{name} is not UTF-8 text (byte {data[exc.start]:#04x} at position {exc.start}); save it as UTF-8."
-        ) from None
-    if not text.strip():
-        raise CorpusError(f"{name} is empty.")
-    return text
-
-
 def build(tokenizer, documents: list[Document], *, sequence_length: int, heldout_percent: int) -> Corpus:
     """Tokenizes the documents (each ends with the end-of-text token, so the model learns
     where a story stops), joins them and cuts the stream into examples of
     `sequence_length` tokens. Every k-th example is held out, so both parts sample the
     whole corpus; there is at least one of each."""
     if not documents:
-        raise CorpusError(EMPTY)
+        raise CorpusError(EMPTY_CORPUS)
     for document in documents:
         if not document.text.strip():
             raise CorpusError(f"{document.name} has no text.")

@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from generation.engine.config import SamplingParams
-from generation.engine.engine import Engine, Request
-from generation.engine.events import Finished
+from engine.config import SamplingParams
+from engine.engine import Engine, Request
+from engine.events import Finished
 
 PROMPTS = [
     "Once upon a time, there was a cat named Whiskers.",

@@ -16,6 +16,12 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import websockets
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+
+from storyteller.stories.services import story_create
+
 PREFIX = "loadtest-"
 OPENING = "Once upon a time, there was a cat named Whiskers. One morning"
 # The answer to this probe shows that a socket is open and its consumer alive.
@@ -49,11 +55,6 @@ class Writer:
 
 def writers_make(count: int) -> list[Writer]:
     """`count` writers, each with a story and a logged-in session, in the site's database."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
-
-    from storyteller.stories.services import story_create
-
     User = get_user_model()
     writers = []
     for n in range(count):
@@ -72,8 +73,6 @@ def writers_make(count: int) -> list[Writer]:
 
 
 def writers_remove() -> int:
-    from django.contrib.auth import get_user_model
-
     deleted, _ = get_user_model().objects.filter(username__startswith=PREFIX).delete()
     return deleted
 
@@ -93,8 +92,6 @@ class Tally:
 
 
 async def _connect(ws_base: str, origin: str, writer: Writer):
-    import websockets
-
     return await websockets.connect(
         f"{ws_base}/ws/stories/{writer.story_id}/",
         additional_headers={"Cookie": f"sessionid={writer.session}"},

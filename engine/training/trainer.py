@@ -12,21 +12,21 @@ takes effect within one step; what was learned until then is saved.
 """
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+
+from engine.errors import TrainingError
 
 # Full fine-tuning holds the weights, their gradients and AdamW's two moments: four
 # copies in float32. Above this many parameters, LoRA.
 FULL_MAX_PARAMETERS = 600_000_000
 # Perplexity is measured on at most this many held-out examples (the first ones).
 MAX_EVAL_EXAMPLES = 64
-
-
-class TrainingError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,6 @@ def prepare(model, settings: TrainingSettings):
         return model
     if settings.method != "lora":
         raise TrainingError(f"Unknown training method {settings.method!r}; use lora or full.")
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(
         r=settings.lora_rank,
         lora_alpha=2 * settings.lora_rank,
@@ -109,8 +107,6 @@ def save(model, tokenizer, settings: TrainingSettings, path: Path) -> None:
     if settings.method == "full":
         tokenizer.save_pretrained(partial)
     if path.exists():
-        import shutil
-
         shutil.rmtree(path)
     partial.rename(path)
 

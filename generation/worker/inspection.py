@@ -1,0 +1,58 @@
+"""The Inspect panel's requests, answered on this worker with the model serving now."""
+
+import threading
+import weakref
+
+from engine.errors import InspectError, ModelLoadError
+from engine.inspect import Inspector
+from generation import realtime
+from generation.worker.serving import model_wanted, slot
+
+_inspectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def inspector_for(engine) -> Inspector:
+    """The Inspect panel's views for an engine's model, made once per engine."""
+    with _lock:
+        inspector = _inspectors.get(engine)
+        if inspector is None:
+            inspector = _inspectors[engine] = Inspector(engine.loaded)
+        return inspector
+
+
+def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None:
+    """Answers an inspect request with the model serving now, on this worker."""
+    ids = {"request_id": request_id} if request_id is not None else {}
+    try:
+        lease = slot.acquire(model_wanted)
+    except ModelLoadError as exc:
+        realtime.reply(reply_to, _error(ids, "unavailable", f"The model could not be loaded: {exc}"))
+        return
+    try:
+        inspector = inspector_for(lease.engine)
+        view = request["view"]
+        if view == "tokens":
+            tokens = inspector.tokens(request["text"])
+            result = {"tokens": tokens, "count": len(tokens)}
+        elif view == "attention":
+            result = inspector.attention(request["text"], layer=request["layer"], position=request["position"])
+        elif view == "neighbours":
+            result = inspector.neighbours(request["word"])
+        else:
+            result = {"points": inspector.map(request["words"])}
+        answer = {"type": "inspection", **ids, "view": view, "model": lease.engine.name, **result}
+    except InspectError as exc:
+        answer = _error(ids, "invalid", str(exc))
+    finally:
+        slot.release(lease)
+    realtime.reply(reply_to, answer)
+
+
+def _error(ids: dict, code: str, message: str) -> dict:
+    return {"type": "error", **ids, "code": code, "message": message}
+
+
+def inspection_failed(reply_to: str, request_id: str | None, message: str) -> None:
+    ids = {"request_id": request_id} if request_id is not None else {}
+    realtime.reply(reply_to, _error(ids, "internal", message))

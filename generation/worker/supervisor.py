@@ -1,0 +1,79 @@
+"""Worker start-up: load the active model, then follow the admin's choice and report."""
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from celery.signals import worker_ready
+from django.db import close_old_connections
+from django.utils import timezone
+
+from generation import realtime
+from generation.models import Worker
+
+log = logging.getLogger(__name__)
+
+# How often a worker looks at the active configuration and reports its state.
+REPORT_EVERY_S = 3
+
+
+@worker_ready.connect
+def start_worker_threads(sender=None, **kwargs):
+    # The worker's own modules load here, not at import: the web process imports this
+    # module too (generation.apps connects the signal), and must not load torch.
+    queues = _queues(sender)
+    if "training" in queues:
+        from generation.training.services import training_jobs_fail_stalled
+
+        if stalled := training_jobs_fail_stalled():
+            log.warning("Marked %s stalled training job(s) failed", stalled)
+    if "generation" not in queues:
+        return  # the training worker loads the models its jobs name, not the active one
+    from generation.worker.serving import model_wanted, slot
+
+    # In a thread, so that the worker starts consuming at once; the first task waits for
+    # the first load instead of failing.
+    threading.Thread(target=_supervise, args=(slot, model_wanted), name="model-supervisor", daemon=True).start()
+
+
+def _queues(consumer) -> set[str]:
+    """The queues this worker consumes (celery -Q)."""
+    try:
+        return set(consumer.app.amqp.queues.consume_from or ())
+    except AttributeError:
+        return {"generation"}
+
+
+def _supervise(slot, wanted):
+    """Loads the active model before the first request; then, every few seconds, starts
+    loading another one when the admin has activated it (serving.ModelSlot does the switch)
+    and reports this worker's state. The first report comes before the first load: the
+    worker is alive, and takes tasks, from the start."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            slot.follow(wanted())
+        except Exception:
+            log.exception("Could not read the active model configuration")
+        worker_report(name, slot.status())
+        close_old_connections()
+        time.sleep(REPORT_EVERY_S)
+
+
+def worker_report(name: str, status: dict) -> None:
+    """Records a worker's state for the admin (the Worker row) and for /healthz (a
+    heartbeat in Redis); either may be away without stopping the other."""
+    now = timezone.now()
+    try:
+        Worker.objects.update_or_create(name=name, defaults={**status, "last_heartbeat": now})
+        # Rows of workers that stopped long ago (each restart is a new host:pid).
+        Worker.objects.filter(last_heartbeat__lt=now - timedelta(days=1)).delete()
+    except Exception:
+        log.warning("Could not record the worker's state in the database", exc_info=True)
+    try:
+        realtime.worker_heartbeat(name, status)
+    except Exception:
+        log.warning("Heartbeat to Redis failed; retrying", exc_info=True)
