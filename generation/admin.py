@@ -1,10 +1,8 @@
-from datetime import timedelta
-
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.widgets import AutocompleteSelectMultiple
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.urls import path
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -55,9 +53,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
     def workers(self, obj):
         """Where the switch to this configuration stands, worker by worker."""
         lines = []
-        for worker in Worker.objects.all():
-            if not worker.is_alive:
-                continue
+        for worker in selectors.workers_alive():
             if worker.config_name == obj.name:
                 lines.append(f"{worker.name}: serving {worker.model_name} ({worker.dtype}, {worker.device})")
             elif worker.loading == obj.name:
@@ -160,11 +156,11 @@ class WorkerStateFilter(admin.SimpleListFilter):
         return [*Worker.State.choices, ("offline", "Offline")]
 
     def queryset(self, request, queryset):
-        alive = Q(last_heartbeat__gte=timezone.now() - timedelta(seconds=Worker.ALIVE_S))
+        alive = selectors.workers_alive()
         if self.value() == "offline":
-            return queryset.exclude(alive)
+            return queryset.exclude(pk__in=alive)
         if self.value() in Worker.State.values:
-            return queryset.filter(alive, state=self.value())
+            return queryset.filter(pk__in=alive, state=self.value())
         return queryset
 
 
@@ -222,18 +218,7 @@ class WriterUsageAdmin(ReadOnly, admin.ModelAdmin):
     search_fields = ["username"]
 
     def get_queryset(self, request):
-        since = timezone.now() - timedelta(hours=24)
-        recent = Q(generations__created_at__gte=since)
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                tokens_24h=Sum("generations__new_tokens", filter=recent, default=0),
-                generations_24h=Count("generations", filter=recent),
-                running_now=Count("generations", filter=Q(generations__status__in=Generation.ACTIVE)),
-            )
-            .order_by("-tokens_24h", "username")
-        )
+        return selectors.writers_with_usage(super().get_queryset(request))
 
     @admin.display(description="tokens (24 h)", ordering="tokens_24h")
     def tokens_24h(self, obj):

@@ -1,4 +1,4 @@
-"""The story socket of docs/protocol.md: authenticate, parse, call a service, relay events."""
+"""The story socket of docs/protocol.md: authenticate, parse, call a service, forward events."""
 
 import asyncio
 import contextlib
@@ -6,7 +6,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
@@ -56,28 +55,22 @@ class StoryConsumer(AsyncWebsocketConsumer):
         self.watchdog = asyncio.create_task(self.watch_workers())
 
     async def watch_workers(self):
-        """Every few seconds, for each generation this socket follows: a new `queued` when
-        its place in the queue has changed, and, when its worker stopped writing its row (a
-        killed process says nothing), finishing it as lost; `error` and `done` then arrive
-        like any other."""
+        """Every few seconds, for each generation this socket follows, services.generation_watch:
+        a lost one is finished (its `error` and `done` arrive like any other event), and a
+        new `queued` goes out when its place in the queue has changed."""
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
                 try:
-                    await self.send_new_position(generation_id)
-                    await database_sync_to_async(services.generation_finish_if_lost)(generation_id)
+                    position = await database_sync_to_async(services.generation_watch)(generation_id)
                 except Exception:
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
-
-    async def send_new_position(self, generation_id: int) -> None:
-        sent = self.following.get(generation_id)
-        if sent is None or sent.position == 0:
-            return
-        position = await database_sync_to_async(selectors.queue_position_of)(generation_id)
-        # Once its words flow, the writer knows it runs; a late count would only confuse.
-        if position != sent.position and sent.last_seq < 0 and generation_id in self.following:
-            sent.position = position
-            await self.send_json(self.queued_event(generation_id, position, sent.request_id))
+                    continue
+                sent = self.following.get(generation_id)
+                # Once its words flow, the writer knows it runs; a late count would only confuse.
+                if sent is not None and sent.position != 0 and position != sent.position and sent.last_seq < 0:
+                    sent.position = position
+                    await self.send_json(self.queued_event(generation_id, position, sent.request_id))
 
     @staticmethod
     def queued_event(generation_id: int, position: int, request_id: str | None) -> dict:
@@ -172,16 +165,15 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     async def on_resume(self, message):
         generation_id, after_seq = message.get("generation_id"), message.get("after_seq", -1)
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < -1:
-            await self.send_error("invalid", "after_seq must be an integer, -1 or more.", generation_id=generation_id)
+        try:
+            generation = await database_sync_to_async(services.generation_resume_checked)(
+                story=self.story, generation_id=generation_id, after_seq=after_seq
+            )
+        except services.GenerationRefused as refused:
+            ids = {"generation_id": generation_id} if refused.code == "invalid" else {}
+            await self.send_error(refused.code, refused.message, **ids)
             return
-        generation = await database_sync_to_async(selectors.generation_for_story)(self.story, generation_id)
-        if generation is None:
-            await self.send_error("not_found", f"This story has no generation {generation_id}.")
-            return
-        if not await self.follow(generation.id, after_seq=after_seq) and not generation.is_active:
-            # The event log has expired: the saved row still has the whole output.
-            await self.send_json(selectors.done_event(generation))
+        await self.follow(generation.id, after_seq=after_seq)
 
     async def on_inspect(self, message):
         valid, request_id = await self.request_id(message)
@@ -199,15 +191,17 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     # -- server to client -------------------------------------------------------------
 
-    async def follow(self, generation_id: int, *, after_seq: int) -> bool:
-        """Joins the generation's group, then replays its log past `after_seq`; returns
-        whether the log had anything. Joining first means no event falls in between."""
+    async def follow(self, generation_id: int, *, after_seq: int) -> None:
+        """Joins the generation's group, then sends what it missed past `after_seq`
+        (selectors.generation_replay). Joining first means no event falls in between."""
         self.following[generation_id] = _Sent(last_seq=after_seq)
         await self.channel_layer.group_add(realtime.group_name(generation_id), self.channel_name)
-        events = await sync_to_async(realtime.logged_events, thread_sensitive=False)(generation_id)
+        # Off the thread the other database calls share: a Redis that went away can keep
+        # this one waiting for seconds.
+        replay = database_sync_to_async(selectors.generation_replay, thread_sensitive=False)
+        events = await replay(generation_id)
         for event in events:
             await self.relay(event)
-        return bool(events)
 
     async def generation_event(self, message):
         await self.relay(message["event"])

@@ -259,6 +259,32 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
 
 
+def workers_alive():
+    """The workers that reported within Worker.ALIVE_S: what they report still holds."""
+    return Worker.objects.filter(last_heartbeat__gte=timezone.now() - timedelta(seconds=Worker.ALIVE_S))
+
+
+def writers_with_usage(users):
+    """Writers with what each used in the last 24 hours and runs now, most tokens first:
+    tokens_24h, generations_24h, running_now."""
+    recent = Q(generations__created_at__gte=timezone.now() - timedelta(hours=24))
+    return users.annotate(
+        tokens_24h=Sum("generations__new_tokens", filter=recent, default=0),
+        generations_24h=Count("generations", filter=recent),
+        running_now=Count("generations", filter=Q(generations__status__in=Generation.ACTIVE)),
+    ).order_by("-tokens_24h", "username")
+
+
+def generation_replay(generation_id: int) -> list[dict]:
+    """What a socket that starts following a generation is sent first: its event log, or,
+    once the log has expired, the saved row's ending."""
+    events = realtime.logged_events(generation_id)
+    if events:
+        return events
+    generation = Generation.objects.filter(pk=generation_id).first()
+    return [done_event(generation)] if generation is not None and not generation.is_active else []
+
+
 def load_now() -> dict:
     """The dashboard's "now": the live workers, the active configuration, the queue."""
     try:
@@ -266,7 +292,7 @@ def load_now() -> dict:
     except Exception:
         queue = None  # Redis is away; the series still come from the database
     fields = ("name", "state", "model_name", "loading", "error", "live_requests")
-    workers = [w for w in Worker.objects.all() if w.is_alive]
+    workers = workers_alive()
     return {
         "workers": [{name: getattr(w, name) for name in fields} for w in workers],
         "model": model_config_active().name,

@@ -176,6 +176,24 @@ def generation_finish_if_lost(generation_id: int) -> bool:
         return generation_end(generation, "error", error=LOST_MESSAGE, error_code="unavailable")
 
 
+def generation_watch(generation_id: int) -> int:
+    """What a socket following a generation checks every few seconds: a generation whose
+    worker is gone (a killed process says nothing) is finished as lost, its followers told
+    by its `error` and `done`; returns its place in the queue (0: it runs or has ended)."""
+    generation_finish_if_lost(generation_id)
+    return selectors.queue_position_of(generation_id)
+
+
+def generation_resume_checked(*, story: Story, generation_id, after_seq) -> Generation:
+    """The story's generation that a `resume` asks to follow again past `after_seq`."""
+    if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < -1:
+        raise GenerationRefused("invalid", "after_seq must be an integer, -1 or more.")
+    generation = selectors.generation_for_story(story, generation_id)
+    if generation is None:
+        raise GenerationRefused("not_found", f"This story has no generation {generation_id}.")
+    return generation
+
+
 def generation_cancel(*, story: Story, generation_id) -> Generation:
     """Asks the worker to stop a generation of this story; a finished one is left alone."""
     generation = selectors.generation_for_story(story, generation_id)

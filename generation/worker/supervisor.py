@@ -1,4 +1,5 @@
-"""Worker start-up: load the active model, then follow the admin's choice and report."""
+"""Worker start-up: load the active model, then follow the admin's choice, report, and do
+the site's housekeeping that must happen without anyone watching."""
 
 import logging
 import os
@@ -13,11 +14,14 @@ from django.utils import timezone
 
 from generation import realtime
 from generation.models import Worker
+from storyteller.stories.services import trash_purge
 
 log = logging.getLogger(__name__)
 
 # How often a worker looks at the active configuration and reports its state.
 REPORT_EVERY_S = 3
+# How often it does the housekeeping (every worker does it; doing it twice is harmless).
+HOUSEKEEPING_EVERY_S = 3600
 
 
 @worker_ready.connect
@@ -53,14 +57,27 @@ def _supervise(slot, wanted):
     and reports this worker's state. The first report comes before the first load: the
     worker is alive, and takes tasks, from the start."""
     name = f"{socket.gethostname()}:{os.getpid()}"
+    housekeeping_due = time.monotonic()
     while True:
         try:
             slot.follow(wanted())
         except Exception:
             log.exception("Could not read the active model configuration")
         worker_report(name, slot.status())
+        if time.monotonic() >= housekeeping_due:
+            housekeeping_due = time.monotonic() + HOUSEKEEPING_EVERY_S
+            housekeeping()
         close_old_connections()
         time.sleep(REPORT_EVERY_S)
+
+
+def housekeeping() -> None:
+    """Empties the trash of stories deleted longer ago than stories.services.TRASH_DAYS."""
+    try:
+        if purged := trash_purge():
+            log.info("Deleted %s story(ies) from the trash for good", purged)
+    except Exception:
+        log.warning("Could not empty the trash", exc_info=True)
 
 
 def worker_report(name: str, status: dict) -> None:

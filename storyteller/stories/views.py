@@ -27,8 +27,6 @@ def library(request):
             form.add_error(None, exc)
         else:
             return redirect("stories:editor", story_id=story.id)
-    # The trash is emptied here rather than by a scheduler: one indexed DELETE.
-    services.trash_purge()
     query = request.GET.get("q", "")
     context = {
         "stories": selectors.story_list_for(request.user, query=query),

@@ -1,6 +1,8 @@
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
@@ -28,6 +30,23 @@ def test_log_in_and_out(client, alice):
     assert response.status_code == 302 and response["Location"] == "/stories/"
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/stories/")["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize(
+    "path", ["/stories/", "/stories/trash/", "/stories/{id}/", "/admin/generation/trainingjob/add/"]
+)
+def test_reading_a_page_writes_nothing(admin_client, admin_user, path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    story = story_create(owner=admin_user, title="Mine", text="one two three")
+    # Work a page might be tempted to do on the way: a story long in the trash.
+    old = story_create(owner=admin_user, title="Old", text="")
+    Story.objects.filter(pk=old.pk).update(deleted_at=timezone.now() - timedelta(days=60))
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(path.format(id=story.id)).status_code == 200
+    writes = [q["sql"] for q in queries if q["sql"].lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == []
 
 
 def test_the_library_lists_the_writers_stories_only(alice_client, alice, bob):

@@ -201,6 +201,15 @@ def test_the_trash_is_emptied_after_thirty_days(alice, story):
     assert list(Story.objects.values_list("title", flat=True)) == ["Kept"]
 
 
+def test_every_worker_empties_the_trash_without_anyone_opening_a_page(alice, story):
+    from generation.worker.supervisor import housekeeping
+
+    story_trash(story)
+    Story.objects.filter(pk=story.pk).update(deleted_at=timezone.now() - timedelta(days=31))
+    housekeeping()
+    assert not Story.objects.filter(pk=story.pk).exists()
+
+
 # -- lore ---------------------------------------------------------------------------------
 
 
