@@ -190,11 +190,6 @@ class Generation(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
-    @property
-    def prompt_summary(self) -> str:
-        tail = self.prompt_text[-80:]
-        return ("..." if len(self.prompt_text) > 80 else "") + tail
-
     def stats(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens or 0,
