@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from generation import params as sampling
+from generation.realtime import WORKER_ALIVE_S
 
 WEIGHT_FILES = ("*.safetensors", "*.bin")
 
@@ -234,9 +235,6 @@ class Worker(models.Model):
         READY = "ready"
         ERROR = "error"
 
-    # A worker silent for longer than this is counted as gone.
-    ALIVE_S = 30
-
     name = models.CharField(max_length=200, unique=True, help_text="host:pid")
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     config_name = models.CharField("configuration", max_length=100, blank=True)
@@ -259,7 +257,7 @@ class Worker(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
+        return (timezone.now() - self.last_heartbeat).total_seconds() <= WORKER_ALIVE_S
 
     @property
     def state_shown(self) -> str:
