@@ -8,6 +8,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from engine.training.settings import DEFAULTS as TRAINING
+from engine.training.settings import HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import params as sampling
 from generation.realtime import WORKER_ALIVE_S
 
@@ -336,31 +338,41 @@ class TrainingJob(models.Model):
         ModelConfig, on_delete=models.PROTECT, related_name="training_jobs", help_text="The model to train."
     )
     stories = models.ManyToManyField("stories.Story", blank=True, related_name="training_jobs")
-    method = models.CharField(max_length=8, choices=Method.choices, default=Method.LORA)
-    steps = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1), MaxValueValidator(100_000)])
-    learning_rate = models.FloatField(default=2e-4, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)])
-    sequence_length = models.PositiveIntegerField(
-        default=128, validators=[MinValueValidator(8), MaxValueValidator(8192)], help_text="Tokens per example."
+    method = models.CharField(max_length=8, choices=Method.choices, default=TRAINING.method)
+    steps = models.PositiveIntegerField(
+        default=TRAINING.steps, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
     )
-    batch_size = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(128)])
+    learning_rate = models.FloatField(
+        default=TRAINING.learning_rate, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)]
+    )
+    sequence_length = models.PositiveIntegerField(
+        default=SEQUENCE_LENGTH,
+        validators=[MinValueValidator(8), MaxValueValidator(8192)],
+        help_text="Tokens per example.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=TRAINING.batch_size, validators=[MinValueValidator(1), MaxValueValidator(128)]
+    )
     time_limit_minutes = models.PositiveIntegerField(
-        default=60,
+        default=round(TRAINING.time_limit_s / 60),
         validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)],
         help_text="Training stops here even before its steps are done, and keeps what it learned.",
     )
     heldout_percent = models.PositiveIntegerField(
         "held-out part (%)",
-        default=10,
+        default=HELDOUT_PERCENT,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
         help_text="Of the corpus's examples, kept aside to measure perplexity.",
     )
     eval_every = models.PositiveIntegerField(
-        "evaluate every (steps)", default=20, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+        "evaluate every (steps)",
+        default=TRAINING.eval_every,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
     )
     lora_rank = models.PositiveIntegerField(
-        "LoRA rank", default=8, validators=[MinValueValidator(1), MaxValueValidator(256)]
+        "LoRA rank", default=TRAINING.lora_rank, validators=[MinValueValidator(1), MaxValueValidator(256)]
     )
-    seed = models.PositiveIntegerField(default=0)
+    seed = models.PositiveIntegerField(default=TRAINING.seed)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error_message = models.TextField(blank=True)
