@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -8,12 +6,12 @@ from django.db import models
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from engine.errors import ModelLoadError
+from engine.sources import adapter_checked, source_checked
 from engine.training.settings import DEFAULTS as TRAINING
 from engine.training.settings import HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import params as sampling
 from generation.realtime import WORKER_ALIVE_S
-
-WEIGHT_FILES = ("*.safetensors", "*.bin")
 
 
 class ModelConfig(models.Model):
@@ -87,20 +85,12 @@ class ModelConfig(models.Model):
         return self.name
 
     def clean(self):
-        source = self.source.strip()
-        path = Path(source).expanduser()
-        if source.endswith(".gguf") and not path.is_file():
-            raise ValidationError({"source": f"There is no GGUF file at {source}."})
-        if (path.is_absolute() or source.startswith(".")) and not source.endswith(".gguf"):
-            if not path.is_dir():
-                raise ValidationError({"source": f"There is no folder at {source}."})
-            if not (path / "config.json").is_file():
-                raise ValidationError({"source": f"{source} is not a model folder: it has no config.json."})
-            if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
-                raise ValidationError({"source": f"{source} holds no weights (*.safetensors or *.bin)."})
-        adapter = self.adapter.strip()
-        if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
-            raise ValidationError({"adapter": f"{adapter} is not an adapter folder: it has no adapter_config.json."})
+        # The loader makes the same checks when a worker loads the model.
+        for field, check in (("source", source_checked), ("adapter", adapter_checked)):
+            try:
+                check(getattr(self, field))
+            except ModelLoadError as exc:
+                raise ValidationError({field: str(exc)}) from None
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
         if self.writer_min_temperature > self.writer_max_temperature:
