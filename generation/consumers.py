@@ -13,6 +13,7 @@ from django.http import Http404
 
 from generation import realtime, selectors, services
 from storyteller.stories import selectors as story_selectors
+from storyteller.validators import Invalid, check_int
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,10 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     async def on_resume(self, message):
         generation_id, after_seq = message.get("generation_id"), message.get("after_seq", -1)
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < -1:
-            await self.send_error("invalid", "after_seq must be an integer, -1 or more.", generation_id=generation_id)
+        try:
+            check_int("after_seq", after_seq, low=-1)
+        except Invalid as exc:
+            await self.send_error("invalid", exc.message, generation_id=generation_id)
             return
         generation = await database_sync_to_async(selectors.generation_for_story)(self.story, generation_id)
         if generation is None:
