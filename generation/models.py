@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -8,9 +6,12 @@ from django.db import models
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from engine.errors import ModelLoadError
+from engine.sources import adapter_checked, source_checked
+from engine.training.settings import DEFAULTS as TRAINING
+from engine.training.settings import HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import params as sampling
-
-WEIGHT_FILES = ("*.safetensors", "*.bin")
+from generation.realtime import WORKER_ALIVE_S
 
 
 class ModelConfig(models.Model):
@@ -84,20 +85,12 @@ class ModelConfig(models.Model):
         return self.name
 
     def clean(self):
-        source = self.source.strip()
-        path = Path(source).expanduser()
-        if source.endswith(".gguf") and not path.is_file():
-            raise ValidationError({"source": f"There is no GGUF file at {source}."})
-        if (path.is_absolute() or source.startswith(".")) and not source.endswith(".gguf"):
-            if not path.is_dir():
-                raise ValidationError({"source": f"There is no folder at {source}."})
-            if not (path / "config.json").is_file():
-                raise ValidationError({"source": f"{source} is not a model folder: it has no config.json."})
-            if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
-                raise ValidationError({"source": f"{source} holds no weights (*.safetensors or *.bin)."})
-        adapter = self.adapter.strip()
-        if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
-            raise ValidationError({"adapter": f"{adapter} is not an adapter folder: it has no adapter_config.json."})
+        # The loader makes the same checks when a worker loads the model.
+        for field, check in (("source", source_checked), ("adapter", adapter_checked)):
+            try:
+                check(getattr(self, field))
+            except ModelLoadError as exc:
+                raise ValidationError({field: str(exc)}) from None
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
         if self.writer_min_temperature > self.writer_max_temperature:
@@ -190,11 +183,6 @@ class Generation(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
-    @property
-    def prompt_summary(self) -> str:
-        tail = self.prompt_text[-80:]
-        return ("..." if len(self.prompt_text) > 80 else "") + tail
-
     def stats(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens or 0,
@@ -239,9 +227,6 @@ class Worker(models.Model):
         READY = "ready"
         ERROR = "error"
 
-    # A worker silent for longer than this is counted as gone.
-    ALIVE_S = 30
-
     name = models.CharField(max_length=200, unique=True, help_text="host:pid")
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     config_name = models.CharField("configuration", max_length=100, blank=True)
@@ -264,7 +249,7 @@ class Worker(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        return (timezone.now() - self.last_heartbeat).total_seconds() <= self.ALIVE_S
+        return (timezone.now() - self.last_heartbeat).total_seconds() <= WORKER_ALIVE_S
 
     @property
     def state_shown(self) -> str:
@@ -343,31 +328,41 @@ class TrainingJob(models.Model):
         ModelConfig, on_delete=models.PROTECT, related_name="training_jobs", help_text="The model to train."
     )
     stories = models.ManyToManyField("stories.Story", blank=True, related_name="training_jobs")
-    method = models.CharField(max_length=8, choices=Method.choices, default=Method.LORA)
-    steps = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1), MaxValueValidator(100_000)])
-    learning_rate = models.FloatField(default=2e-4, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)])
-    sequence_length = models.PositiveIntegerField(
-        default=128, validators=[MinValueValidator(8), MaxValueValidator(8192)], help_text="Tokens per example."
+    method = models.CharField(max_length=8, choices=Method.choices, default=TRAINING.method)
+    steps = models.PositiveIntegerField(
+        default=TRAINING.steps, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
     )
-    batch_size = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(128)])
+    learning_rate = models.FloatField(
+        default=TRAINING.learning_rate, validators=[MinValueValidator(1e-7), MaxValueValidator(1.0)]
+    )
+    sequence_length = models.PositiveIntegerField(
+        default=SEQUENCE_LENGTH,
+        validators=[MinValueValidator(8), MaxValueValidator(8192)],
+        help_text="Tokens per example.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=TRAINING.batch_size, validators=[MinValueValidator(1), MaxValueValidator(128)]
+    )
     time_limit_minutes = models.PositiveIntegerField(
-        default=60,
+        default=round(TRAINING.time_limit_s / 60),
         validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)],
         help_text="Training stops here even before its steps are done, and keeps what it learned.",
     )
     heldout_percent = models.PositiveIntegerField(
         "held-out part (%)",
-        default=10,
+        default=HELDOUT_PERCENT,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
         help_text="Of the corpus's examples, kept aside to measure perplexity.",
     )
     eval_every = models.PositiveIntegerField(
-        "evaluate every (steps)", default=20, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+        "evaluate every (steps)",
+        default=TRAINING.eval_every,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
     )
     lora_rank = models.PositiveIntegerField(
-        "LoRA rank", default=8, validators=[MinValueValidator(1), MaxValueValidator(256)]
+        "LoRA rank", default=TRAINING.lora_rank, validators=[MinValueValidator(1), MaxValueValidator(256)]
     )
-    seed = models.PositiveIntegerField(default=0)
+    seed = models.PositiveIntegerField(default=TRAINING.seed)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error_message = models.TextField(blank=True)

@@ -4,8 +4,10 @@ A message's `params` fall back to the story's settings, then the admin's default
 """
 
 import secrets
+from functools import partial
 
 from engine.config import SamplingParams
+from storyteller.validators import Invalid, check_bool, check_dict, check_int, check_list, check_number, check_string
 
 MAX_NEW_TOKENS = 1024
 MAX_TOP_K = 1000
@@ -14,53 +16,38 @@ MAX_SEED = 2**63 - 1
 MAX_STOPS, MAX_STOP_CHARS = 8, 100
 
 
-class ParamError(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+# A parameter that is not what it takes; `field` names it.
+ParamError = Invalid
 
 
-def _number(name, value, *, integer, low, high, low_open=False):
-    # bool is an int in Python; a JSON true is not a number of tokens.
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ParamError(name, f"{name} must be {'an integer' if integer else 'a number'}.")
-    if value < low or value > high or (low_open and value == low):
-        bound = f"above {low}" if low_open else f"at least {low}"
-        raise ParamError(name, f"{name} must be {bound} and at most {high}; got {value}.")
-    return value
+def _stop(name, value):
+    return check_list(
+        name,
+        value,
+        max_length=MAX_STOPS,
+        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_STOP_CHARS),
+        unit="strings",
+    )
 
 
-def _stop(value):
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise ParamError("stop", "stop must be a list of strings.")
-    if len(value) > MAX_STOPS:
-        raise ParamError("stop", f"stop takes at most {MAX_STOPS} strings.")
-    if any(not s or len(s) > MAX_STOP_CHARS for s in value):
-        raise ParamError("stop", f"Each stop string must have 1 to {MAX_STOP_CHARS} characters.")
-    return value
-
-
-def _flag(name, value):
-    if not isinstance(value, bool):
-        raise ParamError(name, f"{name} must be true or false.")
-    return value
+def _optional(check):
+    return lambda name, value: None if value is None else check(name, value)
 
 
 # How many candidates a token keeps when a story records its choices.
 RECORDED_CHOICES = 5
 
 _CHECKS = {
-    "max_new_tokens": lambda v: _number("max_new_tokens", v, integer=True, low=1, high=MAX_NEW_TOKENS),
-    "temperature": lambda v: _number("temperature", v, integer=False, low=0, high=5),
-    "top_p": lambda v: _number("top_p", v, integer=False, low=0, high=1, low_open=True),
-    "top_k": lambda v: _number("top_k", v, integer=True, low=0, high=MAX_TOP_K),
-    "repetition_penalty": lambda v: _number("repetition_penalty", v, integer=False, low=MIN_PENALTY, high=MAX_PENALTY),
-    "seed": lambda v: None if v is None else _number("seed", v, integer=True, low=0, high=MAX_SEED),
+    "max_new_tokens": partial(check_int, low=1, high=MAX_NEW_TOKENS),
+    "temperature": partial(check_number, low=0, high=5),
+    "top_p": partial(check_number, low=0, high=1, low_open=True),
+    "top_k": partial(check_int, low=0, high=MAX_TOP_K),
+    "repetition_penalty": partial(check_number, low=MIN_PENALTY, high=MAX_PENALTY),
+    "seed": _optional(partial(check_int, low=0, high=MAX_SEED)),
     "stop": _stop,
-    "record_choices": lambda v: _flag("record_choices", v),
+    "record_choices": check_bool,
     # The token the continuation starts with, chosen among a word's recorded candidates.
-    "first_token": lambda v: None if v is None else _number("first_token", v, integer=True, low=0, high=2**31),
+    "first_token": _optional(partial(check_int, low=0, high=2**31)),
 }
 FIELDS = tuple(_CHECKS)
 
@@ -69,12 +56,18 @@ def clean_params(raw) -> dict:
     """The given parameters, checked; ParamError names the first wrong one."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise ParamError("params", "params must be an object.")
+    check_dict("params", raw)
     for key in raw:
         if key not in _CHECKS:
             raise ParamError(key, f"Unknown parameter '{key}'; known: {', '.join(FIELDS)}.")
-    return {key: _CHECKS[key](value) for key, value in raw.items()}
+    cleaned = {}
+    for key, value in raw.items():
+        try:
+            cleaned[key] = _CHECKS[key](key, value)
+        except Invalid as exc:
+            # The field is the parameter, even when the message names one of its items.
+            raise ParamError(key, exc.message) from None
+    return cleaned
 
 
 def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | None, ranges: dict | None = None) -> dict:

@@ -177,12 +177,13 @@ def cancel_requested(generation_id: int) -> bool:
 
 
 _WORKER_PREFIX = "storyteller:worker:"
-# A worker whose last heartbeat is older than this is counted as gone.
-WORKER_TTL_S = 30
+# A worker whose last heartbeat is older than this is counted as gone: its Redis heartbeat
+# expires, and its Worker row shows it offline. Workers report every few seconds.
+WORKER_ALIVE_S = 30
 
 
 def worker_heartbeat(worker: str, state: dict) -> None:
-    redis_client().set(_WORKER_PREFIX + worker, json.dumps(state), ex=WORKER_TTL_S)
+    redis_client().set(_WORKER_PREFIX + worker, json.dumps(state), ex=WORKER_ALIVE_S)
 
 
 def live_workers() -> dict[str, dict]:

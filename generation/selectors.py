@@ -9,6 +9,7 @@ from engine.config import ModelSpec
 from generation import params, realtime
 from generation.models import Generation, ModelConfig, Preset, UsageLimit, Worker
 from storyteller.stories.text import utf16_length
+from storyteller.validators import is_int
 
 
 def model_config_active() -> ModelConfig:
@@ -57,7 +58,7 @@ def model_spec(config: ModelConfig) -> ModelSpec:
 
 
 def generation_for_story(story, generation_id) -> Generation | None:
-    if isinstance(generation_id, bool) or not isinstance(generation_id, int):
+    if not is_int(generation_id):
         return None
     return Generation.objects.filter(pk=generation_id, story=story).first()
 
@@ -260,8 +261,8 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 
 def workers_alive():
-    """The workers that reported within Worker.ALIVE_S: what they report still holds."""
-    return Worker.objects.filter(last_heartbeat__gte=timezone.now() - timedelta(seconds=Worker.ALIVE_S))
+    """The workers that reported within realtime.WORKER_ALIVE_S: what they report still holds."""
+    return Worker.objects.filter(last_heartbeat__gte=timezone.now() - timedelta(seconds=realtime.WORKER_ALIVE_S))
 
 
 def writers_with_usage(users):

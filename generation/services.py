@@ -1,4 +1,5 @@
 import logging
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -10,6 +11,7 @@ from generation import queue, realtime, selectors
 from generation.models import Generation, ModelConfig
 from storyteller import ratelimit
 from storyteller.stories.models import Story
+from storyteller.validators import Invalid, check_int, check_list, check_string
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,9 @@ STALE_QUEUED_S = 15 * 60
 LOST_MESSAGE = "The worker stopped before this generation finished; the text written so far is kept."
 
 
+MAX_REQUEST_ID_CHARS = 100
+
+
 class GenerationRefused(Exception):
     """A generate or cancel request that cannot be served; `code` is the protocol's."""
 
@@ -34,11 +39,16 @@ class GenerationRefused(Exception):
         self.field = field
 
 
+def _refused(invalid: Invalid) -> GenerationRefused:
+    return GenerationRefused("invalid", invalid.message, invalid.field)
+
+
 def request_id_checked(value) -> str | None:
     """A client's `request_id`: absent, or a string of at most 100 characters."""
-    if value is not None and (not isinstance(value, str) or len(value) > 100):
-        raise GenerationRefused("invalid", "request_id must be a string of at most 100 characters.", "request_id")
-    return value
+    try:
+        return None if value is None else check_string("request_id", value, max_length=MAX_REQUEST_ID_CHARS)
+    except Invalid as exc:
+        raise _refused(exc) from None
 
 
 @transaction.atomic
@@ -69,8 +79,10 @@ def model_config_activate(config: ModelConfig) -> ModelConfig:
 
 def generation_start(*, story: Story, user, text: str, params: dict | None, request_id: str = "") -> Generation:
     """Records a generation for the story and queues it for a worker once committed."""
-    if not isinstance(text, str):
-        raise GenerationRefused("invalid", "text must be a string: the story up to the cursor.", "text")
+    try:
+        check_string("text", text)
+    except Invalid as exc:
+        raise _refused(exc) from None
     limit = settings.STORYTELLER_MAX_TEXT_CHARS
     if len(text) > limit:
         raise GenerationRefused("too_large", f"The text is {len(text):,} characters; the limit is {limit:,}.")
@@ -186,8 +198,10 @@ def generation_watch(generation_id: int) -> int:
 
 def generation_resume_checked(*, story: Story, generation_id, after_seq) -> Generation:
     """The story's generation that a `resume` asks to follow again past `after_seq`."""
-    if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < -1:
-        raise GenerationRefused("invalid", "after_seq must be an integer, -1 or more.")
+    try:
+        check_int("after_seq", after_seq, low=-1)
+    except Invalid as exc:
+        raise _refused(exc) from None
     generation = selectors.generation_for_story(story, generation_id)
     if generation is None:
         raise GenerationRefused("not_found", f"This story has no generation {generation_id}.")
@@ -262,37 +276,26 @@ def inspection_start(*, user, reply_to: str, message: dict, request_id: str | No
     answers the socket `reply_to` directly; nothing is recorded."""
     view = message.get("view")
     request = {"view": view}
-    if view in ("tokens", "attention"):
-        request["text"] = _text_field(message, "text", MAX_INSPECT_CHARS)
-    if view == "attention":
-        request["layer"] = _count_field(message, "layer", required=True)
-        request["position"] = _count_field(message, "position", required=False)
-    elif view == "neighbours":
-        request["word"] = _text_field(message, "word", MAX_WORD_CHARS)
-    elif view == "map":
-        words = message.get("words")
-        if not isinstance(words, list) or not 2 <= len(words) <= MAX_MAP_WORDS:
-            raise GenerationRefused("invalid", f"words must be a list of 2 to {MAX_MAP_WORDS} words.")
-        request["words"] = [_text_field({"word": w}, "word", MAX_WORD_CHARS) for w in words]
-    elif view != "tokens":
-        raise GenerationRefused("invalid", "view must be one of tokens, attention, neighbours, map.")
+    text = partial(check_string, min_length=1, blank=False)
+    try:
+        if view in ("tokens", "attention"):
+            request["text"] = text("text", message.get("text"), max_length=MAX_INSPECT_CHARS)
+        if view == "attention":
+            request["layer"] = check_int("layer", message.get("layer"), low=0)
+            position = message.get("position")
+            request["position"] = None if position is None else check_int("position", position, low=0)
+        elif view == "neighbours":
+            request["word"] = text("word", message.get("word"), max_length=MAX_WORD_CHARS)
+        elif view == "map":
+            word = partial(text, max_length=MAX_WORD_CHARS)
+            request["words"] = check_list(
+                "words", message.get("words"), min_length=2, max_length=MAX_MAP_WORDS, item=word, unit="words"
+            )
+        elif view != "tokens":
+            raise GenerationRefused("invalid", "view must be one of tokens, attention, neighbours, map.")
+    except Invalid as exc:
+        raise _refused(exc) from None
     wait = ratelimit.hit("inspect", str(user.pk), limit=INSPECTIONS_PER_MINUTE, window_s=60)
     if wait is not None:
         raise GenerationRefused("limit", f"That is {INSPECTIONS_PER_MINUTE} looks inside in a minute; wait {wait} s.")
     queue.enqueue("generation.inspect", reply_to, request, request_id)
-
-
-def _text_field(message: dict, name: str, limit: int) -> str:
-    value = message.get(name)
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise GenerationRefused("invalid", f"{name} must be a string of 1 to {limit:,} characters.")
-    return value
-
-
-def _count_field(message: dict, name: str, *, required: bool) -> int | None:
-    value = message.get(name)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GenerationRefused("invalid", f"{name} must be an integer, 0 or more.")
-    return value

@@ -67,7 +67,9 @@ def healthz(request):
         workers = realtime.live_workers()
     except Exception as exc:
         checks["redis"] = f"down: {exc}"
-    checks["workers"] = f"ok: {len(workers)}" if workers else "down: no worker heartbeat in the last 30 s"
+    checks["workers"] = (
+        f"ok: {len(workers)}" if workers else f"down: no worker heartbeat in the last {realtime.WORKER_ALIVE_S} s"
+    )
     try:
         checks["model"] = selectors.model_config_active().name
     except Exception as exc:

@@ -21,24 +21,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from engine.errors import TrainingError
+from engine.training.settings import TrainingSettings
 
 # Full fine-tuning holds the weights, their gradients and AdamW's two moments: four
 # copies in float32. Above this many parameters, LoRA.
 FULL_MAX_PARAMETERS = 600_000_000
 # Perplexity is measured on at most this many held-out examples (the first ones).
 MAX_EVAL_EXAMPLES = 64
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    method: str = "lora"  # or "full"
-    steps: int = 100
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    time_limit_s: float = 3600.0
-    eval_every: int = 20
-    lora_rank: int = 8
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,12 @@ from django.views.decorators.http import require_http_methods
 from generation.selectors import generation_last_for_story
 from storyteller.http import ApiError, api_view, json_body
 from storyteller.stories import selectors, services
+from storyteller.validators import Invalid, check_bool, check_dict, check_int, check_list, check_string
 
 
-def _field(data: dict, name: str, kind: type, *, required: bool, nullable: bool = False):
+def _field(data: dict, name: str, check, *, required: bool, nullable: bool = False):
+    """data[name] passed through one of storyteller.validators' checks, or None when absent
+    (or null, where that is allowed)."""
     if name not in data:
         if required:
             raise ApiError(400, "invalid", f"The field '{name}' is required.", field=name)
@@ -20,11 +23,10 @@ def _field(data: dict, name: str, kind: type, *, required: bool, nullable: bool 
     value = data[name]
     if value is None and nullable:
         return None
-    # bool is an int in Python; a JSON true is not a revision number.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        also = " or null" if nullable else ""
-        raise ApiError(400, "invalid", f"The field '{name}' must be a {kind.__name__}{also}.", field=name)
-    return value
+    try:
+        return check(name, value)
+    except Invalid as exc:
+        raise ApiError(400, "invalid", exc.message, field=exc.field) from None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
@@ -73,8 +75,8 @@ def stories(request):
             found = selectors.story_list_for(request.user, query=request.GET.get("q", ""))
         return JsonResponse([selectors.story_summary(s) for s in found], safe=False)
     data = _body(request)
-    title = _field(data, "title", str, required=False) or ""
-    text = _field(data, "text", str, required=False) or ""
+    title = _field(data, "title", check_string, required=False) or ""
+    text = _field(data, "text", check_string, required=False) or ""
     try:
         story = services.story_create(owner=request.user, title=title, text=text)
     except ValidationError as exc:
@@ -82,16 +84,17 @@ def stories(request):
     return JsonResponse(selectors.story_as_dict(story), status=201)
 
 
-# What a PUT may change, with the JSON type each takes; preset may be null (no preset).
+# What a PUT may change, with the check of the JSON type each takes; preset may be null
+# (no preset). The services check the values themselves.
 _CHANGES = (
-    ("text", str),
-    ("title", str),
-    ("memory", str),
-    ("note", str),
-    ("note_depth", int),
-    ("settings", dict),
-    ("model_spans", list),
-    ("preset", int),
+    ("text", check_string),
+    ("title", check_string),
+    ("memory", check_string),
+    ("note", check_string),
+    ("note_depth", check_int),
+    ("settings", check_dict),
+    ("model_spans", check_list),
+    ("preset", check_int),
 )
 
 
@@ -105,10 +108,10 @@ def story(request, story_id):
         story = services.story_trash(story)
         return JsonResponse(selectors.story_summary(story))
     data = _body(request)
-    base_revision = _field(data, "base_revision", int, required=True)
+    base_revision = _field(data, "base_revision", check_int, required=True)
     changes = {
-        name: _field(data, name, kind, required=False, nullable=name == "preset")
-        for name, kind in _CHANGES
+        name: _field(data, name, check, required=False, nullable=name == "preset")
+        for name, check in _CHANGES
         if name in data
     }
     if not changes:
@@ -156,7 +159,7 @@ def revision(request, story_id, number):
 def revision_restore(request, story_id, number):
     story = owned_story(request, story_id)
     revision = _revision(story, number)
-    base_revision = _field(_body(request), "base_revision", int, required=True)
+    base_revision = _field(_body(request), "base_revision", check_int, required=True)
     try:
         story = services.revision_restore(story=story, revision=revision, base_revision=base_revision)
     except services.StaleRevision as stale:
@@ -175,9 +178,9 @@ def share(request, story_id):
 
 def _lore_fields(data: dict, *, required: bool) -> dict:
     return {
-        "keys": _field(data, "keys", str, required=required),
-        "text": _field(data, "text", str, required=required),
-        "enabled": _field(data, "enabled", bool, required=False),
+        "keys": _field(data, "keys", check_string, required=required),
+        "text": _field(data, "text", check_string, required=required),
+        "enabled": _field(data, "enabled", check_bool, required=False),
     }
 
 

@@ -21,6 +21,7 @@ from storyteller.stories.models import (
     Story,
 )
 from storyteller.stories.text import utf16_length
+from storyteller.validators import Invalid, check_bool, check_dict, check_int, check_list, check_string, is_int
 
 EXPORT_FORMAT = "storyteller.story"
 EXPORT_VERSION = 1
@@ -142,7 +143,7 @@ def _check_spans(spans, text: str) -> None:
             if not (
                 isinstance(span, list)
                 and len(span) == 2
-                and all(isinstance(n, int) and not isinstance(n, bool) for n in span)
+                and all(is_int(n) for n in span)
                 and previous_end <= span[0] < span[1] <= length
             ):
                 problem = f"{span!r} is not an ordered [start, end] inside the text of {length} units."
@@ -259,7 +260,23 @@ def story_export(story: Story) -> dict:
     }
 
 
-_IMPORT_FIELDS = (("title", str), ("text", str), ("memory", str), ("note", str), ("note_depth", int))
+# The JSON type of each field of an export; the values are checked as a save checks them.
+_IMPORT_FIELDS = {
+    "title": check_string,
+    "text": check_string,
+    "memory": check_string,
+    "note": check_string,
+    "note_depth": check_int,
+    "settings": check_dict,
+    "lore": check_list,
+}
+
+
+def _check_lore_entry(name: str, entry) -> None:
+    check_dict(name, entry)
+    check_string(f"{name}.keys", entry.get("keys"))
+    check_string(f"{name}.text", entry.get("text"))
+    check_bool(f"{name}.enabled", entry.get("enabled", True))
 
 
 @transaction.atomic
@@ -270,24 +287,21 @@ def story_import(*, owner, data: dict) -> Story:
         raise ValidationError({"format": f'This is not a Storyteller export (format must be "{EXPORT_FORMAT}").'})
     if data.get("version") != EXPORT_VERSION:
         raise ValidationError({"version": f"Only version {EXPORT_VERSION} exports can be imported."})
-    for field, kind in (*_IMPORT_FIELDS, ("settings", dict), ("lore", list)):
-        value = data.get(field)
-        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            names = {str: "string", int: "integer", dict: "object", list: "list"}
-            raise ValidationError({field: f"{field} must be a {names[kind]}."})
+    try:
+        for field, check in _IMPORT_FIELDS.items():
+            if data.get(field) is not None:
+                check(field, data[field])
+    except Invalid as exc:
+        raise ValidationError({exc.field: exc.message}) from None
     lore = data.get("lore") or []
     if len(lore) > LORE_MAX_ENTRIES:
         raise ValidationError({"lore": f"A story holds at most {LORE_MAX_ENTRIES} lore entries."})
     for index, entry in enumerate(lore):
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("keys"), str)
-            and isinstance(entry.get("text"), str)
-            and isinstance(entry.get("enabled", True), bool)
-        ):
-            raise ValidationError(
-                {f"lore[{index}]": 'Each lore entry is {"keys": "...", "text": "...", "enabled": true}.'}
-            )
+        try:
+            _check_lore_entry(f"lore[{index}]", entry)
+        except Invalid as exc:
+            # The field is the entry, which a writer can find in the file; the message names its part.
+            raise ValidationError({f"lore[{index}]": exc.message}) from None
     context = _check_changes(
         {f: data[f] for f in ("memory", "note", "note_depth", "settings") if data.get(f) is not None}
     )

@@ -1,10 +1,16 @@
 import torch
 
 from engine.config import SamplingParams
-from engine.sampling import make_generator, next_token
+from engine.sampling import make_generator, sample_with_choices
 
 GEN = make_generator(0, torch.device("cpu"))
 NOTHING_SEEN = torch.tensor([], dtype=torch.long)
+
+
+def next_token(logits, params, seen_ids, generator) -> int:
+    """The engine's sampler on a batch of one row."""
+    tokens, _ = sample_with_choices(logits[None, :], [params], [seen_ids], [generator])
+    return tokens[0]
 
 
 def test_temperature_zero_takes_the_likeliest_token():

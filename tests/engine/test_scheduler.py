@@ -12,7 +12,7 @@ def test_it_admits_in_arrival_order_up_to_the_batch_size():
     for name in "abc":
         s.add(name, prompt_tokens=5, new_tokens=5)
     assert s.admit() == ["a", "b"]
-    assert s.position("a") == 0 and s.position("c") == 1
+    assert list(s.running) == ["a", "b"] and list(s.waiting) == ["c"]
     assert s.admit() == []
 
 
@@ -22,10 +22,10 @@ def test_a_finished_request_makes_room_for_the_next_at_once():
     s.add("b", prompt_tokens=5, new_tokens=5)
     s.add("c", prompt_tokens=5, new_tokens=5)
     assert s.admit() == ["a"]
-    assert (s.position("b"), s.position("c")) == (1, 2)
+    assert list(s.waiting) == ["b", "c"]
     s.finish("a")
     assert s.admit() == ["b"]
-    assert (s.position("b"), s.position("c")) == (0, 1)
+    assert list(s.running) == ["b"] and list(s.waiting) == ["c"]
 
 
 def test_the_kv_cache_is_counted_as_rows_times_the_longest_row():
@@ -35,7 +35,7 @@ def test_the_kv_cache_is_counted_as_rows_times_the_longest_row():
     s.add("next", prompt_tokens=5, new_tokens=5)
     # short + long: 2 rows x 60 = 120 > 100, so long waits.
     assert s.admit() == ["short"]
-    assert s.tokens_in_flight == 20
+    assert list(s.running) == ["short"] and list(s.waiting) == ["long", "next"]
     s.finish("short")
     assert s.admit() == ["long"]
     assert s.admit() == []  # next would make 2 x 60
@@ -65,7 +65,7 @@ def test_a_waiting_request_can_be_finished_before_it_runs():
     s.add("b", prompt_tokens=1, new_tokens=1)
     s.admit()
     s.finish("b")
-    assert s.position("b") is None
+    assert "b" not in s.waiting and "b" not in s.running
     s.finish("a")
     assert s.idle
 

@@ -26,6 +26,7 @@ def test_a_seed_is_drawn_and_recorded_when_none_is_given():
         ({"max_new_tokens": 1.5}, "max_new_tokens"),
         ({"temperature": -0.1}, "temperature"),
         ({"temperature": "hot"}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"top_p": 1.01}, "top_p"),
         ({"top_k": -1}, "top_k"),

@@ -7,7 +7,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from engine.training.settings import DEFAULTS, HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import services
+from generation.management.commands.train import Command
 from generation.models import ModelConfig, TrainingJob
 from tests.training.test_jobs import job_form
 from tests.training.test_trainer import STYLE
@@ -176,3 +178,25 @@ def test_the_command_fails_clearly_on_a_corpus_too_small(tmp_path):
     with pytest.raises(CommandError, match=r"it needs at least 256 \(two examples of 128 tokens"):
         call_command("train", "--files", str(small), stdout=io.StringIO(), stderr=io.StringIO())
     assert TrainingJob.objects.get().status == "failed"
+
+
+def test_the_admin_form_and_the_command_start_from_the_trainers_defaults(admin_client):
+    expected = {
+        "method": DEFAULTS.method,
+        "steps": DEFAULTS.steps,
+        "learning_rate": DEFAULTS.learning_rate,
+        "sequence_length": SEQUENCE_LENGTH,
+        "batch_size": DEFAULTS.batch_size,
+        "heldout_percent": HELDOUT_PERCENT,
+        "eval_every": DEFAULTS.eval_every,
+        "lora_rank": DEFAULTS.lora_rank,
+        "seed": DEFAULTS.seed,
+    }
+    job = TrainingJob()
+    assert {name: getattr(job, name) for name in expected} == expected
+    assert job.time_limit_minutes * 60 == DEFAULTS.time_limit_s
+    form = admin_client.get("/admin/generation/trainingjob/add/").context["adminform"].form
+    assert {name: form.fields[name].initial for name in expected} == expected
+    options = vars(Command().create_parser("manage.py", "train").parse_args([]))
+    assert {name: options[name] for name in expected} == expected
+    assert options["time_limit"] * 60 == DEFAULTS.time_limit_s

