@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from engine.config import ModelSpec
 from engine.errors import ModelLoadError
@@ -64,9 +66,6 @@ def converted_dir(gguf_path: Path, models_dir: Path) -> Path:
 
 def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -> Path:
     """Converts a GGUF file to a safetensors model folder once; returns the folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     target = converted_dir(gguf_path, models_dir)
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
@@ -130,6 +129,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 def _with_adapter(model, adapter: str):
     """The model with a LoRA adapter merged into its weights: the engine then runs a
     plain model, as fast as the base."""
+    # peft loads only for a model that has an adapter: most workers never need it.
     from peft import PeftModel
 
     path = adapter_checked(adapter)
@@ -140,8 +140,6 @@ def _with_adapter(model, adapter: str):
 
 
 def load(spec: ModelSpec) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     started = time.monotonic()
     where, name = resolve_source(spec)
     device = pick_device(spec.device)

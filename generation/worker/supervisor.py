@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from generation import realtime
 from generation.models import Worker
+from generation.training.services import training_jobs_fail_stalled
 from storyteller.stories.services import trash_purge
 
 log = logging.getLogger(__name__)
@@ -26,16 +27,14 @@ HOUSEKEEPING_EVERY_S = 3600
 
 @worker_ready.connect
 def start_worker_threads(sender=None, **kwargs):
-    # The worker's own modules load here, not at import: the web process imports this
-    # module too (generation.apps connects the signal), and must not load torch.
     queues = _queues(sender)
     if "training" in queues:
-        from generation.training.services import training_jobs_fail_stalled
-
         if stalled := training_jobs_fail_stalled():
             log.warning("Marked %s stalled training job(s) failed", stalled)
     if "generation" not in queues:
         return  # the training worker loads the models its jobs name, not the active one
+    # The worker's own modules, and torch with them, load here rather than at import: the
+    # web process imports this module too (generation.apps connects the signal).
     from generation.worker.serving import model_wanted, slot
 
     # In a thread, so that the worker starts consuming at once; the first task waits for
