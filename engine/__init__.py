@@ -1,6 +1,6 @@
 """The generation engine: plain Python and torch, no Django.
 
-`engine.Engine.submit()` takes a `Request` and returns a `RequestHandle` whose events the
+`engine.engine.Engine.submit()` takes a `Request` and returns a `RequestHandle` whose events the
 caller relays; `Engine.cancel()` ends a waiting request at once and stops a running one at
 the next decoding step.
 

@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
@@ -61,14 +62,15 @@ class StoryConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
+                sent = self.following.get(generation_id)
+                # Once its words flow, the writer knows it runs; a late count would only confuse.
+                waiting = sent is not None and sent.position != 0 and sent.last_seq < 0
                 try:
-                    position = await database_sync_to_async(services.generation_watch)(generation_id)
+                    position = await database_sync_to_async(services.generation_watch)(generation_id, waiting=waiting)
                 except Exception:
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
                     continue
-                sent = self.following.get(generation_id)
-                # Once its words flow, the writer knows it runs; a late count would only confuse.
-                if sent is not None and sent.position != 0 and position != sent.position and sent.last_seq < 0:
+                if position is not None and position != sent.position and generation_id in self.following:
                     sent.position = position
                     await self.send_json(self.queued_event(generation_id, position, sent.request_id))
 
@@ -192,21 +194,23 @@ class StoryConsumer(AsyncWebsocketConsumer):
     # -- server to client -------------------------------------------------------------
 
     async def follow(self, generation_id: int, *, after_seq: int) -> None:
-        """Joins the generation's group, then sends what it missed past `after_seq`
-        (selectors.generation_replay). Joining first means no event falls in between."""
+        """Joins the generation's group, then sends what it missed past `after_seq`: its
+        event log, or once the log has expired, the saved row's ending. Joining first means
+        no event falls in between."""
         self.following[generation_id] = _Sent(last_seq=after_seq)
         await self.channel_layer.group_add(realtime.group_name(generation_id), self.channel_name)
-        # Off the thread the other database calls share: a Redis that went away can keep
-        # this one waiting for seconds.
-        replay = database_sync_to_async(selectors.generation_replay, thread_sensitive=False)
-        events = await replay(generation_id)
+        # Off the thread the database calls share: a Redis that went away can keep this one
+        # waiting for seconds.
+        events = await sync_to_async(realtime.logged_events, thread_sensitive=False)(generation_id)
+        if not events:
+            events = await database_sync_to_async(selectors.generation_ending)(generation_id)
         for event in events:
-            await self.relay(event)
+            await self.forward(event)
 
     async def generation_event(self, message):
-        await self.relay(message["event"])
+        await self.forward(message["event"])
 
-    async def relay(self, event: dict) -> None:
+    async def forward(self, event: dict) -> None:
         generation_id = event["generation_id"]
         sent = self.following.get(generation_id)
         if sent is None:

@@ -276,12 +276,9 @@ def writers_with_usage(users):
     ).order_by("-tokens_24h", "username")
 
 
-def generation_replay(generation_id: int) -> list[dict]:
-    """What a socket that starts following a generation is sent first: its event log, or,
-    once the log has expired, the saved row's ending."""
-    events = realtime.logged_events(generation_id)
-    if events:
-        return events
+def generation_ending(generation_id: int) -> list[dict]:
+    """What a socket that follows a generation whose event log has expired is sent: the
+    saved row's `done`, once it has ended."""
     generation = Generation.objects.filter(pk=generation_id).first()
     return [done_event(generation)] if generation is not None and not generation.is_active else []
 

@@ -115,7 +115,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
         if active is not None and _is_stale(active):
             # Its worker died or its queue was lost (an embedded Redis restarts empty):
             # record that, keeping the text saved so far, instead of locking the story.
-            generation_end(active, "error", error=LOST_MESSAGE, error_code="unavailable")
+            generation_end(active, reason="error", error=LOST_MESSAGE, error_code="unavailable")
         elif active is not None:
             raise GenerationRefused("busy", "A generation is already running for this story; wait or cancel it.")
         _check_limits(user, resolved["max_new_tokens"])
@@ -185,15 +185,18 @@ def generation_finish_if_lost(generation_id: int) -> bool:
         generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
         if not lost(generation):
             return False
-        return generation_end(generation, "error", error=LOST_MESSAGE, error_code="unavailable")
+        return generation_end(generation, reason="error", error=LOST_MESSAGE, error_code="unavailable")
 
 
-def generation_watch(generation_id: int) -> int:
-    """What a socket following a generation checks every few seconds: a generation whose
+def generation_watch(generation_id: int, *, waiting: bool) -> int | None:
+    """What a socket following a generation checks every few seconds. A generation whose
     worker is gone (a killed process says nothing) is finished as lost, its followers told
-    by its `error` and `done`; returns its place in the queue (0: it runs or has ended)."""
+    by its `error` and `done`. With `waiting` (the socket last told a place in the queue),
+    returns its place now, read before that check: one just finished here is not
+    announced as running."""
+    position = selectors.queue_position_of(generation_id) if waiting else None
     generation_finish_if_lost(generation_id)
-    return selectors.queue_position_of(generation_id)
+    return position
 
 
 def generation_resume_checked(*, story: Story, generation_id, after_seq) -> Generation:
@@ -219,7 +222,7 @@ def generation_cancel(*, story: Story, generation_id) -> Generation:
 
 
 def generation_end(
-    generation: Generation, reason: str, *, error: str = "", error_code: str = "internal", stream=None
+    generation: Generation, *, reason: str, error: str = "", error_code: str = "internal", stream=None
 ) -> bool:
     """Records the end of an active generation and publishes its `done` (after an `error`
     when it failed). A generation ends once: when another process has already finished it,
@@ -233,7 +236,9 @@ def generation_end(
     generation.finished_at = now
     generation.updated_at = now
     fields = ["status", "finish_reason", "error_message", "finished_at", "updated_at", "output", "new_tokens"]
-    if not generation_update_if(generation, Generation.ACTIVE, [*fields, "ttft_ms", "tokens_per_s", "choices"]):
+    if not generation_update_if(
+        generation, statuses=Generation.ACTIVE, fields=[*fields, "ttft_ms", "tokens_per_s", "choices"]
+    ):
         return False
     events = [selectors.done_event(generation)]
     if reason == "error":
@@ -258,7 +263,7 @@ def generation_end(
     return True
 
 
-def generation_update_if(generation: Generation, statuses, fields: list[str]) -> bool:
+def generation_update_if(generation: Generation, *, statuses, fields: list[str]) -> bool:
     """Saves `fields` only while the row's status is one of `statuses` (a compare-and-set:
     another process may have moved it on); returns whether it did."""
     values = {name: getattr(generation, name) for name in fields}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 # Torch loads with the engine: this module is imported only where a model runs.
 from engine.config import EngineConfig, ModelSpec
 from engine.engine import Engine
+from engine.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ class Engines:
                 entry.loaded.set()
         entry.loaded.wait()
         if entry.error is not None:
-            raise entry.error
+            # Each waiter gets its own exception: one object raised in several threads
+            # would have its traceback written by all of them.
+            raise ModelLoadError(str(entry.error)) from entry.error
         return entry.engine
 
     def release(self, engine: Engine, *, keep: int = 0) -> None:
@@ -72,7 +75,10 @@ class Engines:
         with `keep`, kept loaded among the last `keep` engines released that way."""
         closing = []
         with self._lock:
-            key, entry = next((k, e) for k, e in self._entries.items() if e.engine is engine)
+            key = next((k for k, e in self._entries.items() if e.engine is engine), None)
+            if key is None:
+                raise ValueError(f"{engine.name} is not held in this registry; release it once per acquire.")
+            entry = self._entries[key]
             entry.holders -= 1
             if entry.holders == 0:
                 if keep:

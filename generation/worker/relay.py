@@ -29,7 +29,7 @@ def generation_run(generation_id: int) -> None:
         # Deleted, or already picked up: a generation never runs twice.
         return
     if realtime.cancel_requested(generation.id):
-        services.generation_end(generation, "cancelled")
+        services.generation_end(generation, reason="cancelled")
         return
     try:
         # The model serving now: the active configuration's once this worker has loaded
@@ -37,7 +37,7 @@ def generation_run(generation_id: int) -> None:
         lease = slot.acquire(model_wanted)
     except ModelLoadError as exc:
         services.generation_end(
-            generation, "error", error=f"The model could not be loaded: {exc}", error_code="unavailable"
+            generation, reason="error", error=f"The model could not be loaded: {exc}", error_code="unavailable"
         )
         return
     try:
@@ -50,7 +50,7 @@ def generation_fail(generation_id: int, error: str) -> None:
     """Records an unexpected failure and tells the writer; the output so far is kept."""
     generation = Generation.objects.filter(pk=generation_id).first()
     if generation is not None and generation.is_active:
-        services.generation_end(generation, "error", error=error)
+        services.generation_end(generation, reason="error", error=error)
 
 
 class Relay:
@@ -81,14 +81,14 @@ class Relay:
                 engine.prompt_budget(params.max_new_tokens),
             )
         except context.ContextTooLarge as exc:
-            services.generation_end(generation, "error", error=str(exc), error_code="too_large")
+            services.generation_end(generation, reason="error", error=str(exc), error_code="too_large")
             return
         generation.status = Generation.Status.RUNNING
         generation.started_at = generation.updated_at = timezone.now()
         generation.model_name = engine.name
         generation.context = prompt.as_dict()
         fields = ["status", "started_at", "model_name", "context", "updated_at"]
-        if not services.generation_update_if(generation, [Generation.Status.QUEUED], fields):
+        if not services.generation_update_if(generation, statuses=[Generation.Status.QUEUED], fields=fields):
             return  # finished meanwhile (given up for lost while the model loaded)
         request = Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids))
         handle = engine.submit(request)
@@ -143,7 +143,7 @@ class Relay:
         generation.ttft_ms = finished.ttft_ms
         generation.tokens_per_s = finished.tokens_per_s
         generation.choices = _choices(self.engine.tokenizer, finished.token_ids, finished.choices, finished.pieces)
-        services.generation_end(generation, finished.reason, error=finished.error or "", stream=self.stream)
+        services.generation_end(generation, reason=finished.reason, error=finished.error or "", stream=self.stream)
 
 
 def _story_context(story) -> context.StoryContext:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # How often a worker looks at the active configuration and reports its state.
 REPORT_EVERY_S = 3
-# How often it does the housekeeping (every worker does it; doing it twice is harmless).
+# How often it does the housekeeping (every generation worker does; twice is harmless).
 HOUSEKEEPING_EVERY_S = 3600
 
 
@@ -71,7 +71,7 @@ def _supervise(slot, wanted):
 
 
 def housekeeping() -> None:
-    """Empties the trash of stories deleted longer ago than stories.services.TRASH_DAYS."""
+    """Empties the trash of stories deleted longer ago than stories.models.TRASH_DAYS."""
     try:
         if purged := trash_purge():
             log.info("Deleted %s story(ies) from the trash for good", purged)

@@ -12,6 +12,10 @@ LORE_KEYS_MAX_CHARS = 500
 LORE_TEXT_MAX_CHARS = 10_000
 
 
+# A story in the trash can be restored for this many days; then it is deleted for good.
+TRASH_DAYS = 30
+
+
 class Story(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stories")
     title = models.CharField(max_length=TITLE_MAX_LENGTH)

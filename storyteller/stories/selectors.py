@@ -1,8 +1,11 @@
+from datetime import timedelta
+
 from django.db.models import QuerySet
 from django.http import Http404
 from django.urls import reverse
+from django.utils import timezone
 
-from storyteller.stories.models import LoreEntry, Revision, Story
+from storyteller.stories.models import TRASH_DAYS, LoreEntry, Revision, Story
 
 
 def story_list_for(user, *, query: str = "") -> QuerySet[Story]:
@@ -14,14 +17,22 @@ def story_list_for(user, *, query: str = "") -> QuerySet[Story]:
 
 
 def story_trash_for(user) -> QuerySet[Story]:
-    return Story.objects.filter(owner=user, deleted_at__isnull=False).order_by("-deleted_at")
+    """The user's stories in the trash that can still be restored (TRASH_DAYS), whether or
+    not the workers' housekeeping has deleted the older ones yet."""
+    return Story.objects.filter(owner=user, deleted_at__gte=trash_since()).order_by("-deleted_at")
+
+
+def trash_since():
+    """When a story must have gone to the trash to be in it still."""
+    return timezone.now() - timedelta(days=TRASH_DAYS)
 
 
 def story_get_for(user, story_id, *, trashed: bool = False) -> Story:
     """The user's story, or Http404 for anyone else's: its existence is not revealed.
     A story in the trash is found only with trashed=True."""
+    place = {"deleted_at__gte": trash_since()} if trashed else {"deleted_at__isnull": True}
     try:
-        return Story.objects.get(pk=int(story_id), owner=user, deleted_at__isnull=not trashed)
+        return Story.objects.get(pk=int(story_id), owner=user, **place)
     except (Story.DoesNotExist, ValueError, TypeError, OverflowError):
         raise Http404("No such story.") from None
 

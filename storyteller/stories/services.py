@@ -16,6 +16,7 @@ from storyteller.stories.models import (
     NOTE_MAX_CHARS,
     NOTE_MAX_DEPTH,
     TITLE_MAX_LENGTH,
+    TRASH_DAYS,
     LoreEntry,
     Revision,
     Story,
@@ -28,7 +29,6 @@ EXPORT_VERSION = 1
 DEFAULT_TITLE = "Untitled story"
 # 192 random bits in the share link.
 SHARE_TOKEN_BYTES = 24
-TRASH_DAYS = 30
 # Revisions older than this are thinned to one a minute.
 THIN_AFTER = timedelta(days=1)
 THIN_EVERY = 50

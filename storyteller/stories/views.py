@@ -14,6 +14,7 @@ from generation.selectors import (
 )
 from storyteller.stories import selectors, services
 from storyteller.stories.forms import ImportForm, StoryForm
+from storyteller.stories.models import TRASH_DAYS
 
 
 @login_required
@@ -53,7 +54,7 @@ def rename(request, story_id):
 @require_http_methods(["POST"])
 def trash(request, story_id):
     story = services.story_trash(selectors.story_get_for(request.user, story_id))
-    messages.info(request, f"“{story.title}” is in the trash for {services.TRASH_DAYS} days.")
+    messages.info(request, f"“{story.title}” is in the trash for {TRASH_DAYS} days.")
     return redirect("stories:library")
 
 
@@ -61,7 +62,7 @@ def trash(request, story_id):
 @require_http_methods(["GET"])
 def trash_list(request):
     stories = selectors.story_trash_for(request.user)
-    return render(request, "stories/trash.html", {"stories": stories, "days": services.TRASH_DAYS})
+    return render(request, "stories/trash.html", {"stories": stories, "days": TRASH_DAYS})
 
 
 @login_required

@@ -6,6 +6,7 @@ import pytest
 
 from engine.config import EngineConfig, ModelSpec
 from engine.errors import ModelLoadError
+from generation.worker.engines import Engines
 from generation.worker.serving import ModelSlot, Wanted
 
 
@@ -14,7 +15,7 @@ def wanted(source, key, **limits):
 
 
 def test_the_configurations_engine_limits_reach_the_engine(tiny_model_dir):
-    slot = ModelSlot()
+    slot = ModelSlot(Engines())
     lease = slot.acquire(lambda: wanted(tiny_model_dir, 1, max_batch_size=4, context_window=256))
     assert (lease.engine.config.max_batch_size, lease.engine.context_window) == (4, 256)
     assert slot.status()["live_requests"] == 1
@@ -26,7 +27,7 @@ def test_the_configurations_engine_limits_reach_the_engine(tiny_model_dir):
 
 
 def test_new_limits_load_a_new_engine_and_the_old_one_goes_once_released(tiny_model_dir):
-    slot = ModelSlot()
+    slot = ModelSlot(Engines())
     old = slot.acquire(lambda: wanted(tiny_model_dir, 1, max_batch_size=4))
     slot.load(wanted(tiny_model_dir, 2, max_batch_size=8))
     new = slot.acquire(lambda: pytest.fail("a model serves; nothing should load"))
@@ -40,7 +41,7 @@ def test_new_limits_load_a_new_engine_and_the_old_one_goes_once_released(tiny_mo
 
 
 def test_a_model_that_fails_to_load_leaves_the_old_one_and_is_not_retried_until_changed(tiny_model_dir, tmp_path):
-    slot = ModelSlot()
+    slot = ModelSlot(Engines())
     serving = slot.acquire(lambda: wanted(tiny_model_dir, 1))
     slot.release(serving)
     with pytest.raises(ModelLoadError):

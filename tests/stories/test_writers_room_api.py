@@ -191,6 +191,14 @@ def test_trashing_revokes_the_share_link(alice_client, client, story):
     assert client.get(path).status_code == 404
 
 
+def test_a_story_past_thirty_days_in_the_trash_is_gone_before_it_is_deleted(alice_client, story):
+    story_trash(story)
+    Story.objects.filter(pk=story.pk).update(deleted_at=timezone.now() - timedelta(days=31))
+    assert alice_client.get("/api/stories/?trash=1").json() == []
+    assert send(alice_client, "post", f"/api/stories/{story.id}/restore").status_code == 404
+    assert Story.objects.filter(pk=story.pk).exists()  # housekeeping deletes it later
+
+
 def test_the_trash_is_emptied_after_thirty_days(alice, story):
     kept = story_create(owner=alice, title="Kept", text="")
     story_trash(story)
@@ -201,7 +209,7 @@ def test_the_trash_is_emptied_after_thirty_days(alice, story):
     assert list(Story.objects.values_list("title", flat=True)) == ["Kept"]
 
 
-def test_every_worker_empties_the_trash_without_anyone_opening_a_page(alice, story):
+def test_a_generation_worker_empties_the_trash_without_anyone_opening_a_page(alice, story):
     from generation.worker.supervisor import housekeeping
 
     story_trash(story)

@@ -37,7 +37,13 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
-        handle = engine.submit(Request("cli", options["text"], sampling.to_sampling(resolved)))
+        try:
+            self._stream(engine, options["text"], resolved)
+        finally:
+            engines.release(engine)
+
+    def _stream(self, engine, text: str, resolved: dict) -> None:
+        handle = engine.submit(Request("cli", text, sampling.to_sampling(resolved)))
         for event in handle.events():
             if isinstance(event, Delta):
                 self.stdout.write(event.text, ending="")
