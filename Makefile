@@ -48,10 +48,12 @@ format: install
 
 # The suite runs on SQLite, then again (all but the browser tests, the real-model smoke
 # test and the tests that touch no database) on PostgreSQL when one answers at POSTGRES_URL; STORYTELLER_REQUIRE_POSTGRES=1
-# makes a missing PostgreSQL an error instead of a skipped pass (CI sets it).
+# makes a missing PostgreSQL an error instead of a skipped pass (CI sets it). A model change
+# without its migration fails first (makemigrations --check), not on a deploy.
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/storyteller
 
 test: install chromium model lint
+	$(PY) manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' \
 	    "$(POSTGRES_URL)" 2>/dev/null; then \
