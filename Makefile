@@ -38,9 +38,16 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Install Debian's chromium package for the browser tests (sudo apt-get install chromium)"; exit 1; fi; }
 
+# static/js holds ES modules (type="module" in the templates), served as written: Node, where
+# installed, parses each one as a module so a syntax error fails here instead of in a browser.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@if command -v node >/dev/null; then \
+	  for f in static/js/*.js; do node --input-type=module --check < "$$f" || { echo "$$f: syntax error"; exit 1; }; done; \
+	else \
+	  echo "== node is not installed: the syntax check of static/js/*.js is skipped"; \
+	fi
 
 format: install
 	$(BIN)/ruff format .
