@@ -38,9 +38,16 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Install Debian's chromium package for the browser tests (sudo apt-get install chromium)"; exit 1; fi; }
 
+# static/js holds ES modules (type="module" in the templates), served as written: Node, where
+# installed, parses each one as a module so a syntax error fails here instead of in a browser.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@if command -v node >/dev/null; then \
+	  for f in static/js/*.js; do node --input-type=module --check < "$$f" || { echo "$$f: syntax error"; exit 1; }; done; \
+	else \
+	  echo "== node is not installed: the syntax check of static/js/*.js is skipped"; \
+	fi
 
 format: install
 	$(BIN)/ruff format .
@@ -48,10 +55,12 @@ format: install
 
 # The suite runs on SQLite, then again (all but the browser tests, the real-model smoke
 # test and the tests that touch no database) on PostgreSQL when one answers at POSTGRES_URL; STORYTELLER_REQUIRE_POSTGRES=1
-# makes a missing PostgreSQL an error instead of a skipped pass (CI sets it).
+# makes a missing PostgreSQL an error instead of a skipped pass (CI sets it). A model change
+# without its migration fails first (makemigrations --check), not on a deploy.
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/storyteller
 
 test: install chromium model lint
+	$(PY) manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' \
 	    "$(POSTGRES_URL)" 2>/dev/null; then \

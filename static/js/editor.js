@@ -1,12 +1,14 @@
 // The story editor: a Quill editor (static/vendor) with autosave and conflict detection,
 // and generation over the story socket with retry, alternatives and one undo history.
-// The contract with the server is docs/protocol.md; the side panels live in panels.js.
+// The contract with the server is docs/protocol.md; the socket itself lives in
+// story-socket.js, the side panels in panels.js.
 
 import { api, errorMessage } from "./api.js";
 import { initChoices } from "./choices.js";
 import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
+import { createStorySocket } from "./story-socket.js";
 
 const root = document.querySelector(".editor");
 const story = JSON.parse(document.getElementById("story-data").textContent);
@@ -447,10 +449,9 @@ checkSettings();
 
 // ---- generating ---------------------------------------------------------------------
 
-let socket = null;
-let reconnectDelay = 500;
-let current = null; // {id, requestId, insertAt, lastSeq, text} while a generation streams in
-let requestCounter = 0;
+// The generation streaming in, while storySocket follows it: {insertAt, text, retry,
+// recording, replaying}.
+let current = null;
 // The last continuation, while it is intact: where it starts, the text it followed, and
 // every version Retry has written, to browse.
 let last = null; // {start, prompt, versions: [text], shown}
@@ -459,33 +460,41 @@ const retryButton = document.getElementById("retry");
 const alternatives = document.getElementById("alternatives");
 const altPosition = document.getElementById("alt-position");
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws/stories/${story.id}/`);
-  socket.addEventListener("open", () => {
-    reconnectDelay = 500;
+const storySocket = createStorySocket(story.id, {
+  open() {
     genState.textContent = current ? "Reconnected" : "";
-    if (current && current.id) {
-      socket.send(JSON.stringify({ type: "resume", generation_id: current.id, after_seq: current.lastSeq }));
-      if (current.stopping) sendCancel();
-    }
     updateButtons();
-  });
-  socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
-  socket.addEventListener("close", () => {
+  },
+  close() {
     generateButton.disabled = retryButton.disabled = true;
     genState.textContent = "Connection lost; reconnecting...";
-    setTimeout(connect, reconnectDelay);
-    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
-  });
-}
-
-const connected = () => socket && socket.readyState === WebSocket.OPEN;
+  },
+  queued(message) {
+    genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : "Writing...";
+  },
+  token(message) {
+    if (!storySocket.stopping()) genState.textContent = "Writing...";
+    insert(message.text);
+  },
+  done(message) {
+    const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
+    showWarnings(message.context);
+    if (current.recording) addChoices(message.generation_id);
+    finish(reasons[message.finish_reason] || "The model failed; try again");
+    panels.generationDone();
+  },
+  refused: (message) => finish(message.message),
+  error(message) {
+    genState.textContent = message.message;
+  },
+  inspection: (message) => inspect.handle(message),
+});
+const connected = () => storySocket.connected();
 
 function updateButtons() {
   generateButton.disabled = Boolean(current) || !connected();
   retryButton.disabled = Boolean(current) || !connected() || !last;
-  stopButton.disabled = !current || current.stopping;
+  stopButton.disabled = !current || storySocket.stopping();
   document.getElementById("undo").disabled = Boolean(current);
   document.getElementById("redo").disabled = Boolean(current);
   alternatives.hidden = !last || last.versions.length < 2;
@@ -511,8 +520,8 @@ function settingsReady() {
 }
 
 async function start({ insertAt, prompt, retry, firstToken = null }) {
-  const requestId = `r${++requestCounter}`;
-  current = { id: null, requestId, insertAt, lastSeq: -1, text: "", retry, recording: false };
+  current = { insertAt, text: "", retry, recording: false };
+  storySocket.begin();
   choices.pause(true);
   editor.lock(true);
   editor.historyGroup(true);
@@ -521,7 +530,7 @@ async function start({ insertAt, prompt, retry, firstToken = null }) {
   updateButtons();
   // Memory, note and lore are read by the worker from the saved story.
   await save();
-  if (current.stopping) {
+  if (storySocket.stopping()) {
     // Stopped while the story was being saved: nothing was asked of the model.
     finish("Stopped");
     return;
@@ -530,7 +539,7 @@ async function start({ insertAt, prompt, retry, firstToken = null }) {
   const asked = params({ freshSeed: retry });
   if (firstToken !== null) asked.first_token = firstToken;
   current.recording = asked.record_choices === true;
-  socket.send(JSON.stringify({ type: "generate", request_id: requestId, text, params: asked }));
+  storySocket.generate(text, asked);
 }
 
 // Generate continues the story from its end, or from the cursor when the writer asks.
@@ -573,21 +582,12 @@ function show(index) {
 }
 
 // Stop is taken at once: shown, and sent as soon as the generation has an id (a Stop
-// pressed before the server has answered is sent when it does).
+// pressed before the server has answered is sent when it does, by storySocket).
 function stop() {
-  if (!current || current.stopping) return;
-  current.stopping = true;
+  if (!current || storySocket.stopping()) return;
+  storySocket.stop();
   genState.textContent = "Stopping...";
   updateButtons();
-  if (current.id) sendCancel();
-}
-
-// Sent once a connection takes it; a reconnection sends it again.
-function sendCancel() {
-  if (connected() && current.cancelSentOn !== socket) {
-    socket.send(JSON.stringify({ type: "cancel", generation_id: current.id }));
-    current.cancelSentOn = socket;
-  }
 }
 
 // How much of `text` the model's passage at `at` already holds: a generation followed again
@@ -620,6 +620,7 @@ function insert(text) {
 function finish(message) {
   const done = current;
   current = null;
+  storySocket.end();
   if (done.text) {
     if (done.retry && last) last.versions.push(done.text);
     else last = { start: done.insertAt - done.text.length, prompt: editor.text().slice(0, done.insertAt - done.text.length), versions: [done.text] };
@@ -661,7 +662,7 @@ function showWarnings(context) {
 }
 
 const inspect = initInspect({
-  send: (message) => connected() && (socket.send(JSON.stringify(message)), true),
+  send: (message) => storySocket.inspect(message),
   selection: () => editor.selection(),
 });
 
@@ -687,46 +688,6 @@ api("GET", `/api/stories/${story.id}/generations/?choices=1&limit=50`).then((res
 async function addChoices(generationId) {
   const result = await api("GET", `/api/stories/${story.id}/generations/${generationId}/`);
   if (result.ok) choices.add(result.data);
-}
-
-function handle(message) {
-  if (String(message.request_id || "").startsWith("inspect-") || message.type === "inspection") {
-    inspect.handle(message);
-    return;
-  }
-  switch (message.type) {
-    case "queued":
-      if (current && message.request_id === current.requestId) {
-        current.id = message.generation_id;
-        if (current.stopping) sendCancel();
-        else genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : "Writing...";
-      }
-      break;
-    case "token":
-      if (current && message.generation_id === current.id && message.seq === current.lastSeq + 1) {
-        current.lastSeq = message.seq;
-        if (!current.stopping) genState.textContent = "Writing...";
-        insert(message.text);
-      }
-      break;
-    case "done":
-      if (current && message.generation_id === current.id) {
-        const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
-        showWarnings(message.context);
-        if (current.recording) addChoices(message.generation_id);
-        finish(reasons[message.finish_reason] || "The model failed; try again");
-        panels.generationDone();
-      }
-      break;
-    case "error":
-      if (current && (!current.id || message.generation_id === current.id || message.request_id === current.requestId)) {
-        if (!current.id) finish(message.message);
-        else genState.textContent = message.message;
-      } else {
-        genState.textContent = message.message;
-      }
-      break;
-  }
 }
 
 generateButton.addEventListener("click", generate);
@@ -755,7 +716,8 @@ function offerUnseen(unseen) {
     // Still writing: follow it from its first word (the socket's open handler sends
     // resume); the words the story already holds are passed over, not written twice.
     const start = Math.min(unseen.insert_at - unseen.skip, editor.text().length);
-    current = { id: unseen.id, requestId: null, insertAt: start, lastSeq: -1, text: "", retry: false, replaying: true, recording: true };
+    current = { insertAt: start, text: "", retry: false, replaying: true, recording: true };
+    storySocket.follow(unseen.id);
     choices.pause(true);
     editor.lock(true);
     editor.historyGroup(true);
@@ -783,4 +745,4 @@ function offerUnseen(unseen) {
 offerUnseen(story.unseen_generation);
 const panels = initPanels({ story, save, loadStory, revision: () => revision });
 updateButtons();
-connect();
+storySocket.connect();
