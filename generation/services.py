@@ -26,7 +26,8 @@ STALE_QUEUED_S = 15 * 60
 LOST_MESSAGE = "The worker stopped before this generation finished; the text written so far is kept."
 
 
-MAX_REQUEST_ID_CHARS = 100
+# A client's request_id, echoed back; the Generation row keeps it (its max_length).
+MAX_REQUEST_ID_CHARS = Generation._meta.get_field("request_id").max_length
 
 
 class GenerationRefused(Exception):

@@ -23,6 +23,7 @@ from engine.events import Finished
 from engine.loader import load
 from engine.training import corpus as corpora
 from engine.training import trainer
+from engine.training.settings import TrainingSettings
 from generation import selectors
 from generation.models import Comparison, ModelConfig, TrainingJob
 from generation.services import model_config_save
@@ -60,8 +61,8 @@ def output_dir(job: TrainingJob) -> Path:
     return Path(settings.STORYTELLER_MODELS_DIR) / "trained" / f"job-{job.id}-{slug}"
 
 
-def _settings(job: TrainingJob) -> trainer.TrainingSettings:
-    return trainer.TrainingSettings(
+def _settings(job: TrainingJob) -> TrainingSettings:
+    return TrainingSettings(
         method=job.method,
         steps=job.steps,
         learning_rate=job.learning_rate,

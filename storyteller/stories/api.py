@@ -26,7 +26,8 @@ def _field(data: dict, name: str, check, *, required: bool, nullable: bool = Fal
     try:
         return check(name, value)
     except Invalid as exc:
-        raise ApiError(400, "invalid", exc.message, field=exc.field) from None
+        message = exc.message.removesuffix(".") + ", or null." if nullable else exc.message
+        raise ApiError(400, "invalid", message, field=exc.field) from None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

@@ -2,6 +2,8 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from storyteller.stories.models import Story
@@ -36,9 +38,6 @@ def test_log_in_and_out(client, alice):
     "path", ["/stories/", "/stories/trash/", "/stories/{id}/", "/admin/generation/trainingjob/add/"]
 )
 def test_reading_a_page_writes_nothing(admin_client, admin_user, path):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     story = story_create(owner=admin_user, title="Mine", text="one two three")
     # Work a page might be tempted to do on the way: a story long in the trash.
     old = story_create(owner=admin_user, title="Old", text="")

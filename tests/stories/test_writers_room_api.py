@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from generation.models import Generation
+from generation.worker.supervisor import housekeeping
 from storyteller.stories.models import Revision, Story
 from storyteller.stories.services import draft_save, revisions_thin, story_create, story_trash, trash_purge
 
@@ -210,8 +211,6 @@ def test_the_trash_is_emptied_after_thirty_days(alice, story):
 
 
 def test_a_generation_worker_empties_the_trash_without_anyone_opening_a_page(alice, story):
-    from generation.worker.supervisor import housekeeping
-
     story_trash(story)
     Story.objects.filter(pk=story.pk).update(deleted_at=timezone.now() - timedelta(days=31))
     housekeeping()

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation import services
 from generation.models import Comparison, ModelConfig, TrainingJob, Worker
-from generation.worker.training import training_job_run
+from generation.worker.training import _Progress, training_job_run
 from tests.training.test_trainer import STYLE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -140,7 +140,6 @@ def test_cancel_stops_a_running_job_within_one_step_and_keeps_what_it_learned(ad
 
 def test_a_cancel_reaches_the_running_trainer_through_the_row(style_stories):
     from generation.training import services as training
-    from generation.worker.training import _Progress
 
     base = services.model_config_active_saved()
     job = TrainingJob.objects.create(name="Running", base=base, status="running")
