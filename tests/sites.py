@@ -8,15 +8,16 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from tests.conftest import RedisServer, start_web, start_worker, subprocess_env
 from tests.generation.conftest import session_headers
-from tests.tinymodel import build_tiny_model
+from tests.harness.models import SLOW, shared_tiny_model
+from tests.harness.processes import start_web, start_worker, subprocess_env
+from tests.harness.redis import RedisServer
 
 
 @pytest.fixture(scope="session")
-def slow_model_dir(tmp_path_factory):
+def slow_model_dir(shared_models_dir):
     """A model that writes about a hundred tokens a second here and never ends early."""
-    return build_tiny_model(tmp_path_factory.mktemp("slow-model"), layers=8, hidden=512, context=2048, eos=False)
+    return shared_tiny_model(shared_models_dir / "slow-model", **SLOW)
 
 
 class Site:

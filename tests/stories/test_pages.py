@@ -4,7 +4,7 @@ import pytest
 
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
-from tests.conftest import PASSWORD
+from tests.harness import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
