@@ -23,7 +23,9 @@ def pytest_configure(config):
     from storyteller import redis_urls
 
     global _redis
-    url = os.environ.get("TEST_REDIS_URL")
+    # Under pytest-xdist every test process starts a Redis of its own: in a shared one, one
+    # process's worker would take another's tasks, which name rows in another database.
+    url = None if hasattr(config, "workerinput") else os.environ.get("TEST_REDIS_URL")
     if not url:
         _redis = RedisServer().start()
         url = _redis.url
