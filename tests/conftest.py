@@ -14,6 +14,12 @@ from tests.harness.redis import RedisServer
 # A site of its own for the tests that break things (tests/sites.py).
 pytest_plugins = ["tests.sites"]
 
+# Torch in each test process and in each worker it starts uses one thread. Several of them
+# run at once (pytest-xdist's processes, their workers), and torch's threads, each set to
+# the number of cores, wait for one another busily: on a shared two-core machine the slow
+# model wrote 17 tokens a second with one thread and 5 with two. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 _redis: RedisServer | None = None
 
 
