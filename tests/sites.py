@@ -3,6 +3,7 @@ test database, driven over real websockets."""
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websockets
@@ -24,8 +25,22 @@ class Site:
     def __init__(self, model_dir, concurrency: int = 4):
         self.redis = RedisServer().start()
         self.env = {**subprocess_env(), "REDIS_URL": self.redis.url, "STORYTELLER_DEFAULT_MODEL": str(model_dir)}
-        self.worker = start_worker(self.env, concurrency)
-        self.web, url = start_web(self.env)
+        # The worker and Daphne start side by side: each takes seconds to import what it
+        # needs, and neither waits for the other.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            worker = pool.submit(start_worker, self.env, concurrency)
+            web = pool.submit(start_web, self.env)
+        failed = worker.exception() or web.exception()
+        if failed:
+            # Stop whichever did start, so that a failed set-up leaves no process behind.
+            if not worker.exception():
+                worker.result().stop()
+            if not web.exception():
+                web.result()[0].stop()
+            self.redis.remove()
+            raise failed
+        self.worker = worker.result()
+        self.web, url = web.result()
         self.ws_url = url.replace("http://", "ws://")
 
     def close(self):
