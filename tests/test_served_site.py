@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from storyteller.stories import services
-from tests.conftest import start_web, subprocess_env
+from tests.harness.processes import start_web, subprocess_env
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def _manage(*args, env=None):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.harness.processes import ROOT
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     return subprocess.run(
@@ -129,7 +129,7 @@ def test_the_repository_holds_no_secret():
     import re
     import subprocess
 
-    from tests.conftest import ROOT
+    from tests.harness.processes import ROOT
 
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:

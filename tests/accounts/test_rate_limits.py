@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import User
 
-from tests.conftest import PASSWORD
+from tests.harness import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,8 @@ from playwright.sync_api import expect
 
 from generation.models import Generation
 from storyteller.stories.models import Story
-from tests.conftest import PASSWORD
 from tests.e2e.conftest import OPENING, a_seed_that_writes_to_the_full_length, expect_story_text, outside_the_event_loop
+from tests.harness import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,7 @@ from engine.config import SamplingParams
 from engine.engine import Request
 from engine.events import Finished, Started
 
-CONTEXT = 512  # the tiny model's window (tests/tinymodel.py)
+CONTEXT = 512  # the tiny model's window (tests/harness/tinymodel.py)
 
 
 def greedy(n):

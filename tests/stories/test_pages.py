@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
-from tests.conftest import PASSWORD
+from tests.harness import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -8,15 +8,9 @@ from generation.models import Generation
 from generation.selectors import generation_unseen_for_story
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
+from tests.generation.conftest import OPENING
 
 pytestmark = pytest.mark.django_db
-
-OPENING = "Once upon a time."
-
-
-@pytest.fixture
-def story(alice):
-    return story_create(owner=alice, title="T", text=OPENING)
 
 
 def make(story, *, status="finished", output=" The end.", finished_delta=timedelta(seconds=5), prompt=OPENING):

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def story(alice):
-    return story_create(owner=alice, title="Whiskers", text="Once upon a time.")
+def opening():
+    return "Once upon a time."
 
 
 def send(client, method, url, body=None):
