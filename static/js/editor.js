@@ -133,9 +133,12 @@ function writeSettings(values) {
 const withoutInputs = (values) =>
   Object.fromEntries(Object.entries(values || {}).filter(([name]) => !settingInputs.some((i) => i.dataset.setting === name)));
 
-// The settings are the story's own only once the writer changes one; until then the
-// story follows the site's defaults (an empty object).
-let settingsTouched = Object.keys(story.settings).length > 0;
+// Whose the settings are: "saved", as the server has them until the writer changes one
+// (an empty object follows the preset and the site's defaults); "own", every input's value
+// once the writer changes one; "preset", none of the inputs' values once the writer asks
+// for the preset's again (what the panel has no input for, such as a seed set through
+// the API, is kept).
+let settingsMode = Object.keys(story.settings).length > 0 ? "own" : "saved";
 
 const fields = {
   text: { get: () => editor.text(), set: (v) => editor.setText(v) },
@@ -155,8 +158,9 @@ const fields = {
     // through the API), which a save must not drop. A setting with a problem keeps its
     // saved value.
     get: () => {
-      if (!settingsTouched) return saved.settings;
+      if (settingsMode === "saved") return saved.settings;
       const values = withoutInputs(saved.settings);
+      if (settingsMode === "preset") return values;
       for (const input of settingInputs) {
         const name = input.dataset.setting;
         if (!settingProblem(input)) values[name] = readSetting(input);
@@ -165,7 +169,7 @@ const fields = {
       return values;
     },
     set: (v) => {
-      settingsTouched = Object.keys(v).length > 0;
+      settingsMode = Object.keys(v).length > 0 ? "own" : "saved";
       writeSettings(v);
       for (const name of Object.keys(serverProblems)) delete serverProblems[name];
       checkSettings();
@@ -391,16 +395,19 @@ document.getElementById("load-theirs").addEventListener("click", () => {
   loadStory(theirs);
 });
 
-document.getElementById("settings-reset").addEventListener("click", () => {
+// The story's own settings give way to its preset's (and the site's) values, shown and saved.
+function followPreset() {
   fields.settings.set({});
+  settingsMode = "preset";
   scheduleSave();
-});
+}
+
+document.getElementById("settings-reset").addEventListener("click", followPreset);
 
 // Choosing a preset shows its values; the story's own changes start again from them.
 presetSelect.addEventListener("change", () => {
   showPresetDescription();
-  fields.settings.set({});
-  scheduleSave();
+  followPreset();
 });
 showPresetDescription();
 
@@ -417,7 +424,7 @@ for (const input of [titleInput, memoryInput, noteInput, noteDepthInput]) {
 }
 for (const input of settingInputs) {
   input.addEventListener("input", () => {
-    settingsTouched = true;
+    settingsMode = "own";
     delete serverProblems[input.dataset.setting];
     checkSettings();
     scheduleSave();
@@ -437,10 +444,7 @@ const backup = JSON.parse(localStorage.getItem(backupKey) || "null");
 if (backup && backup.revision + 1 === revision && isOwnSave(story)) backup.revision = revision;
 if (backup && backup.revision === revision && backup.changes) {
   for (const [name, value] of Object.entries(backup.changes)) {
-    if (name in fields) {
-      if (name === "settings") settingsTouched = true;
-      fields[name].set(value);
-    }
+    if (name in fields) fields[name].set(value);
   }
   scheduleSave();
 }

@@ -343,6 +343,36 @@ def test_a_preset_chosen_in_the_editor_is_saved_and_shown(writer, new_page, cont
     expect(page.get_by_label("Preset")).to_have_value(str(creative.id))
     expect(page.get_by_label("Temperature")).to_have_value("0.3")
 
+    # Back to the preset's values: saved as none of the story's own, a seed set through the
+    # API kept; and choosing another preset after changing a value shows and saves its values.
+    db(lambda: Story.objects.filter(pk=story.pk).update(settings={"temperature": 0.3, "max_new_tokens": 20, "seed": 7}))
+    page.reload()
+    expect(page.get_by_label("Length (tokens)")).to_have_value("20")
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Use the preset's values").click()
+    expect(page.get_by_label("Temperature")).to_have_value(str(creative.params["temperature"]))
+    settings_saved_as(page, story, {"seed": 7})
+    page.reload()
+    expect(page.get_by_label("Temperature")).to_have_value(str(creative.params["temperature"]))
+    expect(page.get_by_label("Length (tokens)")).not_to_have_value("20")
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_label("Temperature").fill("0.4")
+    settings_saved_as(page, story, {"seed": 7, "temperature": 0.4}, only=("seed", "temperature"))
+    page.get_by_label("Preset").select_option(label="The site's defaults")
+    settings_saved_as(page, story, {"seed": 7})
+
+
+def settings_saved_as(page, story, expected: dict, only=None, timeout_s: float = 15) -> None:
+    """Waits for the story's saved settings (those named in `only`) to become `expected`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        settings = db(lambda: Story.objects.get(pk=story.pk).settings)
+        seen = {name: settings.get(name) for name in only} if only else settings
+        if seen == expected or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    assert seen == expected
+
 
 SET_CURSOR = "at => Quill.find(document.getElementById('story')).setSelection(at, 0)"
 
