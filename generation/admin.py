@@ -419,7 +419,9 @@ class TrainingJobAdmin(admin.ModelAdmin):
             return "-"
         return f"{points[0][2]:.1f} -> {points[-1][2]:.1f}" if len(points) > 1 else f"{points[0][2]:.1f}"
 
-    def save_model(self, request, obj, form, change):
+    def save_form(self, request, form, change):
+        """The job, created (with its stories and files) and queued by the service; the
+        admin's message, history entry and redirect then name it."""
         data = form.cleaned_data
         bounds = {name: data[name] for name in TrainingJobForm.Meta.fields if name not in ("name", "base", "stories")}
         job = training.training_job_create(
@@ -431,8 +433,10 @@ class TrainingJobAdmin(admin.ModelAdmin):
             **bounds,
         )
         training.training_job_queue(job)
-        # The admin's message and redirect name the job just created.
-        obj.pk, obj._state.adding = job.pk, False
+        return job
+
+    def save_model(self, request, obj, form, change):
+        pass  # save_form created it
 
     def save_related(self, request, form, formsets, change):
-        pass  # training_job_create set the stories and files with the job
+        pass  # save_form created it with its stories and files

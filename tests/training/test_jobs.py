@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation import services
 from generation.models import Comparison, ModelConfig, TrainingJob, Worker
+from generation.training import services as training
 from generation.worker.training import _Progress, training_job_run
 from tests.training.test_trainer import STYLE
 
@@ -121,8 +122,6 @@ def test_cancel_stops_a_running_job_within_one_step_and_keeps_what_it_learned(ad
         name="Long", base=base, steps=100_000, sequence_length=32, eval_every=1000, learning_rate=0.01
     )
     job.stories.set(style_stories)
-    from generation.training import services as training
-
     training.training_job_queue(job)
     wait_for(lambda: progress(admin_client, job), lambda d: d["step"] >= 3)
     answer = admin_client.post(f"/staff/training/{job.pk}/cancel")
@@ -139,8 +138,6 @@ def test_cancel_stops_a_running_job_within_one_step_and_keeps_what_it_learned(ad
 
 
 def test_a_cancel_reaches_the_running_trainer_through_the_row(style_stories):
-    from generation.training import services as training
-
     base = services.model_config_active_saved()
     job = TrainingJob.objects.create(name="Running", base=base, status="running")
     progress = _Progress(job)
