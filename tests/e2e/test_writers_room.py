@@ -300,7 +300,9 @@ def test_a_continuation_finished_while_the_tab_was_closed_is_offered_on_return(w
         assert time.monotonic() < deadline, (
             f"the generate request never arrived; the editor says {page.locator('#gen-state').text_content()!r}"
         )
-        time.sleep(0.1)
+        # Through Playwright, which forwards the page's routed socket messages only while
+        # it is called: a plain sleep can hold the generate request back.
+        page.wait_for_timeout(100)
     page.close()
     deadline = time.monotonic() + 60
     while generation.status != "finished" and time.monotonic() < deadline:
