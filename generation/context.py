@@ -5,7 +5,7 @@ The prompt, top to bottom:
 
     memory          always first; never trimmed
     lore entries    those whose keywords appear in the last part of the story; never trimmed
-    story text      trimmed from its oldest end to fit the budget
+    story text      its oldest tokens left out, in steps, to fit the budget
     author's note   inside the story, `note_depth` paragraphs before its end; never trimmed
     story text      (the paragraphs after the note)
 
@@ -13,6 +13,14 @@ Memory, note and lore are never cut silently: lore that does not fit is left out
 warning naming it, and when memory and note alone leave no room for any story, the prompt
 is refused (ContextTooLarge) with a message saying how much to cut. Each part is tokenized
 on its own, so the token count per part is exact and the ids are their concatenation.
+
+A story that outgrows its room loses its oldest tokens in steps of a quarter of the room
+(`cut_offset`), not exactly as many as it must: the cut then stays put while the writer
+adds text at the end, the prompt begins with the same ids from one Generate to the next,
+and the engine, which reuses what it has read of a prompt that begins the same way, reads
+only the new text. After each step about three quarters of the room is story. The kept
+story is a slice of the story's own ids, never encoded again, and its text is what those
+ids decode to (it may begin inside a word, or inside a character as U+FFFD).
 
 No Django here: the worker calls `assemble` with its engine's tokenizer and budget.
 """
@@ -101,6 +109,26 @@ def split_for_note(story: str, depth: int) -> tuple[str, str]:
     return story[:cut], story[cut:]
 
 
+def cut_offset(before: int, after: int, room: int) -> int:
+    """How many of the story's oldest tokens to leave out, given its token counts before and
+    after the author's note and the room it has.
+
+    The cut is the smallest multiple of a quarter of the room that makes the rest fit, so
+    it stays where it is while the writer adds text at the end, until the story outgrows
+    the room again and the cut moves on by a step, leaving about three quarters of it.
+    The engine reuses what it has read of a prompt that begins the same way, so an
+    unmoved cut means only the new text is read. A step that would cut into the text
+    after the note, when cutting just up to the note fits, cuts up to the note instead.
+    """
+    total = before + after
+    if total <= room:
+        return 0
+    step = max(1, room // 4)
+    exact = total - room
+    stepped = -(-exact // step) * step  # exact, rounded up to whole steps
+    return before if exact <= before < stepped else stepped
+
+
 def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Prompt:
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -145,7 +173,7 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
 
     room = budget - tokens_of(essential + lore_parts)
     before_ids, after_ids = encode(before), encode(after)
-    trimmed = max(0, len(before_ids) + len(after_ids) - room)
+    trimmed = cut_offset(len(before_ids), len(after_ids), room)
     cut_before = min(trimmed, len(before_ids))
     cut_after = trimmed - cut_before
     before_ids, after_ids = before_ids[cut_before:], after_ids[cut_after:]

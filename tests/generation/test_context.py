@@ -1,6 +1,10 @@
 """generation/context.py with the tiny test model's real tokenizer."""
 
+import random
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from generation.context import (
@@ -9,6 +13,7 @@ from generation.context import (
     LoreEntry,
     StoryContext,
     assemble,
+    cut_offset,
     split_for_note,
 )
 
@@ -72,16 +77,19 @@ def test_the_oldest_story_text_is_trimmed_first_and_memory_and_note_are_kept(tok
     note_tokens = count(tokenizer, "[Author's note: Keep it gentle.]\n")
     last_ids = tokenizer(paragraphs[-1], add_special_tokens=False)["input_ids"]
     story_tokens = count(tokenizer, story.rsplit("\n", 1)[0] + "\n") + len(last_ids)
+    room = 120 - memory_tokens - note_tokens
 
     prompt = assemble(tokenizer, story, context, budget=120)
 
-    assert len(prompt.ids) == 120
     assert [p.kind for p in prompt.parts] == ["memory", "story", "note", "story"]
     assert prompt.parts[0].text == "Mara is a fisher.\n\n" and prompt.parts[0].tokens == memory_tokens
     assert prompt.parts[2].text == "[Author's note: Keep it gentle.]\n" and prompt.parts[2].tokens == note_tokens
-    # The newest paragraph is whole, after the note; the cut came off the oldest end.
+    # The newest paragraph is whole, after the note; the cut came off the oldest end, at a
+    # multiple of a quarter of the story's room, leaving between three quarters and all of it.
     assert prompt.ids[-len(last_ids) :] == last_ids and prompt.parts[3].text == paragraphs[-1]
-    assert prompt.trimmed_tokens == story_tokens - (120 - memory_tokens - note_tokens)
+    assert prompt.trimmed_tokens % (room // 4) == 0
+    assert room - room // 4 < story_tokens - prompt.trimmed_tokens <= room
+    assert len(prompt.ids) == memory_tokens + note_tokens + story_tokens - prompt.trimmed_tokens
     assert prompt.warnings == []
 
 
@@ -127,3 +135,172 @@ def test_an_empty_story_with_memory_still_makes_a_prompt(tokenizer):
 
     assert [p.kind for p in prompt.parts] == ["memory", "note"]
     assert prompt.text == "A tale of boats.\n\n[Author's note: Calm.]\n"
+
+
+# Writer-sized stories, in words the tiny tokenizer knows (it drops the characters its
+# corpus lacks, newlines among them, so texts are compared through the ids).
+SUBJECTS = ["The cat", "Whiskers", "Mara", "The old fisherman", "His daughter", "The village", "One boat"]
+VERBS = ["walked along", "watched", "waited by", "found", "carried", "sat by", "came to", "looked at"]
+OBJECTS = ["the shore", "the boats", "the pier", "the window", "the small house", "the sea", "the lights"]
+ENDINGS = ["", " every morning", " until the storm came", " with fish", " and said nothing", " in the rain"]
+
+
+def sentences(seed):
+    rng = random.Random(seed)
+    while True:
+        yield f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}{rng.choice(ENDINGS)}."
+
+
+def story_of(words, seed=0, paragraph_every=6):
+    """A story of about `words` words, a paragraph every few sentences."""
+    text, written = "", 0
+    for index, sentence in enumerate(sentences(seed)):
+        if written >= words:
+            return text
+        text += sentence if not text else ("\n" if index % paragraph_every == 0 else " ") + sentence
+        written += len(sentence.split())
+
+
+def story_tokens_kept(prompt):
+    return sum(p.tokens for p in prompt.parts if p.kind == "story")
+
+
+def test_a_story_that_fits_is_not_trimmed(tokenizer):
+    story = story_of(2000)
+    context = StoryContext(memory="Mara is a fisher.")
+    needed = count(tokenizer, "Mara is a fisher.\n\n") + count(tokenizer, story)
+
+    prompt = assemble(tokenizer, story, context, budget=needed)
+
+    assert prompt.trimmed_tokens == 0
+    assert prompt.text == "Mara is a fisher.\n\n" + story
+    assert prompt.ids == tokenizer("Mara is a fisher.\n\n" + story, add_special_tokens=False)["input_ids"]
+    # One token less and the oldest quarter of the room goes, not one token.
+    room = needed - count(tokenizer, "Mara is a fisher.\n\n") - 1
+    assert assemble(tokenizer, story, context, budget=needed - 1).trimmed_tokens == room // 4
+
+
+def test_adding_sentences_keeps_the_prompts_beginning_until_the_story_outgrows_its_room(tokenizer):
+    context = StoryContext(memory="Mara is a fisher. Whiskers is her cat.")
+    budget = 800
+    room = budget - count(tokenizer, context.memory + "\n\n")
+    step = room // 4
+    story, more = story_of(3000), sentences(seed=1)
+    previous = assemble(tokenizer, story, context, budget)
+    assert previous.trimmed_tokens > 0
+    tokens_at_start = count(tokenizer, story)
+
+    moves = 0
+    for _ in range(300):
+        story += " " + next(more)
+        prompt = assemble(tokenizer, story, context, budget)
+        assert len(prompt.ids) <= budget
+        if prompt.trimmed_tokens == previous.trimmed_tokens:
+            # The whole previous prompt is the start of this one: only the new sentence is read.
+            assert prompt.ids[: len(previous.ids)] == previous.ids
+        else:
+            # The story outgrew its room: the cut moved on by one step and three quarters are left.
+            moves += 1
+            assert prompt.trimmed_tokens == previous.trimmed_tokens + step
+            assert room - step < story_tokens_kept(prompt) <= room - step + 20
+        previous = prompt
+    # The cut moved once for every step's worth of new text, not at every sentence.
+    added = count(tokenizer, story) - tokens_at_start
+    assert added // step - 1 <= moves <= added // step + 1 and moves <= 300 // 10
+
+
+def test_with_an_authors_note_the_prompt_up_to_the_note_stays_while_the_writer_adds_text(tokenizer):
+    context = StoryContext(memory="Mara is a fisher.", note="Keep it gentle.", note_depth=2)
+    budget = 600
+    story, more = story_of(4000), sentences(seed=2)
+    previous = assemble(tokenizer, story, context, budget)
+    assert [p.kind for p in previous.parts] == ["memory", "story", "note", "story"]
+
+    kept_prefixes = moves = 0
+    for press in range(200):
+        new_paragraph = press % 7 == 6
+        story += ("\n" if new_paragraph else " ") + next(more)
+        prompt = assemble(tokenizer, story, context, budget)
+        assert len(prompt.ids) <= budget
+        if prompt.trimmed_tokens != previous.trimmed_tokens:
+            moves += 1
+        elif new_paragraph:
+            # The note moved down a paragraph: everything before where it was is unchanged.
+            up_to_old_note = previous.parts[0].tokens + previous.parts[1].tokens
+            assert prompt.ids[:up_to_old_note] == previous.ids[:up_to_old_note]
+            kept_prefixes += 1
+        else:
+            # A sentence added to the last paragraph: memory, story and note are all as before.
+            up_to_note = sum(p.tokens for p in previous.parts[:3])
+            assert prompt.ids[:up_to_note] == previous.ids[:up_to_note]
+            assert prompt.ids[: len(previous.ids)] == previous.ids
+            kept_prefixes += 1
+        previous = prompt
+    assert moves <= 200 // 10 and kept_prefixes >= 180
+
+
+def test_a_cut_that_would_pass_the_note_stops_at_it_when_that_fits():
+    # 10 tokens before the note, 95 after, room for 100: cutting a step (25) would take 15
+    # tokens after the note, while the 10 before it are enough.
+    assert cut_offset(10, 95, 100) == 10
+    # When the text after the note alone is too long, the cut goes on past it, in steps.
+    assert cut_offset(10, 120, 100) == 50
+    assert cut_offset(0, 101, 100) == 25
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chars=st.integers(min_value=0, max_value=25_000),
+    budget=st.integers(min_value=120, max_value=3000),
+    depth=st.integers(min_value=0, max_value=8),
+    with_note=st.booleans(),
+    with_lore=st.booleans(),
+)
+def test_the_prompt_never_exceeds_its_budget(tokenizer, chars, budget, depth, with_note, with_lore):
+    story = LONG_STORY[:chars]
+    lore = (LoreEntry(keys=("pier",), text="The pier is old and creaks."),) if with_lore else ()
+    context = StoryContext(
+        memory="Mara is a fisher.", note="Keep it gentle." if with_note else "", note_depth=depth, lore=lore
+    )
+
+    prompt = assemble(tokenizer, story, context, budget)
+
+    assert len(prompt.ids) <= budget
+    room = budget - sum(p.tokens for p in prompt.parts if p.kind != "story")
+    if prompt.trimmed_tokens:
+        # Never more than a step below the room: the cut is not wasteful.
+        assert room - room // 4 < story_tokens_kept(prompt) <= room
+    else:
+        assert story_tokens_kept(prompt) <= room
+
+
+LONG_STORY = story_of(5000, seed=3)
+
+
+def test_what_the_model_saw_is_what_its_ids_say_even_when_the_cut_splits_a_character(tokenizer):
+    lore = (LoreEntry(keys=("pier",), text="The pier is old and creaks.", name="The pier"),)
+    context = StoryContext(memory="Mara is a fisher.", note="Keep it gentle.", note_depth=2, lore=lore)
+    story = story_of(3000, seed=4).replace(" the sea", " the sea \U0001f408") + " She came to the pier."
+    before, _ = split_for_note(story, 2)
+    before_ids = tokenizer(before, add_special_tokens=False)["input_ids"]
+    # The budget at which the cut falls inside the four bytes of a cat: decoding the kept
+    # ids and encoding that text again would not give the same ids.
+    for budget in range(400, 700):
+        prompt = assemble(tokenizer, story, context, budget)
+        if tokenizer.decode([before_ids[prompt.trimmed_tokens]]) == "\ufffd":
+            break
+    else:
+        pytest.fail("no budget cuts inside a character")
+
+    assert [p.kind for p in prompt.parts] == ["memory", "lore", "story", "note", "story"]
+    assert len(prompt.ids) == sum(p.tokens for p in prompt.parts)
+    start = 0
+    for part in prompt.parts:
+        ids = prompt.ids[start : start + part.tokens]
+        start += part.tokens
+        if part.label == "Story":
+            # The kept story is the slice of the story's own ids, and its text is what they decode to.
+            assert ids == before_ids[prompt.trimmed_tokens :]
+            assert part.text == tokenizer.decode(ids) and part.text.startswith("\ufffd")
+        else:
+            assert ids == tokenizer(part.text, add_special_tokens=False)["input_ids"]
