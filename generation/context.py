@@ -17,10 +17,12 @@ on its own, so the token count per part is exact and the ids are their concatena
 A story that outgrows its room loses its oldest tokens in steps of a quarter of the room
 (`cut_offset`), not exactly as many as it must: the cut then stays put while the writer
 adds text at the end, the prompt begins with the same ids from one Generate to the next,
-and the engine, which reuses what it has read of a prompt that begins the same way, reads
+and an engine that reuses what it has read of a prompt beginning the same way reads
 only the new text. After each step about three quarters of the room is story. The kept
 story is a slice of the story's own ids, never encoded again, and its text is what those
-ids decode to (it may begin inside a word, or inside a character as U+FFFD).
+ids decode to (it may begin inside a word, or inside a character as U+FFFD). Lore can
+still change the beginning, when an entry starts or stops being triggered as the writer
+adds text (docs/architecture.md has how often that happens).
 
 No Django here: the worker calls `assemble` with its engine's tokenizer and budget.
 """
@@ -116,9 +118,9 @@ def cut_offset(before: int, after: int, room: int) -> int:
     The cut is the smallest multiple of a quarter of the room that makes the rest fit, so
     it stays where it is while the writer adds text at the end, until the story outgrows
     the room again and the cut moves on by a step, leaving about three quarters of it.
-    The engine reuses what it has read of a prompt that begins the same way, so an
-    unmoved cut means only the new text is read. A step that would cut into the text
-    after the note, when cutting just up to the note fits, cuts up to the note instead.
+    An engine that reuses what it has read of a prompt beginning the same way then
+    reads only the new text. A step that would cut into the text after the note, when
+    cutting just up to the note fits, cuts up to the note instead.
     """
     total = before + after
     if total <= room:
