@@ -13,7 +13,6 @@ from generation.context import (
     LoreEntry,
     StoryContext,
     assemble,
-    cut_offset,
     split_for_note,
 )
 
@@ -192,7 +191,8 @@ def test_adding_sentences_keeps_the_prompts_beginning_until_the_story_outgrows_i
 
     moves = 0
     for _ in range(300):
-        story += " " + next(more)
+        sentence = " " + next(more)
+        story += sentence
         prompt = assemble(tokenizer, story, context, budget)
         assert len(prompt.ids) <= budget
         if prompt.trimmed_tokens == previous.trimmed_tokens:
@@ -202,7 +202,7 @@ def test_adding_sentences_keeps_the_prompts_beginning_until_the_story_outgrows_i
             # The story outgrew its room: the cut moved on by one step and three quarters are left.
             moves += 1
             assert prompt.trimmed_tokens == previous.trimmed_tokens + step
-            assert room - step < story_tokens_kept(prompt) <= room - step + 20
+            assert room - step < story_tokens_kept(prompt) <= room - step + count(tokenizer, sentence)
         previous = prompt
     # The cut moved once for every step's worth of new text, not at every sentence.
     added = count(tokenizer, story) - tokens_at_start
@@ -230,22 +230,44 @@ def test_with_an_authors_note_the_prompt_up_to_the_note_stays_while_the_writer_a
             assert prompt.ids[:up_to_old_note] == previous.ids[:up_to_old_note]
             kept_prefixes += 1
         else:
-            # A sentence added to the last paragraph: memory, story and note are all as before.
-            up_to_note = sum(p.tokens for p in previous.parts[:3])
-            assert prompt.ids[:up_to_note] == previous.ids[:up_to_note]
+            # A sentence added to the last paragraph: memory, story, note and the paragraphs
+            # after it are all as before.
             assert prompt.ids[: len(previous.ids)] == previous.ids
             kept_prefixes += 1
         previous = prompt
     assert moves <= 200 // 10 and kept_prefixes >= 180
 
 
-def test_a_cut_that_would_pass_the_note_stops_at_it_when_that_fits():
-    # 10 tokens before the note, 95 after, room for 100: cutting a step (25) would take 15
-    # tokens after the note, while the 10 before it are enough.
-    assert cut_offset(10, 95, 100) == 10
-    # When the text after the note alone is too long, the cut goes on past it, in steps.
-    assert cut_offset(10, 120, 100) == 50
-    assert cut_offset(0, 101, 100) == 25
+def test_a_cut_that_would_pass_the_note_stops_at_it_when_that_fits(tokenizer):
+    context = StoryContext(memory="Mara is a fisher.", note="Keep it gentle.", note_depth=2)
+    opening = "The cat slept by the fire."
+    after = story_of(600, seed=5, paragraph_every=1000) + "\n" + story_of(600, seed=6, paragraph_every=1000)
+    story = opening + "\n" + after
+    fixed = count(tokenizer, "Mara is a fisher.\n\n") + count(tokenizer, "[Author's note: Keep it gentle.]\n")
+    # Room for the paragraphs after the note and a token more: a quarter of the room would
+    # also take the start of the text after the note, while the opening alone is enough.
+    budget = fixed + count(tokenizer, after) + 1
+
+    prompt = assemble(tokenizer, story, context, budget)
+
+    assert [p.kind for p in prompt.parts] == ["memory", "note", "story"]
+    assert prompt.trimmed_tokens == count(tokenizer, opening + "\n")
+    assert prompt.parts[2].text == after and prompt.warnings == []
+
+
+def test_a_story_without_paragraphs_is_cut_past_the_note_in_steps_with_a_warning(tokenizer):
+    context = StoryContext(memory="Mara is a fisher.", note="Keep it gentle.", note_depth=3)
+    story = story_of(3000, paragraph_every=10_000)
+    budget = 700
+    room = budget - count(tokenizer, "Mara is a fisher.\n\n") - count(tokenizer, "[Author's note: Keep it gentle.]\n")
+
+    prompt = assemble(tokenizer, story, context, budget)
+
+    # The note goes before the story's only paragraph, so all of the cut is after it.
+    assert [p.kind for p in prompt.parts] == ["memory", "note", "story"]
+    assert prompt.trimmed_tokens % (room // 4) == 0
+    assert room - room // 4 < prompt.parts[2].tokens <= room
+    assert len(prompt.warnings) == 1 and "left out entirely" in prompt.warnings[0]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
