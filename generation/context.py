@@ -77,7 +77,7 @@ class Prompt:
     parts: list[Part]
     ids: list[int]
     budget: int
-    # Story tokens left out at the oldest end to fit the budget.
+    # Story tokens left out at the oldest end to fit the budget, in steps (cut_offset).
     trimmed_tokens: int = 0
     warnings: list[str] = field(default_factory=list)
 
