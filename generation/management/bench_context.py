@@ -23,8 +23,8 @@ from engine.events import Delta, Finished
 from generation import context
 from generation.management import prose
 
-# The sentence the writer types at the end of the story (about 16 tokens).
-APPENDED = "She pulled the door shut behind her and listened to the rain drumming on the roof."
+# The sentence the writer types at the end of the story (16 tokens with SmolLM2's tokenizer).
+APPENDED = "She pulled the door shut behind her and listened to the rain on the roof."
 # The story that streams during the stall: its prompt tokens and its most new tokens. It
 # is cancelled as soon as the long prompt has been read.
 STREAM_PROMPT_TOKENS = 100
@@ -137,6 +137,8 @@ def measure_stall(engine: Engine, *, long_tokens: int, new_tokens: int) -> dict:
     finally:
         engine.cancel(stream.request_id)
         follower.join()
+    if ended and ended[0].reason == "error":
+        raise BenchError(f"The engine ended the streaming story with an error: {ended[0].error}")
     read_at = submitted + long_ttft / 1000
     pairs = list(zip(token_times, token_times[1:], strict=False))
     while_read = [later - earlier for earlier, later in pairs if later > submitted and earlier < read_at]
