@@ -3,10 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from engine.config import EngineConfig
-from engine.engine import Engine
-from engine.errors import ModelLoadError
-from generation import selectors
-from generation.management import bench
+from generation.management import active_model, bench
 
 
 def _levels(raw: str) -> list[int]:
@@ -29,8 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", default="1,8,32", help="Stories at once, e.g. 1,8,16,32.")
         parser.add_argument("--new-tokens", type=int, default=64, help="New tokens per story.")
         parser.add_argument("--hf-stories", type=int, default=3, help="Stories for the model.generate baseline.")
-        parser.add_argument("--model", help="A model source instead of the active configuration's.")
-        parser.add_argument("--dtype", help="float32, bfloat16 or float16 instead of the configuration's.")
+        active_model.add_arguments(parser)
         parser.add_argument(
             "--plain-linears", action="store_true", help="Keep nn.Linear (no SkinnyLinear), to compare the two."
         )
@@ -45,18 +41,10 @@ class Command(BaseCommand):
         levels = _levels(options["concurrency"])
         if options["new_tokens"] < 2:
             raise CommandError("--new-tokens must be at least 2.")
-        config = selectors.model_config_active()
-        if options["model"]:
-            config.source = options["model"]
-        if options["dtype"]:
-            config.dtype = options["dtype"]
-        try:
-            engine = Engine.load(
-                selectors.model_spec(config),
-                EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]),
-            )
-        except ModelLoadError as exc:
-            raise CommandError(str(exc)) from None
+        engine = active_model.engine_load(
+            active_model.model_config_chosen(options),
+            EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]),
+        )
         try:
             report = bench.run(
                 engine,
