@@ -26,12 +26,19 @@ class ModelSpec:
 class EngineConfig:
     # Requests decoded together in one step; more wait in the queue.
     max_batch_size: int = 32
-    # The KV cache the batch may hold, in token positions: rows are padded to the longest
-    # request (prompt plus new tokens), so this bounds batch size x longest request.
-    # 65536 positions of SmolLM2-135M in float32 are about 3 GB.
+    # The KV cache the running requests may hold, in token positions, counted as the sum
+    # of their lengths (prompt plus the most new tokens each may write): the cache is
+    # paged, so a long story takes room for its own length only. 65536 positions of
+    # SmolLM2-135M in float32 are about 3 GB.
     max_tokens_in_flight: int = 65536
-    # Prompt tokens prefilled in one step; admitting stops there, so that a burst of new
-    # requests (or one long prompt) stalls the running ones for one step at a time.
+    # Positions of finished requests kept for a request that starts with the same tokens
+    # (a retry, or the next Generate of a story that only grew at its end), least recently
+    # used first out: 32768 positions of SmolLM2-135M in float32 are about 1.5 GB.
+    prefix_cache_tokens: int = 32768
+    # A prompt is read in pieces of about this many milliseconds while other requests
+    # stream, so that their streams pause no longer than that between two tokens.
+    reading_ms: int = 250
+    # The most prompt tokens read in one forward pass (rows x the longest piece).
     max_prefill_tokens: int = 2048
     # The model's context window in tokens; None takes the model's own maximum.
     context_window: int | None = None

@@ -1,12 +1,18 @@
 """Engine: submit(), cancel(), and one decoding loop thread that owns the model.
 
-Each step of the loop is schedule, run, update: admit waiting requests (prefill), decode
-one token for every running request, then hand out text and finish what is done. Only
-the loop thread touches the scheduler and the model; submit() and cancel() post to an
-inbox that the loop drains at the start of every step, so a cancel takes effect within
-one step. A request that has not started is ended by cancel() itself, at once: a long
-prompt's prefill may hold the loop for a minute, and a writer who pressed Stop while
-waiting behind it must not wait for it.
+Each step of the loop is schedule, run, update: admit waiting requests, decode one token
+for every request whose prompt is read, read the next pieces of the prompts that are not,
+then hand out text and finish what is done. Only the loop thread touches the scheduler
+and the model; submit() and cancel() post to an inbox that the loop drains at the start
+of every step, so a cancel takes effect within one step. A request that has not started
+is ended by cancel() itself, at once.
+
+Work already done is not done again: the KV cache is kept in blocks known by the tokens
+they hold (engine/blocks.py), so a retry, or a prompt that only grew at its end, or one
+that continues a finished request's own output, reads only the tokens past what is
+cached. And a long prompt is read in pieces sized by time (`reading_ms`), between the
+decode steps of the running requests, so that their streams keep flowing while it is
+read; the request reports how far it is (Reading).
 """
 
 import logging
@@ -18,15 +24,22 @@ from dataclasses import dataclass, field
 import torch
 
 from engine import loader
+from engine.blocks import BLOCK_SIZE, BlockPool, blocks_for, digests
 from engine.config import EngineConfig, ModelSpec, SamplingParams
 from engine.detokenize import IncrementalDetokenizer
-from engine.events import Delta, Finished, Started
+from engine.events import Delta, Finished, Reading, Started
 from engine.runner import Runner
 from engine.sampling import make_generator, sample_with_choices
 from engine.scheduler import Scheduler
 from engine.stopping import StopText
 
 log = logging.getLogger(__name__)
+
+# What reading a prompt piece costs grows with its position, as each token attends over
+# all before it: about (1 + position / _ATTENTION_SPAN) times the cost at position 0.
+_ATTENTION_SPAN = 4096
+# The first piece read before the engine has timed one.
+_FIRST_PIECE_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -107,9 +120,13 @@ class _Live:
     # Set under the engine's lock: the loop took it into the batch, or its Finished was sent.
     admitted: bool = False
     ended: bool = False
-    # Its row in the runner's KV cache while it runs, and how many positions it filled.
-    row: int | None = None
+    # Its block table while it runs, and how many positions of it hold keys and values.
+    blocks: list[int] = field(default_factory=list)
     length: int = 0
+    # The digests of its first full blocks (engine/blocks.py), and how many of its blocks
+    # the pool knows by theirs.
+    digests: list[bytes] = field(default_factory=list)
+    remembered: int = 0
     # The token sampled last, which the next decode step feeds.
     pending: int | None = None
     seen_ids: torch.Tensor | None = None
@@ -132,16 +149,24 @@ class Engine:
         self.config = config or EngineConfig()
         self.tokenizer = loaded.tokenizer
         self.context_window = min(self.config.context_window or loaded.context_window, loaded.context_window)
+        config = self.config
+        cache_blocks = config.prefix_cache_tokens // BLOCK_SIZE
+        # Room for what the scheduler lets run (each request may round up to a block),
+        # for one request as long as the window, and for the cached prefixes.
+        in_flight = blocks_for(max(config.max_tokens_in_flight, self.context_window)) + config.max_batch_size
+        self._pool = BlockPool(blocks=1 + in_flight + cache_blocks, cache_blocks=cache_blocks)
         self._runner = Runner(
-            loaded.model, loaded.device, self.context_window, skinny_linears=self.config.skinny_linears
+            loaded.model,
+            loaded.device,
+            self.context_window,
+            blocks=self._pool.blocks,
+            skinny_linears=config.skinny_linears,
         )
-        # The running requests by KV cache row: row i is self._rows[i].
-        self._rows: list[_Live] = []
         self._scheduler = Scheduler(
-            max_batch_size=self.config.max_batch_size,
-            max_tokens_in_flight=self.config.max_tokens_in_flight,
-            max_prefill_tokens=self.config.max_prefill_tokens,
+            max_batch_size=config.max_batch_size, max_tokens_in_flight=config.max_tokens_in_flight
         )
+        # Seconds per prompt token read at position 0, as last measured (None: not yet).
+        self._read_cost: float | None = None
         self._inbox: queue.Queue = queue.Queue()
         # Every request from submit() until its Finished is sent, under the lock: what
         # cancel() looks in, and what makes a request id unique.
@@ -207,6 +232,18 @@ class Engine:
         self._wake.set()
         self._thread.join(timeout=5)
 
+    def cache_stats(self) -> dict:
+        """The KV cache in token positions: held by running requests, kept for prefixes that
+        may come again (and their budget), and how many prompt tokens were found there."""
+        pool = self._pool
+        return {
+            "held_tokens": pool.held * BLOCK_SIZE,
+            "cached_tokens": pool.cached * BLOCK_SIZE,
+            "budget_tokens": pool.cache_blocks * BLOCK_SIZE,
+            "prompt_tokens": pool.lookups,
+            "found_tokens": pool.hits,
+        }
+
     @property
     def _bos(self) -> int | None:
         return self.tokenizer.bos_token_id if getattr(self.tokenizer, "add_bos_token", False) else None
@@ -257,10 +294,6 @@ class Engine:
                     self._fail_running(str(exc))
 
     def _fail_running(self, error: str) -> None:
-        rows, self._rows = self._rows, []
-        for live in rows:
-            live.row = None
-        self._runner.cache.release()
         for request_id in list(self._scheduler.running):
             self._finish(self._requests[request_id], "error", error=error)
 
@@ -285,52 +318,124 @@ class Engine:
                     self._finish(live, "cancelled")
 
     def _step(self) -> None:
-        # Schedule: admit waiting requests and prefill them together into new rows.
+        # Schedule: admit waiting requests; each starts by looking for its prompt's cache.
         admitted = [self._requests[request_id] for request_id in self._scheduler.admit()]
         with self._lock:
             for live in admitted:
                 live.admitted = True
-        # One that cancel() ended just before it was admitted.
-        for live in [live for live in admitted if live.ended]:
-            self._finish(live, "cancelled")
-        admitted = [live for live in admitted if not live.ended]
-        if admitted:
-            self._prefill(admitted)
-        for live in [live for live in self._rows if live.cancelled]:
-            self._finish(live, "cancelled")
-        if not self._rows:
-            return
-        # Run: one token for every running request, in one forward pass.
-        running = list(self._rows)
-        logits = self._runner.decode([live.pending for live in running], [live.length for live in running])
-        # Update: sample each request's next token and hand out its text. Every row's
-        # length counts the token just fed before any row is freed and refilled.
+        for live in admitted:
+            if live.ended:  # one that cancel() ended just before it was admitted
+                self._finish(live, "cancelled")
+            else:
+                self._start(live)
+        for request_id in list(self._scheduler.running):
+            if self._requests[request_id].cancelled:
+                self._finish(self._requests[request_id], "cancelled")
+        # Run and update: one token for every request whose prompt is read...
+        decoding = [self._requests[request_id] for request_id in self._scheduler.decoding]
+        if decoding:
+            self._decode(decoding)
+        # ... then the next pieces of the prompts being read, sized to keep those streams
+        # flowing.
+        plan = self._scheduler.reading_plan(self._reading_budget(streams=bool(decoding)))
+        if plan:
+            self._read([(self._requests[request_id], tokens) for request_id, tokens in plan])
+
+    def _start(self, live: _Live) -> None:
+        """Sets a request up to run, holding the cached blocks its prompt starts with."""
+        params, ids = live.request.params, live.prompt_ids
+        live.started_at = time.monotonic()
+        live.generator = make_generator(params.seed, self.loaded.device)
+        live.detokenizer = IncrementalDetokenizer(self.tokenizer, ids)
+        live.stop = StopText(params.stop)
+        live.seen_ids = torch.tensor(ids, dtype=torch.long, device=self.loaded.device)
+        live.handle._put(Started(prompt_tokens=len(ids), truncated=live.truncated))
+        # The prompt's last token is always read: its logits give the first new token.
+        live.digests = digests(ids[: len(ids) - 1])
+        live.blocks = self._pool.match(live.digests)
+        live.remembered = len(live.blocks)
+        live.length = len(live.blocks) * BLOCK_SIZE
+        self._pool.count(len(ids), live.length)
+        self._scheduler.mark_read(live.request.request_id, live.length)
+        if live.length < len(ids) - 1:
+            live.handle._put(Reading(done=live.length, total=len(ids)))
+
+    def _decode(self, running: list[_Live]) -> None:
+        for live in running:
+            self._hold(live, live.length + 1)
+        logits = self._runner.run(
+            [live.blocks for live in running], [live.length for live in running], [[live.pending] for live in running]
+        )
         for live in running:
             live.length += 1
             live.seen_ids = torch.cat([live.seen_ids, live.seen_ids.new_tensor([live.pending])])
         self._sample_and_take(running, logits)
 
-    def _prefill(self, admitted: list[_Live]) -> None:
-        first_row = len(self._rows)
-        for live in admitted:
-            params = live.request.params
-            live.started_at = time.monotonic()
-            live.generator = make_generator(params.seed, self.loaded.device)
-            live.detokenizer = IncrementalDetokenizer(self.tokenizer, live.prompt_ids)
-            live.stop = StopText(params.stop)
-            live.seen_ids = torch.tensor(live.prompt_ids, dtype=torch.long, device=self.loaded.device)
-            live.handle._put(Started(prompt_tokens=len(live.prompt_ids), truncated=live.truncated))
-            live.row = len(self._rows)
-            live.length = len(live.prompt_ids)
-            self._rows.append(live)
+    def _read(self, pieces: list[tuple[_Live, int]]) -> None:
+        """Reads the next piece of each prompt in one forward pass; a prompt read to its end
+        gets its first new token."""
+        for live, tokens in pieces:
+            self._hold(live, live.length + tokens)
+        began = time.monotonic()
         try:
-            logits = self._runner.prefill(first_row, [live.prompt_ids for live in admitted])
+            logits = self._runner.run(
+                [live.blocks for live, _ in pieces],
+                [live.length for live, _ in pieces],
+                [live.prompt_ids[live.length : live.length + tokens] for live, tokens in pieces],
+            )
         except Exception as exc:
-            log.exception("Prefill failed")
-            for live in reversed(admitted):
+            log.exception("Reading a prompt failed")
+            for live, _ in pieces:
                 self._finish(live, "error", error=str(exc))
             return
-        self._sample_and_take(admitted, logits)
+        self._time_reading(time.monotonic() - began, pieces)
+        read = []
+        for index, (live, tokens) in enumerate(pieces):
+            live.length += tokens
+            self._scheduler.mark_read(live.request.request_id, tokens)
+            self._remember(live)
+            if live.length == len(live.prompt_ids):
+                read.append(index)
+            else:
+                live.handle._put(Reading(done=live.length, total=len(live.prompt_ids)))
+        if read:
+            self._sample_and_take([pieces[index][0] for index in read], logits[read])
+
+    def _reading_budget(self, *, streams: bool) -> int:
+        """How many prompt tokens (rows x the longest piece) to read in the next pass: what
+        takes about `reading_ms` while other requests stream, and four times that when
+        none does, capped by max_prefill_tokens."""
+        cap = self.config.max_prefill_tokens
+        if self._read_cost is None:
+            return min(cap, _FIRST_PIECE_TOKENS)
+        target = self.config.reading_ms / 1000 * (1 if streams else 4)
+        furthest = max((entry.read for entry in self._scheduler.running.values() if entry.reading), default=0)
+        per_token = self._read_cost * (1 + furthest / _ATTENTION_SPAN)
+        return max(BLOCK_SIZE, min(cap, int(target / per_token)))
+
+    def _time_reading(self, seconds: float, pieces: list[tuple[_Live, int]]) -> None:
+        width = max(tokens for _, tokens in pieces)
+        weighted = sum(width * (1 + (live.length + width / 2) / _ATTENTION_SPAN) for live, _ in pieces)
+        measured = seconds / weighted
+        self._read_cost = measured if self._read_cost is None else 0.5 * self._read_cost + 0.5 * measured
+
+    def _hold(self, live: _Live, positions: int) -> None:
+        """Gives the request the blocks that `positions` positions need."""
+        while len(live.blocks) < blocks_for(positions):
+            live.blocks.append(self._pool.allocate())
+
+    def _remember(self, live: _Live) -> None:
+        """Makes the request's full blocks findable by the tokens they hold."""
+        full = live.length // BLOCK_SIZE
+        if live.remembered >= full:
+            return
+        if len(live.digests) < full:
+            ids = [*live.prompt_ids, *live.new_ids][: full * BLOCK_SIZE]
+            after = live.digests[-1] if live.digests else b""
+            live.digests += digests(ids, after=after, start=len(live.digests))
+        for index in range(live.remembered, full):
+            self._pool.remember(live.blocks[index], live.digests[index])
+        live.remembered = full
 
     def _sample_and_take(self, lives: list[_Live], logits: torch.Tensor) -> None:
         tokens, choices = sample_with_choices(
@@ -375,7 +480,7 @@ class Engine:
         with self._lock:
             already, live.ended = live.ended, True
         finished = None if already else self._finished(live, reason, error)
-        self._free_row(live)
+        self._release(live, keep=reason != "error")
         request_id = live.request.request_id
         self._scheduler.finish(request_id)
         del self._requests[request_id]
@@ -409,16 +514,11 @@ class Engine:
             pieces=tuple(live.pieces),
         )
 
-    def _free_row(self, live: _Live) -> None:
-        """Gives the request's row to the last running request, so rows stay packed."""
-        if live.row is None:
-            return
-        last = self._rows.pop()
-        if last is not live:
-            self._runner.cache.move_row(last.row, live.row, last.length)
-            last.row = live.row
-            self._rows[live.row] = last
-        live.row = None
-        if not self._rows:
-            # Nothing runs: give the cache's memory back until the next request.
-            self._runner.cache.release()
+    def _release(self, live: _Live, *, keep: bool) -> None:
+        """Lets go of the request's blocks; with `keep`, its full blocks stay cached for a
+        request that starts with the same tokens (a retry, or one that continues it)."""
+        if keep:
+            self._remember(live)
+        for block in live.blocks:
+            self._pool.release(block)
+        live.blocks = []

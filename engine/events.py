@@ -3,11 +3,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Started:
-    """The request left the queue: its prompt was tokenized (and trimmed to fit) and prefilled."""
+    """The request left the queue: its prompt was tokenized (and trimmed to fit), and is
+    read from here on."""
 
     prompt_tokens: int
     # True when the oldest part of the prompt was dropped to fit the context window.
     truncated: bool
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How far the prompt is read: `done` of its `total` tokens have keys and values in the
+    cache (found there, or read); sent between the pieces of a prompt read in several."""
+
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)

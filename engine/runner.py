@@ -1,16 +1,20 @@
 """The only module that calls the model.
 
-The KV cache of all running requests lives in one tensor per layer, one row per request:
-`[rows, kv_heads, positions, head_dim]`. A decode step feeds one token for every row at
-once, each at its own position, and attends over the positions each row has filled (a
-mask hides the rest), so requests of any length share one forward pass. A finished
-request's row is refilled by moving the last row into it, so the rows in use are always
-the first `batch` ones and the model reads them as a plain view, without copying.
+The KV cache is paged: one tensor per layer holds every request's keys (and one its
+values) in blocks of BLOCK_SIZE positions, `[kv_heads, blocks x BLOCK_SIZE, head_dim]`,
+and each request names its blocks in a block table (engine/blocks.py). A forward pass
+runs rows of any lengths together: each row feeds its new tokens at its own positions,
+they are written into its blocks, and its attention reads its blocks back in order
+(a gather), padded to the longest row with a mask that hides what is not its own. A
+decode step is rows of one token; reading a prompt is rows of many.
 """
 
 import torch
 
-_INITIAL_POSITIONS = 256
+from engine.blocks import BLOCK_SIZE, blocks_for
+
+# Blocks the cache holds memory for at first; it doubles as block ids go higher.
+_INITIAL_BLOCKS = 64
 # Between these row counts, SkinnyLinear's product is the faster one on the CPU.
 _SKINNY_ROWS = (2, 64)
 
@@ -42,139 +46,116 @@ def use_skinny_linears(model) -> None:
                 module.__class__ = SkinnyLinear
 
 
-class SlotCache:
+class PagedCache:
     """What the model's attention layers call `update()` on: writes each new key and value
-    at its row's position and returns the keys and values to attend over."""
+    into its block and returns the keys and values each row attends over."""
 
-    def __init__(self, *, layers: int, kv_heads: int, head_dim: int, dtype, device, max_positions: int):
+    def __init__(self, *, layers: int, kv_heads: int, head_dim: int, dtype, device, blocks: int):
         self._shape = (kv_heads, head_dim)
         self._layers, self._dtype, self._device = layers, dtype, device
-        self.max_positions = max_positions
+        self.max_blocks = blocks
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        self._plan = None
+        self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
-    def rows(self) -> int:
-        return self.keys[0].shape[0] if self.keys else 0
+    def blocks(self) -> int:
+        return self.keys[0].shape[1] // BLOCK_SIZE if self.keys else 0
 
-    @property
-    def positions(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
-
-    def reserve(self, rows: int, positions: int) -> None:
-        """Grows the tensors (doubling, so growth is rare) to hold `rows` x `positions`."""
-        if positions > self.max_positions:
-            raise ValueError(f"{positions} positions exceed the context window of {self.max_positions}")
-        if rows <= self.rows and positions <= self.positions:
+    def reserve(self, blocks: int) -> None:
+        """Grows the tensors (doubling, so growth is rare) to hold block ids below `blocks`."""
+        if blocks <= self.blocks:
             return
-        # Each dimension only grows: a short request that adds a row keeps the positions
-        # a long one has filled, and a long prompt keeps the rows of the others.
-        new_rows = max(rows, min(2 * self.rows, rows + 8)) if rows > self.rows else self.rows
-        new_positions = max(positions, 2 * self.positions) if positions > self.positions else self.positions
-        new_positions = min(max(new_positions, _INITIAL_POSITIONS), self.max_positions)
-        shape = (new_rows, self._shape[0], new_positions, self._shape[1])
+        grown_blocks = min(max(blocks, 2 * self.blocks, _INITIAL_BLOCKS), self.max_blocks)
+        shape = (self._shape[0], grown_blocks * BLOCK_SIZE, self._shape[1])
         for store in (self.keys, self.values):
             for layer in range(self._layers):
+                # Zeros, not empty: padding reads block 0, and a NaN there would survive
+                # the mask (0 x NaN is NaN).
                 grown = torch.zeros(shape, dtype=self._dtype, device=self._device)
-                if store and len(store) > layer:
-                    old = store[layer]
-                    grown[: old.shape[0], :, : old.shape[2]] = old
+                if len(store) > layer:
+                    grown[:, : store[layer].shape[1]] = store[layer]
                     store[layer] = grown
                 else:
                     store.append(grown)
 
-    def release(self) -> None:
-        self.keys, self.values = [], []
-
-    def move_row(self, src: int, dst: int, length: int) -> None:
-        for store in (self.keys, self.values):
-            for tensor in store:
-                tensor[dst, :, :length] = tensor[src, :, :length]
-
-    def plan_prefill(self, first_row: int, count: int, length: int) -> None:
-        self._plan = ("prefill", first_row, count, length)
-
-    def plan_decode(self, batch: int, positions: torch.Tensor, attend: int) -> None:
-        self._plan = ("decode", batch, positions, attend)
+    def plan(self, write: torch.Tensor, read: torch.Tensor) -> None:
+        """The next forward pass writes row r's new token i at slot write[r, i] and reads
+        the slots read[r] back, in order."""
+        self._plan = (write.reshape(-1), read)
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        write, read = self._plan
+        rows, heads, _, dim = key_states.shape
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        if self._plan[0] == "prefill":
-            _, first, count, length = self._plan
-            keys[first : first + count, :, :length] = key_states
-            values[first : first + count, :, :length] = value_states
-            return keys[first : first + count, :, :length], values[first : first + count, :, :length]
-        _, batch, positions, attend = self._plan
-        rows = torch.arange(batch, device=positions.device)
-        keys[rows, :, positions] = key_states[:, :, 0]
-        values[rows, :, positions] = value_states[:, :, 0]
-        return keys[:batch, :, :attend], values[:batch, :, :attend]
+        # [rows, heads, new, dim] -> [heads, rows x new, dim], the cache's own layout.
+        keys[:, write] = key_states.transpose(0, 1).reshape(heads, -1, dim)
+        values[:, write] = value_states.transpose(0, 1).reshape(heads, -1, dim)
+        flat = read.reshape(-1)
+        # [heads, rows x positions, dim] -> [rows, heads, positions, dim], a view.
+        gathered = (store.index_select(1, flat).view(heads, rows, -1, dim).transpose(0, 1) for store in (keys, values))
+        return tuple(gathered)
 
 
 class Runner:
-    def __init__(self, model, device: torch.device, context_window: int, *, skinny_linears: bool = True):
+    def __init__(self, model, device: torch.device, context_window: int, *, blocks: int, skinny_linears: bool = True):
         self.model = model
         self.device = device
+        self.context_window = context_window
         if skinny_linears:
             use_skinny_linears(model)
         config = model.config
         heads = config.num_attention_heads
-        self.cache = SlotCache(
+        self.cache = PagedCache(
             layers=config.num_hidden_layers,
             kv_heads=getattr(config, "num_key_value_heads", None) or heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             dtype=model.dtype,
             device=device,
-            max_positions=context_window,
+            blocks=blocks,
         )
+        self._offsets = torch.arange(BLOCK_SIZE, device=device)
 
     @torch.inference_mode()
-    def prefill(self, first_row: int, prompts: list[list[int]]) -> torch.Tensor:
-        """Runs several prompts at once into rows first_row, first_row + 1, ...; returns the
-        logits for the token after each prompt, one row each.
+    def run(self, tables: list[list[int]], starts: list[int], tokens: list[list[int]]) -> torch.Tensor:
+        """Feeds row r's `tokens[r]` at positions starts[r], starts[r] + 1, ..., its keys
+        and values going into the blocks `tables[r]`, which hold its earlier positions;
+        returns the next-token logits after each row's last token, one row each.
 
-        Shorter prompts are padded at the end. The padding's keys are never attended to:
-        a row's mask stops at its own length, and its first decode step overwrites them.
+        Rows shorter than the longest are padded at the end. A padding token sees what its
+        row's last token sees and writes into block 0, which nobody reads unmasked.
         """
-        count, longest = len(prompts), max(len(p) for p in prompts)
-        self.cache.reserve(first_row + count, longest + 1)
-        self.cache.plan_prefill(first_row, count, longest)
-        ids = torch.zeros(count, longest, dtype=torch.long, device=self.device)
-        for index, prompt in enumerate(prompts):
-            ids[index, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
-        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
-        positions = torch.arange(longest, device=self.device)
-        causal = positions[None, :] <= positions[:, None]
-        mask = causal[None, :, :] & (positions[None, None, :] < lengths[:, None, None])
+        device = self.device
+        rows = len(tokens)
+        counts = torch.tensor([len(t) for t in tokens], device=device)
+        width = int(counts.max())
+        start = torch.tensor(starts, device=device)
+        ends = [s + len(t) for s, t in zip(starts, tokens, strict=True)]
+        span = max(ends)
+        if span > self.context_window:
+            raise ValueError(f"{span} positions exceed the context window of {self.context_window}")
+        ids = torch.tensor([t + [0] * (width - len(t)) for t in tokens], dtype=torch.long, device=device)
+        # Each row's slots, position by position: block table x BLOCK_SIZE + offset.
+        blocks = blocks_for(span)
+        used = [row_table[: blocks_for(end)] for row_table, end in zip(tables, ends, strict=True)]
+        self.cache.reserve(max(max(u) for u in used) + 1)
+        table = torch.tensor([u + [0] * (blocks - len(u)) for u in used], dtype=torch.long, device=device)
+        slots = (table[:, :, None] * BLOCK_SIZE + self._offsets).view(rows, -1)[:, :span]
+        steps = torch.arange(width, device=device)
+        real = steps[None, :] < counts[:, None]
+        # A padding token stands where its row's last token stands.
+        positions = start[:, None] + torch.minimum(steps[None, :], counts[:, None] - 1)
+        write = torch.where(real, slots.gather(1, positions), 0)
+        self.cache.plan(write, slots)
+        mask = torch.arange(span, device=device)[None, None, :] <= positions[:, :, None]
         hidden = self.model.get_decoder()(
             input_ids=ids,
-            position_ids=positions.expand(count, longest),
+            position_ids=positions,
             attention_mask=mask[:, None],
             cache=self.cache,
             use_cache=True,
         ).last_hidden_state
-        # Only each prompt's last position needs logits: the vocabulary projection of
-        # every prompt position would cost more than the rest of the prefill.
-        last = hidden[torch.arange(count, device=self.device), lengths - 1]
+        # Only each row's last token needs logits: the vocabulary projection of every
+        # prompt position would cost more than the rest of the pass.
+        last = hidden[torch.arange(rows, device=device), counts - 1]
         return self.model.get_output_embeddings()(last)
-
-    @torch.inference_mode()
-    def decode(self, tokens: list[int], lengths: list[int]) -> torch.Tensor:
-        """One token for each of the first len(tokens) rows, row i at position lengths[i];
-        returns their next-token logits, one row each."""
-        batch = len(tokens)
-        positions = torch.tensor(lengths, dtype=torch.long, device=self.device)
-        attend = max(lengths) + 1
-        self.cache.reserve(batch, attend)
-        self.cache.plan_decode(batch, positions, attend)
-        ids = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
-        mask = torch.arange(attend, device=self.device).unsqueeze(0) <= positions.unsqueeze(1)
-        out = self.model(
-            input_ids=ids,
-            position_ids=positions.unsqueeze(1),
-            attention_mask=mask[:, None, None, :],
-            cache=self.cache,
-            use_cache=True,
-        )
-        return out.logits[:, -1]

@@ -1,10 +1,16 @@
-"""Which requests run: a plain state machine (no torch), owned by the engine's loop thread.
+"""Which requests run, and which prompt pieces are read next: a plain state machine (no
+torch), owned by the engine's loop thread.
 
 Requests wait in arrival order. Each step admits from the front of the queue while the
-batch has room, the KV cache stays within its limit, and the prompts admitted this step
-fit the prefill budget. The KV cache is one rectangle, rows padded to the longest request,
-so its size is (running requests) x (longest request). A request too large for the limits
-on its own still runs, alone, so that nothing starves.
+batch has room and the KV cache stays within its limit. The cache is paged (engine/
+blocks.py), so a request counts for its own length only, prompt plus the most new tokens
+it may write: memory is the sum of the lengths, and one long story does not shrink
+everyone's batch. A request too large for the limit on its own still runs, alone, so that
+nothing starves.
+
+An admitted request first reads its prompt, in pieces: `reading_plan` hands out the
+next pieces for one forward pass, within a token budget that the engine sizes by time,
+so that the running streams get a decode step between two pieces of a long prompt.
 """
 
 from collections import OrderedDict
@@ -17,27 +23,31 @@ class Entry:
     prompt_tokens: int
     # Prompt tokens plus the most new tokens it may produce.
     tokens: int
+    # Prompt tokens whose keys and values are in the cache: found there, or read.
+    read: int = 0
+
+    @property
+    def reading(self) -> bool:
+        return self.read < self.prompt_tokens
 
 
 class Scheduler:
-    def __init__(self, *, max_batch_size: int, max_tokens_in_flight: int, max_prefill_tokens: int = 2048):
-        if min(max_batch_size, max_tokens_in_flight, max_prefill_tokens) < 1:
-            raise ValueError("max_batch_size, max_tokens_in_flight and max_prefill_tokens must be at least 1")
+    def __init__(self, *, max_batch_size: int, max_tokens_in_flight: int):
+        if min(max_batch_size, max_tokens_in_flight) < 1:
+            raise ValueError("max_batch_size and max_tokens_in_flight must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_tokens_in_flight = max_tokens_in_flight
-        self.max_prefill_tokens = max_prefill_tokens
         self.waiting: OrderedDict[str, Entry] = OrderedDict()
         self.running: OrderedDict[str, Entry] = OrderedDict()
-
-    @staticmethod
-    def _footprint(entries) -> int:
-        """The KV cache a batch of these requests may grow to: rows times the longest row."""
-        entries = list(entries)
-        return len(entries) * max((e.tokens for e in entries), default=0)
 
     @property
     def idle(self) -> bool:
         return not self.waiting and not self.running
+
+    @property
+    def tokens_in_flight(self) -> int:
+        """The KV positions the running requests may grow to, together."""
+        return sum(entry.tokens for entry in self.running.values())
 
     def add(self, request_id: str, *, prompt_tokens: int, new_tokens: int) -> None:
         if request_id in self.waiting or request_id in self.running:
@@ -46,19 +56,51 @@ class Scheduler:
 
     def admit(self) -> list[str]:
         """Moves waiting requests into the batch while the limits allow; returns their ids."""
-        admitted, prefill = [], 0
+        admitted = []
+        in_flight = self.tokens_in_flight
         while self.waiting and len(self.running) < self.max_batch_size:
             entry = next(iter(self.waiting.values()))
-            if self.running or admitted:
-                if self._footprint([*self.running.values(), entry]) > self.max_tokens_in_flight:
-                    break
-                if admitted and prefill + entry.prompt_tokens > self.max_prefill_tokens:
-                    break
+            if self.running and in_flight + entry.tokens > self.max_tokens_in_flight:
+                break
             del self.waiting[entry.request_id]
             self.running[entry.request_id] = entry
             admitted.append(entry.request_id)
-            prefill += entry.prompt_tokens
+            in_flight += entry.tokens
         return admitted
+
+    def mark_read(self, request_id: str, tokens: int) -> None:
+        """Counts `tokens` more of the request's prompt as read (or found in the cache)."""
+        entry = self.running[request_id]
+        entry.read = min(entry.prompt_tokens, entry.read + tokens)
+
+    @property
+    def decoding(self) -> list[str]:
+        """The running requests whose prompt is read: each gets a token per decode step."""
+        return [entry.request_id for entry in self.running.values() if not entry.reading]
+
+    def reading_plan(self, budget: int) -> list[tuple[str, int]]:
+        """The prompt pieces to read in one forward pass, as (request id, tokens).
+
+        Rows in one pass are padded to the longest piece, so the budget counts rows x the
+        longest. The prompts with the least left go first: a short prompt is read in one
+        piece beside a long one, which takes what the budget leaves.
+        """
+        left = sorted(
+            (entry.prompt_tokens - entry.read, entry.request_id) for entry in self.running.values() if entry.reading
+        )
+        if not left:
+            return []
+        budget = max(1, budget)
+        best, best_tokens = 1, 0
+        for rows in range(1, len(left) + 1):
+            width = budget // rows
+            if width < 1:
+                break
+            useful = sum(min(remaining, width) for remaining, _ in left[:rows])
+            if useful >= best_tokens:
+                best, best_tokens = rows, useful
+        width = max(1, budget // best)
+        return [(request_id, min(remaining, width)) for remaining, request_id in left[:best]]
 
     def finish(self, request_id: str) -> None:
         """Forgets a request, waiting or running; its room goes to the next admit()."""

@@ -95,15 +95,15 @@ def test_cancel_of_a_waiting_request_ends_it_at_once_while_a_long_prompt_is_read
     # held open here, and a writer who stopped while waiting behind it is answered first.
     slow = Engine(engine.loaded, EngineConfig(max_batch_size=1))
     reading, release = threading.Event(), threading.Event()
-    prefill = Runner.prefill
+    run_pass = Runner.run
 
-    def held_prefill(runner, first_row, prompts):
+    def held_pass(runner, tables, starts, tokens):
         reading.set()
         assert release.wait(timeout=30)
-        return prefill(runner, first_row, prompts)
+        return run_pass(runner, tables, starts, tokens)
 
     try:
-        with mock.patch.object(Runner, "prefill", autospec=True, side_effect=held_prefill):
+        with mock.patch.object(Runner, "run", autospec=True, side_effect=held_pass):
             long = slow.submit(Request("long", PROMPT * 8, SamplingParams(max_new_tokens=5, seed=5, ignore_eos=True)))
             assert reading.wait(timeout=10)
             waiting = slow.submit(Request("waiting", PROMPT, SamplingParams(max_new_tokens=20, seed=5)))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from engine.runner import SkinnyLinear, use_skinny_linears
+from engine.blocks import BLOCK_SIZE
+from engine.runner import PagedCache, Runner, SkinnyLinear, use_skinny_linears
 
 
 @pytest.mark.parametrize("shape", [(5,), (1, 5), (1, 1, 5), (2, 5), (4, 1, 5), (3, 7, 5), (64, 5), (65, 5), (2, 40, 5)])
@@ -33,34 +34,52 @@ def test_only_plain_cpu_float32_linears_are_swapped():
     assert [type(module) for module in model] == [SkinnyLinear, torch.nn.Linear, Custom, torch.nn.LayerNorm]
 
 
-def _cache(max_positions=8192):
-    from engine.runner import SlotCache
-
-    return SlotCache(layers=2, kv_heads=1, head_dim=2, dtype=torch.float32, device="cpu", max_positions=max_positions)
+def _cache(blocks=4096):
+    return PagedCache(layers=2, kv_heads=1, head_dim=2, dtype=torch.float32, device="cpu", blocks=blocks)
 
 
-def test_it_keeps_a_long_rows_keys_when_a_short_request_adds_a_row():
-    # A long story runs in row 0; a short one then needs a second row. Growing the rows
-    # must keep every position the long row filled, not shrink to the short one's length.
+def test_the_paged_cache_grows_keeping_what_was_written():
     cache = _cache()
-    filled = torch.arange(8133, dtype=torch.float32)[None, :, None].expand(1, 8133, 2)
-    cache.reserve(1, 8134)
-    for tensor in cache.keys + cache.values:
-        tensor[0, :, :8133] = filled
+    cache.reserve(3)
+    first = cache.blocks
+    cache.keys[1][0, 2 * BLOCK_SIZE + 5, 1] = 7.0
 
-    cache.reserve(2, 297)
+    cache.reserve(first + 1)
 
-    assert cache.rows >= 2 and cache.positions >= 8134
-    for tensor in cache.keys + cache.values:
-        assert torch.equal(tensor[0, :, :8133], filled)
+    assert cache.blocks >= first + 1
+    assert cache.keys[1][0, 2 * BLOCK_SIZE + 5, 1] == 7.0
+    assert torch.count_nonzero(cache.keys[1]) == 1
 
 
-def test_it_grows_rows_and_positions_together_keeping_what_was_written():
-    cache = _cache(max_positions=2048)
-    cache.reserve(2, 300)
-    cache.keys[0][1, 0, 299, 1] = 7.0
+def test_the_paged_cache_never_grows_past_its_blocks():
+    cache = _cache(blocks=100)
+    cache.reserve(90)
+    cache.reserve(91)  # doubling would make it 180
+    assert cache.blocks == 100
 
-    cache.reserve(3, 1000)
 
-    assert cache.rows >= 3 and cache.positions >= 1000
-    assert cache.keys[0][1, 0, 299, 1] == 7.0
+def _runner(engine):
+    return Runner(engine.loaded.model, engine.loaded.device, engine.context_window, blocks=256)
+
+
+def test_a_prompt_read_in_pieces_gives_the_logits_of_one_piece(engine):
+    prompt = list(range(3, 203))
+    whole = _runner(engine).run([list(range(1, 14))], [0], [prompt])
+
+    runner = _runner(engine)
+    table = list(range(20, 33))
+    for start, end in [(0, 37), (37, 160), (160, 200)]:
+        pieces = runner.run([table], [start], [prompt[start:end]])
+
+    torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_rows_in_scattered_blocks_read_what_they_wrote(engine):
+    # Two prompts share a pass, their blocks interleaved and out of order; each gets the
+    # logits it gets alone in blocks of its own.
+    first, second = list(range(5, 45)), list(range(50, 71))
+    alone = [_runner(engine).run([[1, 2, 3]], [0], [prompt]) for prompt in (first, second)]
+
+    together = _runner(engine).run([[9, 4, 7], [8, 3]], [0, 0], [first, second])
+
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ from engine.scheduler import Scheduler
 
 
 def scheduler(**limits):
-    return Scheduler(**{"max_batch_size": 8, "max_tokens_in_flight": 10_000, "max_prefill_tokens": 1000, **limits})
+    return Scheduler(**{"max_batch_size": 8, "max_tokens_in_flight": 10_000, **limits})
 
 
 def test_it_admits_in_arrival_order_up_to_the_batch_size():
@@ -28,35 +28,75 @@ def test_a_finished_request_makes_room_for_the_next_at_once():
     assert list(s.running) == ["b"] and list(s.waiting) == ["c"]
 
 
-def test_the_kv_cache_is_counted_as_rows_times_the_longest_row():
+def test_the_kv_cache_is_counted_as_the_sum_of_the_lengths():
     s = scheduler(max_tokens_in_flight=100)
-    s.add("short", prompt_tokens=10, new_tokens=10)
     s.add("long", prompt_tokens=10, new_tokens=50)
-    s.add("next", prompt_tokens=5, new_tokens=5)
-    # short + long: 2 rows x 60 = 120 > 100, so long waits.
-    assert s.admit() == ["short"]
-    assert list(s.running) == ["short"] and list(s.waiting) == ["long", "next"]
+    s.add("short", prompt_tokens=10, new_tokens=10)
+    s.add("next", prompt_tokens=15, new_tokens=5)
+    # long + short: 60 + 20 = 80 fits (rows x the longest would be 120); + next is 100.
+    assert s.admit() == ["long", "short", "next"]
+    s.add("more", prompt_tokens=1, new_tokens=0)
+    assert s.admit() == []
+    assert s.tokens_in_flight == 100
     s.finish("short")
-    assert s.admit() == ["long"]
-    assert s.admit() == []  # next would make 2 x 60
-    s.finish("long")
-    assert s.admit() == ["next"]
-
-
-def test_prompts_admitted_in_one_step_stay_within_the_prefill_budget():
-    s = scheduler(max_prefill_tokens=100)
-    for name in "abc":
-        s.add(name, prompt_tokens=40, new_tokens=5)
-    assert s.admit() == ["a", "b"]
-    assert s.admit() == ["c"]
+    assert s.admit() == ["more"]
 
 
 def test_a_request_larger_than_the_limits_still_runs_alone():
-    s = scheduler(max_tokens_in_flight=100, max_prefill_tokens=10)
+    s = scheduler(max_tokens_in_flight=100)
     s.add("huge", prompt_tokens=400, new_tokens=100)
     s.add("small", prompt_tokens=1, new_tokens=1)
     assert s.admit() == ["huge"]
     assert s.admit() == []
+
+
+def test_a_request_decodes_once_its_whole_prompt_is_read():
+    s = scheduler()
+    s.add("a", prompt_tokens=100, new_tokens=5)
+    s.admit()
+    assert s.decoding == []
+    s.mark_read("a", 64)
+    assert s.decoding == [] and s.running["a"].read == 64
+    s.mark_read("a", 36)
+    assert s.decoding == ["a"]
+    assert s.reading_plan(1000) == []
+
+
+def test_a_long_prompt_is_read_in_pieces_within_the_budget():
+    s = scheduler()
+    s.add("long", prompt_tokens=6000, new_tokens=16)
+    s.admit()
+    pieces = []
+    while plan := s.reading_plan(512):
+        assert len(plan) == 1 and plan[0][1] <= 512
+        pieces.append(plan[0][1])
+        s.mark_read(*plan[0])
+    assert sum(pieces) == 6000 and len(pieces) == 12
+
+
+def test_a_short_prompt_is_read_at_once_beside_a_long_one():
+    s = scheduler()
+    s.add("long", prompt_tokens=6000, new_tokens=16)
+    s.admit()
+    s.mark_read("long", 1000)
+    s.add("short", prompt_tokens=100, new_tokens=16)
+    s.admit()
+    plan = dict(s.reading_plan(512))
+    # Two rows of 256: all of the short one, and a piece of the long one.
+    assert plan == {"short": 100, "long": 256}
+    # The budget counts the padding: rows x the longest piece.
+    assert len(plan) * max(plan.values()) <= 512
+
+
+def test_the_reading_plan_leaves_out_rows_that_would_only_add_padding():
+    s = scheduler()
+    for name, tokens in [("a", 3000), ("b", 3000), ("c", 3000)]:
+        s.add(name, prompt_tokens=tokens, new_tokens=1)
+    s.admit()
+    # Three rows of 10 read as much as one of 32 would not: each row gets budget // rows.
+    plan = s.reading_plan(32)
+    assert sum(tokens for _, tokens in plan) <= 32
+    assert len(plan) * max(tokens for _, tokens in plan) <= 32
 
 
 def test_a_waiting_request_can_be_finished_before_it_runs():

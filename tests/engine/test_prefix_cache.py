@@ -1,0 +1,160 @@
+"""Work already done is not done again: a prompt that starts like an earlier one reads only
+what follows, and writes the same tokens as when it is read cold. And a long prompt is
+read in pieces between the decode steps of the requests already streaming."""
+
+import threading
+
+from engine.config import EngineConfig, SamplingParams
+from engine.engine import Engine, Request
+from engine.events import Delta, Finished, Reading, Started
+from tests.engine.helpers import events_of
+
+# 420 token ids of the tiny model's vocabulary (over 100 ids), in a pattern that is not a loop.
+STORY = tuple(3 + (i * 37 + i // 7) % 97 for i in range(420))
+
+
+def greedy(n=12):
+    return SamplingParams(max_new_tokens=n, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
+
+
+def tokens(engine, request_id, ids, params=None):
+    finished = events_of(engine.submit(Request(request_id, "", params or greedy(), prompt_ids=tuple(ids))))[2]
+    assert finished.reason == "length", finished.error
+    return finished.token_ids
+
+
+def found(engine):
+    return engine.cache_stats()["found_tokens"]
+
+
+def test_prompts_that_share_a_prefix_write_what_they_write_cold(engine):
+    cold = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=0))
+    warm = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=4096))
+    try:
+        first = tokens(warm, "first", STORY)
+        assert found(warm) == 0
+        # A retry finds all of the prompt but its last (unfinished) block.
+        assert tokens(warm, "retry", STORY) == first == tokens(cold, "cold", STORY)
+        assert found(warm) == len(STORY) // 16 * 16
+        # A sentence typed at the end; a prompt that diverges halfway; a shorter one.
+        shapes = {
+            "appended": STORY + (11, 12, 13, 14, 15, 16, 17, 18, 19, 20),
+            "diverged": STORY[:200] + tuple(reversed(STORY[200:])),
+            "shorter": STORY[:150],
+        }
+        for name, ids in shapes.items():
+            before = found(warm)
+            assert tokens(warm, name, ids) == tokens(cold, f"cold-{name}", ids), name
+            assert found(warm) > before, f"{name} found nothing cached"
+        # Generate right after a continuation: the prompt is the story and what was written.
+        continued = STORY + first
+        before = found(warm)
+        assert tokens(warm, "continued", continued) == tokens(cold, "cold-continued", continued)
+        assert found(warm) - before >= len(STORY) // 16 * 16
+    finally:
+        cold.shutdown()
+        warm.shutdown()
+
+
+def test_requests_sharing_a_prefix_at_once_and_after_eviction_write_what_they_write_cold(engine):
+    cold = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=0))
+    # Room for one story's prefix: each new story pushes the last one out.
+    small = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=448))
+    prompts = [STORY[:300] + (20 + n,) * (10 + n) for n in range(4)]
+    try:
+        expected = [tokens(cold, f"cold{n}", ids) for n, ids in enumerate(prompts)]
+        tokens(small, "warm-up", STORY[:300])
+        results, threads = {}, []
+        for n, ids in enumerate(prompts):
+            run = lambda n=n, ids=ids: results.__setitem__(n, tokens(small, f"at-once{n}", ids))  # noqa: E731
+            threads.append(threading.Thread(target=run))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert [results[n] for n in range(4)] == expected
+        # Other stories fill the budget and evict the shared prefix; it is read again, right.
+        for n in range(3):
+            tokens(small, f"other{n}", tuple(reversed(STORY))[n * 100 :])
+        assert small.cache_stats()["cached_tokens"] <= small.cache_stats()["budget_tokens"] == 448
+        before = found(small)
+        assert tokens(small, "after-eviction", prompts[0]) == expected[0]
+        assert found(small) == before, "the evicted prefix was still found"
+    finally:
+        cold.shutdown()
+        small.shutdown()
+
+
+def test_a_prompt_read_in_small_pieces_writes_what_one_piece_writes(engine):
+    pieces = Engine(engine.loaded, EngineConfig(max_prefill_tokens=16, prefix_cache_tokens=0))
+    whole = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=0))
+    try:
+        seeded = SamplingParams(max_new_tokens=20, temperature=0.9, seed=3, ignore_eos=True)
+        assert tokens(pieces, "p", STORY, seeded) == tokens(whole, "w", STORY, seeded)
+        assert tokens(pieces, "g", STORY) == tokens(whole, "g", STORY)
+    finally:
+        pieces.shutdown()
+        whole.shutdown()
+
+
+def test_a_long_prompt_is_read_between_the_steps_of_a_running_stream(engine):
+    slow = Engine(engine.loaded, EngineConfig(max_prefill_tokens=32, coalesce_ms=0))
+    # The forward passes in the order the engine runs them: a decode step feeds one token
+    # per row, a reading pass a piece of a prompt.
+    passes, run = [], slow._runner.run
+
+    def logged(tables, starts, pieces):
+        passes.append("decode" if max(map(len, pieces)) == 1 else f"read {max(starts)}")
+        return run(tables, starts, pieces)
+
+    slow._runner.run = logged
+    try:
+        streaming = slow.submit(Request("a", "", greedy(400), prompt_ids=STORY[:20]))
+        for event in streaming.events():
+            if isinstance(event, Delta):
+                break  # a is streaming
+        long = slow.submit(Request("b", "", greedy(4), prompt_ids=STORY))
+        started, readings = None, []
+        for event in long.events():
+            if isinstance(event, Started):
+                started = event
+            elif isinstance(event, Reading):
+                readings.append(event)
+            elif isinstance(event, Finished):
+                finished = event
+        slow.cancel("a")
+        a_finished = events_of(streaming)[2]
+    finally:
+        slow.shutdown()
+
+    assert started.prompt_tokens == len(STORY) and finished.new_tokens == 4
+    assert a_finished.reason == "cancelled", "a was not streaming all along"
+    reads = [index for index, name in enumerate(passes) if name.startswith("read")]
+    # 420 tokens in pieces of at most 32: 14 pieces or more, with a's step between each two.
+    assert len(reads) >= 14
+    for earlier, later in zip(reads, reads[1:], strict=False):
+        assert "decode" in passes[earlier:later], f"a stalled from {passes[earlier]} to {passes[later]}"
+    # The writer is told how far the reading is, in order, up to the last piece.
+    assert [r.done for r in readings] == sorted(r.done for r in readings)
+    assert len(readings) >= 13 and readings[-1].done < len(STORY)
+    assert all(r.total == len(STORY) for r in readings)
+
+
+def test_stop_cuts_a_prompt_short_while_it_is_read(engine):
+    slow = Engine(engine.loaded, EngineConfig(max_prefill_tokens=16))
+    try:
+        handle = slow.submit(Request("long", "", greedy(4), prompt_ids=STORY))
+        for event in handle.events():
+            if isinstance(event, Reading) and event.done >= 32:
+                slow.cancel("long")
+                break
+        rest = list(handle.events())
+        after = tokens(slow, "after", STORY[:40])
+    finally:
+        slow.shutdown()
+
+    finished = rest[-1]
+    assert isinstance(finished, Finished) and finished.reason == "cancelled" and finished.new_tokens == 0
+    assert not any(isinstance(event, Delta) for event in rest)
+    assert len(after) == 12
+    assert slow.cache_stats()["held_tokens"] == 0
