@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from engine.blocks import BLOCK_SIZE
-from engine.runner import PagedCache, Runner, SkinnyLinear, use_skinny_linears
+from engine.runner import PagedCache, Runner, SkinnyLinear, span_groups, use_skinny_linears
 
 
 @pytest.mark.parametrize("shape", [(5,), (1, 5), (1, 1, 5), (2, 5), (4, 1, 5), (3, 7, 5), (64, 5), (65, 5), (2, 40, 5)])
@@ -83,3 +83,18 @@ def test_rows_in_scattered_blocks_read_what_they_wrote(engine):
     together = _runner(engine).run([[9, 4, 7], [8, 3]], [0, 0], [first, second])
 
     torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-4)
+
+
+def test_rows_of_very_different_lengths_are_padded_apart_and_answered_in_order(engine):
+    short, long, middle = list(range(7, 27)), [3 + i % 90 for i in range(300)], [9 + i % 80 for i in range(130)]
+    alone = [_runner(engine).run([list(range(1, 20))], [0], [prompt]) for prompt in (short, long, middle)]
+
+    together = _runner(engine).run([[1, 2], list(range(3, 22)), list(range(30, 39))], [0, 0, 0], [short, long, middle])
+
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-4)
+
+
+def test_a_group_ends_where_a_row_is_less_than_half_as_long_as_its_first():
+    assert span_groups([6300, 3200, 3150, 500, 480, 250, 1]) == [(3, 6300), (3, 500), (1, 1)]
+    assert span_groups([40, 21, 20, 19]) == [(3, 40), (1, 19)]
+    assert span_groups([7]) == [(1, 7)]
