@@ -55,8 +55,9 @@ def sample_with_choices(
     # Top-k: the k likeliest tokens of each row, sorted; 0 keeps them all.
     ks = [p.top_k if 0 < p.top_k < vocabulary else vocabulary for p in chosen]
     values, indices = torch.topk(scaled, max(ks), dim=-1)
-    ranks = torch.arange(values.shape[-1])
-    values = values.masked_fill(ranks[None, :] >= torch.tensor(ks)[:, None], float("-inf"))
+    # Built on the logits' device: a mask made on the CPU fails beside CUDA logits.
+    ranks = torch.arange(values.shape[-1], device=values.device)
+    values = values.masked_fill(ranks[None, :] >= torch.tensor(ks, device=values.device)[:, None], float("-inf"))
     # Top-p: keep the smallest set of tokens whose probabilities reach top_p.
     probs = torch.softmax(values, dim=-1)
     top_p = logits.new_tensor([p.top_p for p in chosen])
