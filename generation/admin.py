@@ -35,7 +35,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
     actions = ["activate"]
     fieldsets = [
         (None, {"fields": ["name", "source", "dtype", "device", "context_window", "is_active"]}),
-        ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight"]}),
+        ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight", "prefix_cache_tokens"]}),
         ("Trained", {"fields": ["adapter"], "classes": ["collapse"]}),
         ("Default sampling", {"fields": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]}),
         (

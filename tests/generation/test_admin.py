@@ -26,6 +26,7 @@ def _config_form(**overrides):
         "repetition_penalty": 1.1,
         "max_batch_size": "",
         "max_tokens_in_flight": "",
+        "prefix_cache_tokens": "",
         "writer_max_new_tokens": 1024,
         "writer_min_temperature": 0,
         "writer_max_temperature": 5,
@@ -185,6 +186,15 @@ def test_a_default_outside_what_writers_may_choose_is_refused(admin_client, tiny
     response = admin_client.post("/admin/generation/modelconfig/add/", form)
     assert response.status_code == 200
     assert "The default temperature is outside what writers may choose (0.0-1.0)." in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
+def test_the_admin_refuses_a_prefix_cache_that_would_keep_nothing(admin_client, tiny_model_dir):
+    response = admin_client.post(
+        "/admin/generation/modelconfig/add/", _config_form(source=str(tiny_model_dir), prefix_cache_tokens=8)
+    )
+    assert response.status_code == 200
+    assert "so 8 would keep nothing: set 0 to turn it off, or at least 16." in response.content.decode()
     assert not ModelConfig.objects.exists()
 
 
