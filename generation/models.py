@@ -258,6 +258,11 @@ class Worker(models.Model):
     device = models.CharField(max_length=32, blank=True)
     load_seconds = models.FloatField(null=True, blank=True)
     live_requests = models.PositiveIntegerField(default=0)
+    # Its serving engine's KV cache in token positions, as Engine.cache_stats() counts them:
+    # held_tokens (by running generations), cached_tokens (kept for prefixes), budget_tokens,
+    # and prompt_tokens looked up and found_tokens found cached since the model loaded.
+    # Empty while no model serves.
+    kv_cache = models.JSONField("KV cache", default=dict, blank=True)
     # The configuration it is loading, and the last load that failed, with its error.
     loading = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
