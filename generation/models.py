@@ -280,6 +280,13 @@ class Worker(models.Model):
         return (timezone.now() - self.last_heartbeat).total_seconds() <= WORKER_ALIVE_S
 
     @property
+    def prefix_hit_rate(self) -> float | None:
+        """The share of prompt tokens found in the prefix cache since the model loaded; None
+        before any prompt was read."""
+        looked_up = self.kv_cache.get("prompt_tokens")
+        return self.kv_cache["found_tokens"] / looked_up if looked_up else None
+
+    @property
     def state_shown(self) -> str:
         """Its state as staff read it: what a silent worker last reported is no longer true."""
         if not self.is_alive:

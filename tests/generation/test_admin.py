@@ -238,3 +238,33 @@ def test_it_shows_a_worker_that_stopped_reporting_as_offline_not_ready(admin_cli
     assert "host-b:12" in offline and "host-a:11" not in offline
     ready = admin_client.get("/admin/generation/worker/?state=ready").content.decode()
     assert "host-a:11" in ready and "host-b:12" not in ready
+
+
+def test_the_worker_list_shows_each_workers_kv_cache(admin_client):
+    from django.utils import timezone
+
+    now = timezone.now()
+    cache = {"held_tokens": 160, "cached_tokens": 12_800, "budget_tokens": 32_768}
+    Worker.objects.create(
+        name="host-a:11",
+        state="ready",
+        kv_cache={**cache, "prompt_tokens": 1000, "found_tokens": 640},
+        last_heartbeat=now,
+    )
+    Worker.objects.create(
+        name="host-b:12",
+        state="ready",
+        kv_cache={**cache, "cached_tokens": 0, "budget_tokens": 0, "prompt_tokens": 0, "found_tokens": 0},
+        last_heartbeat=now,
+    )
+    Worker.objects.create(name="host-c:13", state="loading", last_heartbeat=now)
+
+    def row(html, name):
+        start = html.index(f">{name}<")
+        return html[html.rindex("<tr", 0, start) : html.index("</tr>", start)]
+
+    listing = admin_client.get("/admin/generation/worker/").content.decode()
+    assert "KV cache (positions)" in listing
+    assert "prefix cache: 12,800 of 32,768 (39%)<br>held: 160<br>found: 64% of 1,000" in row(listing, "host-a:11")
+    assert "prefix cache: off<br>held: 160<br>found: -" in row(listing, "host-b:12")
+    assert "prefix cache" not in row(listing, "host-c:13")

@@ -1,6 +1,7 @@
 """A worker's report carries its engine's KV cache, as the engine counts it: what running
 generations hold, what is kept for prefixes against its budget, and how much of the
-prompts it read was found there. The admin's row and the heartbeat get the same."""
+prompts it read was found there. The admin's row, the heartbeat and the staff dashboard
+get the same."""
 
 import pytest
 
@@ -25,7 +26,7 @@ def write(engine, request_id):
     assert finished.reason == "length", finished.error
 
 
-def test_the_report_says_how_much_of_a_retry_the_prefix_cache_found(tiny_model_dir):
+def test_the_report_says_how_much_of_a_retry_the_prefix_cache_found(tiny_model_dir, admin_client):
     slot = ModelSlot(Engines())
     wanted = Wanted(ModelSpec(source=str(tiny_model_dir)), EngineConfig(prefix_cache_tokens=4096), "Tiny", (1,))
     lease = slot.acquire(lambda: wanted)
@@ -41,6 +42,9 @@ def test_the_report_says_how_much_of_a_retry_the_prefix_cache_found(tiny_model_d
     # Nothing runs now; the story's six whole blocks are kept, its unfinished last one is not.
     assert (kv_cache["held_tokens"], kv_cache["cached_tokens"], kv_cache["budget_tokens"]) == (0, 96, 4096)
     assert realtime.live_workers()["host-a:11"]["kv_cache"] == kv_cache
+    # The staff dashboard's "now" gives the same figures, and the hit rate.
+    shown = {w["name"]: w for w in admin_client.get("/staff/dashboard/data").json()["now"]["workers"]}
+    assert shown["host-a:11"]["kv_cache"] == {**kv_cache, "hit_rate": 0.48}
 
 
 def test_a_worker_with_no_model_yet_reports_no_cache():
