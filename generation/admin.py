@@ -6,6 +6,7 @@ from django.db.models import Q
 from django.urls import path
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from engine.errors import CorpusError
@@ -35,7 +36,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
     actions = ["activate"]
     fieldsets = [
         (None, {"fields": ["name", "source", "dtype", "device", "context_window", "is_active"]}),
-        ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight"]}),
+        ("Engine limits", {"fields": ["max_batch_size", "max_tokens_in_flight", "prefix_cache_tokens"]}),
         ("Trained", {"fields": ["adapter"], "classes": ["collapse"]}),
         ("Default sampling", {"fields": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]}),
         (
@@ -170,7 +171,8 @@ class WorkerAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: each worker reports itself every few seconds."""
 
     # Few and narrow enough to fit a laptop's width beside the filters.
-    list_display = ["name", "state_shown", "serving", "live_requests", "loading", "error", "last_report"]
+    list_display = ["name", "state_shown", "serving", "live_requests", "kv_cache_shown"]
+    list_display += ["loading", "error", "last_report"]
     list_filter = [WorkerStateFilter, "config_name"]
 
     @admin.display(description="state", ordering="state")
@@ -184,6 +186,19 @@ class WorkerAdmin(ReadOnly, admin.ModelAdmin):
             return "-"
         loaded = f", loaded in {obj.load_seconds:.1f} s" if obj.load_seconds is not None else ""
         return f"{obj.config_name}: {obj.model_name} ({obj.dtype}, {obj.device}{loaded})"
+
+    @admin.display(description="KV cache (positions)")
+    def kv_cache_shown(self, obj):
+        """The prefix cache's use against its budget, what running generations hold, and
+        the share of prompt tokens found cached."""
+        cache = obj.kv_cache
+        if not cache:
+            return "-"
+        budget, kept = cache["budget_tokens"], cache["cached_tokens"]
+        prefix = f"{kept:,} of {budget:,} ({kept / budget:.0%})" if budget else "off"
+        rate = obj.prefix_hit_rate
+        found = "-" if rate is None else f"{rate:.0%} of {cache['prompt_tokens']:,}"
+        return format_html("prefix cache: {}<br>held: {}<br>found: {}", prefix, f"{cache['held_tokens']:,}", found)
 
     @admin.display(description="last report", ordering="last_heartbeat")
     def last_report(self, obj):

@@ -6,12 +6,17 @@ from django.db import models
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from engine.blocks import BLOCK_SIZE
 from engine.errors import ModelLoadError
 from engine.sources import adapter_checked, source_checked
 from engine.training.settings import DEFAULTS as TRAINING
 from engine.training.settings import HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import params as sampling
 from generation.realtime import WORKER_ALIVE_S
+
+# The largest prefix cache the admin takes: about 48 GB for SmolLM2-135M in float32, more for
+# any larger model, so a larger figure is more likely a slip of the keyboard than a plan.
+MAX_PREFIX_CACHE_TOKENS = 1_048_576
 
 
 class ModelConfig(models.Model):
@@ -51,6 +56,16 @@ class ModelConfig(models.Model):
         blank=True,
         validators=[MinValueValidator(256)],
         help_text="Token positions the batch's KV cache may hold (engine default 65,536).",
+    )
+    prefix_cache_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_PREFIX_CACHE_TOKENS)],
+        help_text="Token positions of finished generations kept for the next prompt that starts the same way "
+        "(a retry, or a story that only grew at its end), which then reads only what is new. Engine default "
+        "32,768; 0 turns it off. Memory per position depends on the model: SmolLM2-135M takes about 46 KB "
+        "in float32 (23 KB in bfloat16), so 32,768 positions are about 1.5 GB; larger models take more. "
+        "Give it what memory is left beside the weights and the KV cache in flight.",
     )
     # What writers may choose, within the site's own bounds (generation/params.py).
     writer_max_new_tokens = models.PositiveIntegerField(
@@ -93,6 +108,13 @@ class ModelConfig(models.Model):
                 raise ValidationError({field: str(exc)}) from None
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
+        if isinstance(self.prefix_cache_tokens, int) and 0 < self.prefix_cache_tokens < BLOCK_SIZE:
+            raise ValidationError(
+                {
+                    "prefix_cache_tokens": f"The prefix cache keeps whole blocks of {BLOCK_SIZE} positions, so "
+                    f"{self.prefix_cache_tokens} would keep nothing: set 0 to turn it off, or at least {BLOCK_SIZE}."
+                }
+            )
         if self.writer_min_temperature > self.writer_max_temperature:
             raise ValidationError({"writer_max_temperature": "The highest temperature is below the lowest."})
         ranges = self.writer_ranges()
@@ -118,6 +140,7 @@ class ModelConfig(models.Model):
         limits = {
             "max_batch_size": self.max_batch_size,
             "max_tokens_in_flight": self.max_tokens_in_flight,
+            "prefix_cache_tokens": self.prefix_cache_tokens,
             "context_window": self.context_window,
         }
         return {name: value for name, value in limits.items() if value is not None}
@@ -235,6 +258,11 @@ class Worker(models.Model):
     device = models.CharField(max_length=32, blank=True)
     load_seconds = models.FloatField(null=True, blank=True)
     live_requests = models.PositiveIntegerField(default=0)
+    # Its serving engine's KV cache in token positions, as Engine.cache_stats() counts them:
+    # held_tokens (by running generations), cached_tokens (kept for prefixes), budget_tokens,
+    # and prompt_tokens looked up and found_tokens found cached since the model loaded.
+    # Empty while no model serves.
+    kv_cache = models.JSONField("KV cache", default=dict, blank=True)
     # The configuration it is loading, and the last load that failed, with its error.
     loading = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
@@ -250,6 +278,13 @@ class Worker(models.Model):
     @property
     def is_alive(self) -> bool:
         return (timezone.now() - self.last_heartbeat).total_seconds() <= WORKER_ALIVE_S
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """The share of prompt tokens found in the prefix cache since the model loaded; None
+        before any prompt was read."""
+        looked_up = self.kv_cache.get("prompt_tokens")
+        return self.kv_cache["found_tokens"] / looked_up if looked_up else None
 
     @property
     def state_shown(self) -> str:

@@ -284,7 +284,8 @@ def generation_ending(generation_id: int) -> list[dict]:
 
 
 def load_now() -> dict:
-    """The dashboard's "now": the live workers, the active configuration, the queue."""
+    """The dashboard's "now": the live workers (with their KV cache), the active
+    configuration, the queue."""
     try:
         queue = realtime.queue_length()
     except Exception:
@@ -292,7 +293,16 @@ def load_now() -> dict:
     fields = ("name", "state", "model_name", "loading", "error", "live_requests")
     workers = workers_alive()
     return {
-        "workers": [{name: getattr(w, name) for name in fields} for w in workers],
+        "workers": [{**{name: getattr(w, name) for name in fields}, "kv_cache": _kv_cache(w)} for w in workers],
         "model": model_config_active().name,
         "celery_queue": queue,
     }
+
+
+def _kv_cache(worker: Worker) -> dict | None:
+    """The worker's KV cache figures in token positions, with the prefix cache's hit rate
+    (None before any prompt was read); None while no model serves."""
+    if not worker.kv_cache:
+        return None
+    rate = worker.prefix_hit_rate
+    return {**worker.kv_cache, "hit_rate": None if rate is None else round(rate, 4)}

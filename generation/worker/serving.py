@@ -140,7 +140,14 @@ class ModelSlot:
             serving = self._serving
             live = sum(lease.users for lease in [*([serving] if serving else []), *self._retiring])
             if serving is None:
-                model = {"model_name": "", "dtype": "", "device": "", "load_seconds": None, "config_name": ""}
+                model = {
+                    "model_name": "",
+                    "dtype": "",
+                    "device": "",
+                    "load_seconds": None,
+                    "config_name": "",
+                    "kv_cache": {},
+                }
             else:
                 loaded = serving.engine.loaded
                 model = {
@@ -149,6 +156,7 @@ class ModelSlot:
                     "device": str(loaded.device),
                     "load_seconds": round(loaded.load_seconds, 2),
                     "config_name": serving.config_name,
+                    "kv_cache": serving.engine.cache_stats(),
                 }
             state = "ready" if serving is not None else "error" if self._error and not self._loading else "loading"
             return {**model, "state": state, "loading": self._loading, "error": self._error, "live_requests": live}

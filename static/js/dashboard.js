@@ -1,4 +1,5 @@
-// The staff dashboard: four Chart.js line charts fed by /staff/dashboard/data.
+// The staff dashboard: four Chart.js line charts and each worker's KV cache, fed by
+// /staff/dashboard/data.
 
 const section = document.querySelector(".dashboard");
 const now = document.getElementById("now");
@@ -18,6 +19,30 @@ const charts = {
   ttft: [lineChart("chart-ttft", [["p50", "#9333ea"], ["p95", "#db2777"]]), ["ttft_p50_ms", "ttft_p95_ms"]],
   queue: [lineChart("chart-queue", [["waiting", "#ea580c"], ["running", "#0891b2"]]), ["queued", "running"]],
 };
+
+const count = new Intl.NumberFormat("en");
+
+function share(part, whole) {
+  return `${Math.round((100 * part) / whole)}%`;
+}
+
+// One row per live worker that serves a model: the prefix cache's use against its budget,
+// the positions running generations hold, and how much of the prompts read was found cached.
+function showKvCache(workers) {
+  const table = document.getElementById("kv-cache");
+  const rows = workers.filter((w) => w.kv_cache).map((w) => {
+    const c = w.kv_cache;
+    const kept = c.budget_tokens ? `${count.format(c.cached_tokens)} of ${count.format(c.budget_tokens)} positions (${share(c.cached_tokens, c.budget_tokens)})` : "off";
+    const found = c.hit_rate === null ? "—" : `${share(c.hit_rate, 1)} (${count.format(c.found_tokens)} of ${count.format(c.prompt_tokens)})`;
+    const row = document.createElement("tr");
+    for (const text of [w.name, kept, `${count.format(c.held_tokens)} positions`, found]) {
+      row.append(Object.assign(document.createElement("td"), { textContent: text }));
+    }
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  table.hidden = rows.length === 0;
+}
 
 function label(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -48,6 +73,7 @@ async function refresh() {
   const live = workers.reduce((sum, w) => sum + w.live_requests, 0);
   const queue = data.now.celery_queue === null ? "unknown (Redis does not answer)" : data.now.celery_queue;
   const each = workers.map((w) => `${w.name}: ${w.state}, ${w.model_name || "no model"}${w.loading ? `, loading ${w.loading}` : ""}${w.error ? ` (${w.error})` : ""}`);
+  showKvCache(workers);
   now.textContent = `Now: active configuration ${data.now.model}; ${workers.length} worker${workers.length === 1 ? "" : "s"} alive${each.length ? ` (${each.join("; ")})` : ""}; ${live} generating; ${queue} waiting in the queue.`;
   section.dataset.loadedWindow = span;
 }

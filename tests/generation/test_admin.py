@@ -26,6 +26,7 @@ def _config_form(**overrides):
         "repetition_penalty": 1.1,
         "max_batch_size": "",
         "max_tokens_in_flight": "",
+        "prefix_cache_tokens": "",
         "writer_max_new_tokens": 1024,
         "writer_min_temperature": 0,
         "writer_max_temperature": 5,
@@ -188,6 +189,15 @@ def test_a_default_outside_what_writers_may_choose_is_refused(admin_client, tiny
     assert not ModelConfig.objects.exists()
 
 
+def test_the_admin_refuses_a_prefix_cache_that_would_keep_nothing(admin_client, tiny_model_dir):
+    response = admin_client.post(
+        "/admin/generation/modelconfig/add/", _config_form(source=str(tiny_model_dir), prefix_cache_tokens=8)
+    )
+    assert response.status_code == 200
+    assert "so 8 would keep nothing: set 0 to turn it off, or at least 16." in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
 def test_it_lists_the_generations_that_failed_under_their_own_filter(admin_client, alice):
     ended = {"length": "finished", "error": "finished", "cancelled": "finished", "": "running"}
     for reason, status in ended.items():
@@ -228,3 +238,33 @@ def test_it_shows_a_worker_that_stopped_reporting_as_offline_not_ready(admin_cli
     assert "host-b:12" in offline and "host-a:11" not in offline
     ready = admin_client.get("/admin/generation/worker/?state=ready").content.decode()
     assert "host-a:11" in ready and "host-b:12" not in ready
+
+
+def test_the_worker_list_shows_each_workers_kv_cache(admin_client):
+    from django.utils import timezone
+
+    now = timezone.now()
+    cache = {"held_tokens": 160, "cached_tokens": 12_800, "budget_tokens": 32_768}
+    Worker.objects.create(
+        name="host-a:11",
+        state="ready",
+        kv_cache={**cache, "prompt_tokens": 1000, "found_tokens": 640},
+        last_heartbeat=now,
+    )
+    Worker.objects.create(
+        name="host-b:12",
+        state="ready",
+        kv_cache={**cache, "cached_tokens": 0, "budget_tokens": 0, "prompt_tokens": 0, "found_tokens": 0},
+        last_heartbeat=now,
+    )
+    Worker.objects.create(name="host-c:13", state="loading", last_heartbeat=now)
+
+    def row(html, name):
+        start = html.index(f">{name}<")
+        return html[html.rindex("<tr", 0, start) : html.index("</tr>", start)]
+
+    listing = admin_client.get("/admin/generation/worker/").content.decode()
+    assert "KV cache (positions)" in listing
+    assert "prefix cache: 12,800 of 32,768 (39%)<br>held: 160<br>found: 64% of 1,000" in row(listing, "host-a:11")
+    assert "prefix cache: off<br>held: 160<br>found: -" in row(listing, "host-b:12")
+    assert "prefix cache" not in row(listing, "host-c:13")

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from generation import selectors
-from generation.models import Generation
+from generation.models import Generation, Worker
 from storyteller.stories.services import story_create
 
 pytestmark = pytest.mark.django_db
@@ -96,3 +96,28 @@ def test_only_staff_see_it(client, alice, admin_user):
 def test_an_unknown_window_is_refused(admin_client):
     answer = admin_client.get("/staff/dashboard/data?window=week")
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "window"
+
+
+def test_it_shows_each_live_workers_kv_cache_and_hit_rate(admin_client):
+    now = timezone.now()
+    cache = {"held_tokens": 160, "cached_tokens": 12_800, "budget_tokens": 32_768}
+    Worker.objects.create(
+        name="host-a:11",
+        state="ready",
+        kv_cache={**cache, "prompt_tokens": 1000, "found_tokens": 640},
+        last_heartbeat=now,
+    )
+    Worker.objects.create(
+        name="host-b:12", state="ready", kv_cache={**cache, "prompt_tokens": 0, "found_tokens": 0}, last_heartbeat=now
+    )
+    Worker.objects.create(name="host-c:13", state="loading", last_heartbeat=now)  # no model yet
+    Worker.objects.create(name="host-d:14", state="ready", kv_cache=cache, last_heartbeat=now - timedelta(hours=2))
+
+    workers = {w["name"]: w["kv_cache"] for w in admin_client.get("/staff/dashboard/data").json()["now"]["workers"]}
+    assert workers == {
+        "host-a:11": {**cache, "prompt_tokens": 1000, "found_tokens": 640, "hit_rate": 0.64},
+        "host-b:12": {**cache, "prompt_tokens": 0, "found_tokens": 0, "hit_rate": None},  # nothing read yet
+        "host-c:13": None,
+    }
+    page = admin_client.get("/staff/dashboard/").content.decode()
+    assert "Each live worker's KV cache, in token positions" in page
