@@ -29,6 +29,8 @@ class _Sent:
     # While it waits for a worker: its place in the queue as last sent, and its request_id.
     position: int = 0
     request_id: str | None = None
+    # While its prompt is read: the `done` of the last `reading` sent.
+    read: int = -1
 
 
 def _owned_story(user, story_id):
@@ -195,8 +197,9 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     async def follow(self, generation_id: int, *, after_seq: int) -> None:
         """Joins the generation's group, then sends what it missed past `after_seq`: its
-        event log, or once the log has expired, the saved row's ending. Joining first means
-        no event falls in between."""
+        event log, or once the log has expired, the saved row's ending; and while neither
+        has a word yet, how far its prompt is read. Joining first means no event falls in
+        between."""
         self.following[generation_id] = _Sent(last_seq=after_seq)
         await self.channel_layer.group_add(realtime.group_name(generation_id), self.channel_name)
         # Off the thread the database calls share: a Redis that went away can keep this one
@@ -204,6 +207,10 @@ class StoryConsumer(AsyncWebsocketConsumer):
         events = await sync_to_async(realtime.logged_events, thread_sensitive=False)(generation_id)
         if not events:
             events = await database_sync_to_async(selectors.generation_ending)(generation_id)
+        if not any(event["type"] in ("token", "done") for event in events):
+            reading = await sync_to_async(realtime.latest_reading, thread_sensitive=False)(generation_id)
+            if reading is not None:
+                events = [reading, *events]
         for event in events:
             await self.forward(event)
 
@@ -219,6 +226,12 @@ class StoryConsumer(AsyncWebsocketConsumer):
             if event["seq"] <= sent.last_seq:
                 return  # already sent, from the log or the group
             sent.last_seq = event["seq"]
+        elif event["type"] == "reading":
+            # Progress before the first word, and only forward: the latest kept report that
+            # follow() sends may overtake an older one still on its way through the group.
+            if sent.last_seq >= 0 or event["done"] <= sent.read:
+                return
+            sent.read = event["done"]
         elif event["type"] in sent.other:
             return
         else:

@@ -4,6 +4,10 @@ Each event is appended to a per-generation log in Redis first, then sent to the 
 layer group. A socket joins the group first and reads the log second, so an event is
 either in the log it reads or arrives through the group afterwards; `seq` removes the
 duplicates. The same log serves clients that reconnect and `resume`.
+
+How far a long prompt is read (`reading`) is a progress report, not part of the story: it
+goes to the group and is kept once, the latest, beside the log, for a socket that starts
+following while the prompt is read.
 """
 
 import asyncio
@@ -27,6 +31,10 @@ def group_name(generation_id: int) -> str:
 
 def _log_key(generation_id: int) -> str:
     return f"storyteller:generation:{generation_id}:events"
+
+
+def _reading_key(generation_id: int) -> str:
+    return f"storyteller:generation:{generation_id}:reading"
 
 
 def _cancel_key(generation_id: int) -> str:
@@ -91,12 +99,17 @@ class Stream:
     # connections do not slow down the loop that saves the text.
     RETRY_EVERY_S = 1.0
 
+    # The latest `reading` is kept this long after it was sent: it says something only
+    # until the first token, and a prompt is read in pieces of a second or less.
+    READING_KEPT_S = 300
+
     def __init__(self, generation_id: int):
         self.generation_id = generation_id
         self.events: list[dict] = []
         self.delivered = 0
         self.broken = False
         self._next_try = 0.0
+        self._next_report = 0.0
 
     def publish(self, event: dict) -> None:
         self.events.append(event)
@@ -129,6 +142,19 @@ class Stream:
         self.broken = False
         self.delivered = len(self.events)
         return True
+
+    def report(self, event: dict) -> None:
+        """Sends a progress report (`reading`) to the group and keeps it as the latest for
+        sockets that follow later. It is not logged: a report lost while Redis is away is
+        made good by the next one, so none is retried."""
+        if self.broken or time.monotonic() < self._next_report:
+            return
+        try:
+            redis_client().set(_reading_key(self.generation_id), json.dumps(event), ex=self.READING_KEPT_S)
+            _layer_sender().group_send(group_name(self.generation_id), {"type": "generation.event", "event": event})
+        except Exception as exc:
+            log.warning("Generation %s: cannot report its progress (%s)", self.generation_id, exc)
+            self._next_report = time.monotonic() + self.RETRY_EVERY_S
 
     def drain(self, timeout: float) -> bool:
         """Keeps trying to deliver what is pending for up to `timeout` seconds."""
@@ -163,9 +189,15 @@ def logged_events(generation_id: int) -> list[dict]:
     return [json.loads(item) for item in redis_client().lrange(_log_key(generation_id), 0, -1)]
 
 
+def latest_reading(generation_id: int) -> dict | None:
+    """The last `reading` reported for a generation, or None (none yet, or long ago)."""
+    kept = redis_client().get(_reading_key(generation_id))
+    return json.loads(kept) if kept else None
+
+
 def forget(generation_id: int) -> None:
-    """Drops any log or cancel flag left under this id, by a database that was reset."""
-    redis_client().delete(_log_key(generation_id), _cancel_key(generation_id))
+    """Drops any log, report or cancel flag left under this id, by a database that was reset."""
+    redis_client().delete(_log_key(generation_id), _reading_key(generation_id), _cancel_key(generation_id))
 
 
 def request_cancel(generation_id: int) -> None:

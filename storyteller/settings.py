@@ -219,6 +219,10 @@ STORYTELLER_MODELS_DIR = Path(env_str("STORYTELLER_MODELS_DIR", str(VAR_DIR / "m
 # CPU threads a training job uses: half the machine by default, so that the generation
 # worker beside it keeps the other half.
 STORYTELLER_TRAINING_THREADS = env_int("STORYTELLER_TRAINING_THREADS", max(1, (os.cpu_count() or 2) // 2), minimum=1)
+# The most prompt tokens a generation worker reads in one forward pass (EngineConfig's
+# max_prefill_tokens): lower keeps other stories streaming more smoothly beside a long
+# prompt on a slow machine, at some cost in reading speed.
+STORYTELLER_MAX_PREFILL_TOKENS = env_int("STORYTELLER_MAX_PREFILL_TOKENS", 2048, minimum=16)
 # The longest story text a generate message may carry, in characters.
 STORYTELLER_MAX_TEXT_CHARS = env_int("STORYTELLER_MAX_TEXT_CHARS", 200_000, minimum=1)
 # The longest story the site stores, in characters, and the largest request body it reads.

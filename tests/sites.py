@@ -22,9 +22,14 @@ def slow_model_dir(shared_models_dir):
 
 
 class Site:
-    def __init__(self, model_dir, concurrency: int = 4):
+    def __init__(self, model_dir, concurrency: int = 4, env: dict | None = None):
         self.redis = RedisServer().start()
-        self.env = {**subprocess_env(), "REDIS_URL": self.redis.url, "STORYTELLER_DEFAULT_MODEL": str(model_dir)}
+        self.env = {
+            **subprocess_env(),
+            "REDIS_URL": self.redis.url,
+            "STORYTELLER_DEFAULT_MODEL": str(model_dir),
+            **(env or {}),
+        }
         # The worker and Daphne start side by side: each takes seconds to import what it
         # needs, and neither waits for the other.
         with ThreadPoolExecutor(max_workers=2) as pool:

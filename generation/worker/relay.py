@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from engine.engine import Engine, Request
 from engine.errors import ModelLoadError
-from engine.events import Delta, Finished, Started
+from engine.events import Delta, Finished, Reading, Started
 from generation import context, realtime, services
 from generation import params as sampling
 from generation.models import Generation
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.1
 # After its last event, a worker keeps trying this long to reach a Redis that went away.
 DRAIN_S = 30
+# While a long prompt is read, the writer is told how far at most this often; a prompt read
+# in less time than this (a short one, or one found in the cache) is not reported at all.
+READING_EVERY_S = 0.25
 
 
 def generation_run(generation_id: int) -> None:
@@ -69,6 +72,12 @@ class Relay:
         # Given up for lost by another process while this worker was silent: the writer
         # was told, so this one stops rather than write a second ending.
         self.lost = False
+        # The engine's latest Reading not yet reported, and when it may go (the first is
+        # held back READING_EVERY_S, the next ones follow at least that far apart).
+        self.reading: Reading | None = None
+        self.report_at: float | None = None
+        # The first token or the end came: what is left of the prompt to read is nothing.
+        self.prompt_read = False
 
     def run(self) -> None:
         generation, engine = self.generation, self.engine
@@ -112,10 +121,22 @@ class Relay:
                 generation.prompt_tokens = event.prompt_tokens
                 generation.prompt_truncated = event.truncated or trimmed
                 generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
+            elif isinstance(event, Reading) and not self.prompt_read:
+                if self.report_at is None:
+                    self.report_at = now + READING_EVERY_S
+                self.reading = event
             elif isinstance(event, Delta) and event.text and not self.lost:
                 self._publish(event)
             elif isinstance(event, Finished) and not self.lost:
                 self._finish(event)
+            if isinstance(event, (Delta, Finished)):
+                self.prompt_read, self.reading = True, None
+            # The latest Reading goes out once it is due, also on the engine's idle ticks
+            # (None, every quarter second), so a report held back is late by a tick at
+            # most, and the last one before a long pause is not lost.
+            if self.reading is not None and now >= self.report_at and not self.lost:
+                self._report(self.reading)
+                self.reading, self.report_at = None, now + READING_EVERY_S
         self.stream.drain(DRAIN_S)
 
     def _flush(self) -> bool:
@@ -134,6 +155,11 @@ class Relay:
         self.seq += 1
         self.chunks.append(delta.text)
         generation.new_tokens += delta.tokens
+
+    def _report(self, reading: Reading) -> None:
+        self.stream.report(
+            {"type": "reading", "generation_id": self.generation.id, "done": reading.done, "total": reading.total}
+        )
 
     def _finish(self, finished: Finished) -> None:
         generation = self.generation

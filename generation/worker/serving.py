@@ -11,6 +11,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from engine.config import EngineConfig, ModelSpec
 from engine.errors import ModelLoadError
 from generation import selectors
@@ -40,7 +42,7 @@ def model_wanted() -> Wanted:
     config = selectors.model_config_active()
     return Wanted(
         spec=selectors.model_spec(config),
-        engine=EngineConfig(**config.engine_limits()),
+        engine=EngineConfig(**config.engine_limits(), max_prefill_tokens=settings.STORYTELLER_MAX_PREFILL_TOKENS),
         config_name=config.name,
         key=(config.pk, config.updated_at),
     )

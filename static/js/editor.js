@@ -454,7 +454,8 @@ checkSettings();
 // ---- generating ---------------------------------------------------------------------
 
 // The generation streaming in, while storySocket follows it: {insertAt, text, retry,
-// recording, replaying}.
+// recording, replaying, reading}; `reading` is what the status says while the model reads
+// the story, until its first word.
 let current = null;
 // The last continuation, while it is intact: where it starts, the text it followed, and
 // every version Retry has written, to browse.
@@ -474,9 +475,15 @@ const storySocket = createStorySocket(story.id, {
     genState.textContent = "Connection lost; reconnecting...";
   },
   queued(message) {
-    genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : "Writing...";
+    // A late `queued` that says it runs does not hide how far the model has read.
+    genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : current?.reading || "Writing...";
+  },
+  reading(message) {
+    current.reading = `Reading your story... ${Math.round((100 * message.done) / message.total)}%`;
+    genState.textContent = current.reading;
   },
   token(message) {
+    current.reading = null;
     if (!storySocket.stopping()) genState.textContent = "Writing...";
     insert(message.text);
   },

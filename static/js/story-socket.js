@@ -7,9 +7,11 @@
 const FIRST_RECONNECT_MS = 500;
 const LONGEST_RECONNECT_MS = 10000;
 
-// `on` holds the editor's handlers: open(), close(), queued(message), token(message),
-// done(message), refused(message) (an error before the generation had an id: it never
-// started), error(message) (any other) and inspection(message) (the Inspect panel's answers).
+// `on` holds the editor's handlers: open(), close(), queued(message), reading(message) (how
+// far the model has read the story, until its first token, and never once Stop is pressed),
+// token(message), done(message), refused(message) (an error before the generation had an
+// id: it never started), error(message) (any other) and inspection(message) (the Inspect
+// panel's answers). Message types this page does not know are ignored, as the protocol asks.
 export function createStorySocket(storyId, on) {
   let socket = null;
   let reconnectDelay = FIRST_RECONNECT_MS;
@@ -59,6 +61,11 @@ export function createStorySocket(storyId, on) {
           generation.id = message.generation_id;
           if (generation.stopping) sendCancel();
           else on.queued(message);
+        }
+        break;
+      case "reading":
+        if (generation && message.generation_id === generation.id && generation.lastSeq < 0 && !generation.stopping) {
+          on.reading(message);
         }
         break;
       case "token":
