@@ -85,7 +85,8 @@ def test_the_engine_and_the_trainer_never_load_django(tmp_path):
 
 def test_the_scheduler_and_what_the_web_side_names_never_load_torch(tmp_path):
     code = (
-        "import engine.scheduler, engine.config, engine.events, engine.errors, engine.sources, engine.training.settings"
+        "import engine.scheduler, engine.blocks, engine.config, engine.events, engine.errors, engine.sources,"
+        " engine.training.settings"
     )
     assert loaded_after(code, tmp_path, only=MODEL_LIBRARIES) == []
 
