@@ -670,6 +670,20 @@ function showWarnings(context) {
   const warnings = (context && context.warnings) || [];
   warningsBanner.textContent = warnings.join(" ");
   warningsBanner.hidden = warnings.length === 0;
+  showWindowNote(context);
+}
+
+// A story longer than the model's window: how much of it the model read.
+function showWindowNote(context) {
+  const note = document.getElementById("window-note");
+  const trimmed = (context && context.trimmed_tokens) || 0;
+  const kept = trimmed ? context.parts.filter((part) => part.kind === "story").reduce((sum, part) => sum + part.tokens, 0) : 0;
+  note.hidden = trimmed === 0;
+  if (!trimmed) return;
+  const share = Math.round((100 * kept) / (kept + trimmed));
+  note.textContent =
+    `This story is longer than the model reads at once: it read the last ${kept.toLocaleString()} ` +
+    `of its ${(kept + trimmed).toLocaleString()} tokens (${share}%). "What the model saw" shows where it starts.`;
 }
 
 const inspect = initInspect({

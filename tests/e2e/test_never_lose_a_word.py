@@ -84,6 +84,7 @@ def test_undo_and_redo_bring_back_the_models_words_in_its_colour(writer, new_pag
     page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=16)
     generate_and_wait(page)
     first = story_text(page)[len(OPENING) :]
+    expect(page.locator("#window-note")).to_be_hidden()  # the model read all of this short story
     page.get_by_role("button", name="Retry").click()
     expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)
     expect(page.locator("#gen-state")).to_have_text("Done")

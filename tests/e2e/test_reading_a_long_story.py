@@ -72,6 +72,11 @@ def test_the_status_says_how_far_the_story_is_read_then_the_words_stream(
     generation = db(Generation.objects.get)
     assert generation.finish_reason == "length" and generation.output
     expect_story_text(page, story.text + generation.output)
+    # The story is longer than the window: the editor says how much of it the model read.
+    kept = sum(part["tokens"] for part in generation.context["parts"] if part["kind"] == "story")
+    total = kept + generation.context["trimmed_tokens"]
+    assert generation.context["trimmed_tokens"] > 0
+    expect(page.locator("#window-note")).to_contain_text(f"it read the last {kept:,} of its {total:,} tokens")
     shown = page.evaluate("() => window.statusShown")
     percents = [int(m.group(1)) for m in map(READING.match, shown) if m]
     # Several steps forward, never back, and the words after the last of them.
