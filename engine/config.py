@@ -22,6 +22,15 @@ class ModelSpec:
     adapter: str = ""
 
 
+# The context window on the CPU when none is set. Measured with SmolLM2-135M in float32 on
+# 2 cores (docs/performance.md, "Long stories"): reading a full window cold takes 4.9 s at
+# 2,048 tokens, 12.7 s at 4,096 and 49.6 s at 8,100, and the stream then writes 13.1, 9.1
+# and 7.2 tokens/s. 4,096 tokens (about 3,500 words) keeps a story's first Generate and
+# the re-read after its oldest text is dropped (three quarters of the window, once per
+# quarter window written) near ten seconds, and its stream near ten tokens a second.
+CPU_CONTEXT_WINDOW = 4096
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     # Requests decoded together in one step; more wait in the queue.
@@ -40,7 +49,8 @@ class EngineConfig:
     reading_ms: int = 250
     # The most prompt tokens read in one forward pass (rows x the longest piece).
     max_prefill_tokens: int = 2048
-    # The model's context window in tokens; None takes the model's own maximum.
+    # The model's context window in tokens; None takes the model's own maximum, or
+    # CPU_CONTEXT_WINDOW on the CPU when the model's is larger.
     context_window: int | None = None
     # Deltas are merged for this long, so a socket gets about 25 messages a second at most.
     coalesce_ms: int = 40

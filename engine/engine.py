@@ -25,7 +25,7 @@ import torch
 
 from engine import loader
 from engine.blocks import BLOCK_SIZE, BlockPool, blocks_for, digests
-from engine.config import EngineConfig, ModelSpec, SamplingParams
+from engine.config import CPU_CONTEXT_WINDOW, EngineConfig, ModelSpec, SamplingParams
 from engine.detokenize import IncrementalDetokenizer
 from engine.events import Delta, Finished, Reading, Started
 from engine.runner import Runner
@@ -148,7 +148,9 @@ class Engine:
         self.loaded = loaded
         self.config = config or EngineConfig()
         self.tokenizer = loaded.tokenizer
-        self.context_window = min(self.config.context_window or loaded.context_window, loaded.context_window)
+        own = loaded.context_window
+        default = min(own, CPU_CONTEXT_WINDOW) if loaded.device.type == "cpu" else own
+        self.context_window = min(self.config.context_window or default, own)
         config = self.config
         cache_blocks = config.prefix_cache_tokens // BLOCK_SIZE
         # Room for what the scheduler lets run (each request may round up to a block),

@@ -7,6 +7,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from engine.blocks import BLOCK_SIZE
+from engine.config import CPU_CONTEXT_WINDOW
 from engine.errors import ModelLoadError
 from engine.sources import adapter_checked, source_checked
 from engine.training.settings import DEFAULTS as TRAINING
@@ -35,7 +36,10 @@ class ModelConfig(models.Model):
     dtype = models.CharField(max_length=16, choices=DTYPES, default="auto")
     device = models.CharField(max_length=16, choices=DEVICES, default="auto")
     context_window = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Tokens; empty uses the model's own maximum."
+        null=True,
+        blank=True,
+        help_text=f"Tokens; empty uses the model's own maximum, or {CPU_CONTEXT_WINDOW:,} on the CPU where "
+        "the model's is larger (reading 8,192 tokens there takes about a minute).",
     )
     adapter = models.CharField(
         max_length=500,

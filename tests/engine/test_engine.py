@@ -1,9 +1,10 @@
+import dataclasses
 import threading
 from unittest import mock
 
 import torch
 
-from engine.config import EngineConfig, SamplingParams
+from engine.config import CPU_CONTEXT_WINDOW, EngineConfig, SamplingParams
 from engine.engine import Engine, Request
 from engine.events import Delta, Finished
 from engine.runner import Runner
@@ -177,3 +178,17 @@ def test_the_prompt_budget_leaves_room_for_the_output(engine):
 
 def run_ids(engine, ids):
     return events_of(engine.submit(Request("b", "", SamplingParams(max_new_tokens=20, seed=1), prompt_ids=ids)))
+
+
+def test_on_the_cpu_the_window_is_4096_unless_set_and_never_more_than_the_models(engine):
+    # A model that reads 8,192 tokens: cold, that is about a minute on the CPU.
+    long_reader = dataclasses.replace(engine.loaded, context_window=8192)
+    windows = {}
+    for setting in (None, 6000, 20000):
+        built = Engine(long_reader, EngineConfig(context_window=setting))
+        windows[setting] = built.context_window
+        built.shutdown()
+    assert windows == {None: CPU_CONTEXT_WINDOW, 6000: 6000, 20000: 8192}
+    assert CPU_CONTEXT_WINDOW == 4096
+    # A model with a smaller window keeps its own.
+    assert engine.context_window == engine.loaded.context_window == 512
