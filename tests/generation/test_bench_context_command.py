@@ -39,6 +39,13 @@ def test_a_size_beyond_the_context_window_is_skipped_with_the_reason():
     assert "stall: a prompt of " in table and " tokens arrives while another story streams" in table
 
 
+def test_a_smaller_window_skips_a_size_that_fits_the_models_own():
+    out = io.StringIO()
+    call_command("bench_context", "--sizes", "40,300", "--new-tokens", "4", "--context-window", "256", stdout=out)
+    assert "300  skipped: 300 prompt tokens" in out.getvalue()
+    assert "(context window 256, 4 new tokens)" in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -47,6 +54,7 @@ def test_a_size_beyond_the_context_window_is_skipped_with_the_reason():
         (["--sizes", ","], "--sizes needs at least one prompt size"),
         (["--sizes", "40,40"], "--sizes lists a size twice"),
         (["--new-tokens", "0"], "--new-tokens must be at least 1"),
+        (["--context-window", "1"], "--context-window must be at least 2 tokens"),
     ],
 )
 def test_bad_options_are_a_clear_error(options, message):

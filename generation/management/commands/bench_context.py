@@ -30,16 +30,26 @@ class Command(BaseCommand):
         parser.add_argument("--sizes", default="350,1750,3500,6300", help="Prompt sizes in tokens, e.g. 350,1750.")
         parser.add_argument("--new-tokens", type=int, default=16, help="New tokens per request.")
         active_model.add_arguments(parser)
+        parser.add_argument(
+            "--context-window",
+            type=int,
+            help="Tokens, instead of the configuration's window (on the CPU 4,096 unless set), "
+            "e.g. 8192 to measure prompts of 6,300 tokens.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
 
     def handle(self, *args, **options):
         sizes = _sizes(options["sizes"])
         if options["new_tokens"] < 1:
             raise CommandError("--new-tokens must be at least 1.")
+        window = options["context_window"]
+        if window is not None and window < 2:
+            raise CommandError("--context-window must be at least 2 tokens.")
         config = active_model.model_config_chosen(options)
         # The worker's engine, except that every token is its own Delta, so that the gaps
         # between a stream's tokens can be timed.
-        engine = active_model.engine_load(config, EngineConfig(**config.engine_limits(), coalesce_ms=0))
+        limits = {**config.engine_limits(), **({"context_window": window} if window else {})}
+        engine = active_model.engine_load(config, EngineConfig(**limits, coalesce_ms=0))
         try:
             report = bench_context.run(engine, sizes=sizes, new_tokens=options["new_tokens"])
         except bench_context.BenchError as exc:
