@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 # What reading a prompt piece costs grows with its position, as each token attends over
 # all before it: about (1 + position / _ATTENTION_SPAN) times the cost at position 0.
-_ATTENTION_SPAN = 4096
+# SmolLM2-135M on 2 CPU cores: 1.7 ms a token at 0, 3.5 at 2,000, 6.7 at 5,000. The cost
+# is measured again after every piece, so this only has to be right from one to the next.
+_ATTENTION_SPAN = 2048
 # The first piece read before the engine has timed one.
 _FIRST_PIECE_TOKENS = 64
 
