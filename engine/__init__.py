@@ -5,6 +5,6 @@ caller relays; `Engine.cancel()` ends a waiting request at once and stops a runn
 the next decoding step.
 
 This package imports nothing itself: the web side names what it needs from the modules
-that import no torch (blocks, config, events, errors, sources, training.settings), and
+that import no torch (config, events, errors, sources, training.settings), and
 tests/test_boundaries.py keeps it that way.
 """

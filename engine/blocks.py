@@ -19,7 +19,7 @@ import heapq
 from array import array
 from collections import OrderedDict
 
-BLOCK_SIZE = 16
+from engine.config import BLOCK_SIZE
 
 
 class OutOfBlocks(Exception):
@@ -56,9 +56,9 @@ class BlockPool:
         self._cached: OrderedDict[int, None] = OrderedDict()
         self._digest_of: dict[int, bytes] = {}
         self._by_digest: dict[bytes, int] = {}
-        # Prompt tokens asked for and found cached, since the start.
-        self.lookups = 0
-        self.hits = 0
+        # Prompt tokens looked up, and found cached, since the start.
+        self.prompt_tokens = 0
+        self.found_tokens = 0
         self._highest = 1
 
     # -- what the engine asks ------------------------------------------------------------
@@ -90,10 +90,10 @@ class BlockPool:
             taken.append(block)
         return taken
 
-    def count(self, prompt_tokens: int, found_tokens: int) -> None:
+    def record_lookup(self, *, prompt_tokens: int, found_tokens: int) -> None:
         """Counts one request's prompt for the hit rate."""
-        self.lookups += prompt_tokens
-        self.hits += found_tokens
+        self.prompt_tokens += prompt_tokens
+        self.found_tokens += found_tokens
 
     def allocate(self) -> int:
         """A block for new keys and values, held by the caller: a free one, else the least
@@ -110,8 +110,9 @@ class BlockPool:
         return block
 
     def remember(self, block: int, digest: bytes) -> None:
-        """Makes a full, held block findable by its digest, unless another already is."""
-        if digest in self._by_digest or block in self._digest_of:
+        """Makes a full, held block findable by its digest, unless another already is; with
+        no cache budget, nothing is ever found."""
+        if not self.cache_blocks or digest in self._by_digest or block in self._digest_of:
             return
         self._digest_of[block] = digest
         self._by_digest[digest] = block

@@ -1,5 +1,9 @@
 from dataclasses import dataclass
 
+# Token positions per block of the KV cache (engine/blocks.py): the unit in which prompts
+# are found cached and memory is handed out. A cache budget below it keeps nothing.
+BLOCK_SIZE = 16
+
 # Words the Inspect panel's embedding map places at once (the web side checks requests
 # against it before they reach a worker).
 MAX_MAP_WORDS = 20
@@ -44,10 +48,13 @@ class EngineConfig:
     # (a retry, or the next Generate of a story that only grew at its end), least recently
     # used first out: 32768 positions of SmolLM2-135M in float32 are about 1.5 GB.
     prefix_cache_tokens: int = 32768
-    # A prompt is read in pieces of about this many milliseconds while other requests
-    # stream, so that their streams pause no longer than that between two tokens.
-    reading_ms: int = 250
-    # The most prompt tokens read in one forward pass (rows x the longest piece).
+    # While other requests stream, a prompt is read in pieces that make a forward pass
+    # (their tokens and the piece) take about this long: their streams pause no longer
+    # than that between two tokens. A pass has a cost of its own besides its tokens (about
+    # 140 ms for SmolLM2 on 2 CPU cores at position 2,700), so shorter pieces read the
+    # prompt slower: at 250 ms a 6,300-token prompt took 2.2 times as long as alone.
+    reading_ms: int = 600
+    # The most prompt tokens read in one forward pass.
     max_prefill_tokens: int = 2048
     # The model's context window in tokens; None takes the model's own maximum, or
     # CPU_CONTEXT_WINDOW on the CPU when the model's is larger.

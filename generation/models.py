@@ -6,8 +6,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from engine.blocks import BLOCK_SIZE
-from engine.config import CPU_CONTEXT_WINDOW
+from engine.config import BLOCK_SIZE, CPU_CONTEXT_WINDOW
 from engine.errors import ModelLoadError
 from engine.sources import adapter_checked, source_checked
 from engine.training.settings import DEFAULTS as TRAINING

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.blocks import BLOCK_SIZE, BlockPool, OutOfBlocks, blocks_for, digests
+from engine.blocks import BlockPool, OutOfBlocks, blocks_for, digests
+from engine.config import BLOCK_SIZE
 
 
 def test_a_digest_names_the_whole_prefix_not_only_its_block():
