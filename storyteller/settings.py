@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from engine.config import BLOCK_SIZE, EngineConfig
 from storyteller import redis_urls
 from storyteller.env import env_bool, env_int, env_list, env_str
 
@@ -222,7 +223,9 @@ STORYTELLER_TRAINING_THREADS = env_int("STORYTELLER_TRAINING_THREADS", max(1, (o
 # The most prompt tokens a generation worker reads in one forward pass (EngineConfig's
 # max_prefill_tokens): lower keeps other stories streaming more smoothly beside a long
 # prompt on a slow machine, at some cost in reading speed.
-STORYTELLER_MAX_PREFILL_TOKENS = env_int("STORYTELLER_MAX_PREFILL_TOKENS", 2048, minimum=16)
+STORYTELLER_MAX_PREFILL_TOKENS = env_int(
+    "STORYTELLER_MAX_PREFILL_TOKENS", EngineConfig.max_prefill_tokens, minimum=BLOCK_SIZE
+)
 # The longest story text a generate message may carry, in characters.
 STORYTELLER_MAX_TEXT_CHARS = env_int("STORYTELLER_MAX_TEXT_CHARS", 200_000, minimum=1)
 # The longest story the site stores, in characters, and the largest request body it reads.

@@ -37,12 +37,18 @@ class Wanted:
         return (self.spec, self.engine)
 
 
+def engine_config(config) -> EngineConfig:
+    """The engine a worker runs for a model configuration: its limits, and this site's
+    largest reading pass."""
+    return EngineConfig(**config.engine_limits(), max_prefill_tokens=settings.STORYTELLER_MAX_PREFILL_TOKENS)
+
+
 def model_wanted() -> Wanted:
     """The active configuration, as this worker needs it."""
     config = selectors.model_config_active()
     return Wanted(
         spec=selectors.model_spec(config),
-        engine=EngineConfig(**config.engine_limits(), max_prefill_tokens=settings.STORYTELLER_MAX_PREFILL_TOKENS),
+        engine=engine_config(config),
         config_name=config.name,
         key=(config.pk, config.updated_at),
     )

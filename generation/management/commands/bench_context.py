@@ -1,9 +1,10 @@
+import dataclasses
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from engine.config import EngineConfig
 from generation.management import active_model, bench_context
+from generation.worker import serving
 
 
 def _sizes(raw: str) -> list[int]:
@@ -48,8 +49,10 @@ class Command(BaseCommand):
         config = active_model.model_config_chosen(options)
         # The worker's engine, except that every token is its own Delta, so that the gaps
         # between a stream's tokens can be timed.
-        limits = {**config.engine_limits(), **({"context_window": window} if window else {})}
-        engine = active_model.engine_load(config, EngineConfig(**limits, coalesce_ms=0))
+        engine_config = dataclasses.replace(serving.engine_config(config), coalesce_ms=0)
+        if window:
+            engine_config = dataclasses.replace(engine_config, context_window=window)
+        engine = active_model.engine_load(config, engine_config)
         try:
             report = bench_context.run(engine, sizes=sizes, new_tokens=options["new_tokens"])
         except bench_context.BenchError as exc:
