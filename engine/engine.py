@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from engine import loader
-from engine.blocks import BLOCK_SIZE, BlockPool, blocks_for, digests
-from engine.config import CPU_CONTEXT_WINDOW, EngineConfig, ModelSpec, SamplingParams
+from engine.blocks import BlockPool, blocks_for, digests
+from engine.config import BLOCK_SIZE, CPU_CONTEXT_WINDOW, EngineConfig, ModelSpec, SamplingParams
 from engine.detokenize import IncrementalDetokenizer
 from engine.events import Delta, Finished, Reading, Started
 from engine.runner import Runner
@@ -169,8 +169,10 @@ class Engine:
         self._scheduler = Scheduler(
             max_batch_size=config.max_batch_size, max_tokens_in_flight=config.max_tokens_in_flight
         )
-        # Seconds per prompt token read at position 0, as last measured (None: not yet).
+        # Seconds per prompt token read at position 0, as last measured (None: not yet),
+        # and seconds per pass with no prompt in it (a decode step).
         self._read_cost: float | None = None
+        self._step_cost = 0.0
         self._inbox: queue.Queue = queue.Queue()
         # Every request from submit() until its Finished is sent, under the lock: what
         # cancel() looks in, and what makes a request id unique.
@@ -244,8 +246,8 @@ class Engine:
             "held_tokens": pool.held * BLOCK_SIZE,
             "cached_tokens": pool.cached * BLOCK_SIZE,
             "budget_tokens": pool.cache_blocks * BLOCK_SIZE,
-            "prompt_tokens": pool.lookups,
-            "found_tokens": pool.hits,
+            "prompt_tokens": pool.prompt_tokens,
+            "found_tokens": pool.found_tokens,
         }
 
     @property
@@ -335,15 +337,14 @@ class Engine:
         for request_id in list(self._scheduler.running):
             if self._requests[request_id].cancelled:
                 self._finish(self._requests[request_id], "cancelled")
-        # Run and update: one token for every request whose prompt is read...
-        decoding = [self._requests[request_id] for request_id in self._scheduler.decoding]
-        if decoding:
-            self._decode(decoding)
-        # ... then the next pieces of the prompts being read, sized to keep those streams
+        # Run and update, in one forward pass: a token for every request whose prompt is
+        # read, and the next pieces of the prompts being read, sized to keep those streams
         # flowing.
+        decoding = [self._requests[request_id] for request_id in self._scheduler.decoding]
         plan = self._scheduler.reading_plan(self._reading_budget(streams=bool(decoding)))
-        if plan:
-            self._read([(self._requests[request_id], tokens) for request_id, tokens in plan])
+        pieces = [(self._requests[request_id], tokens) for request_id, tokens in plan]
+        if decoding or pieces:
+            self._run(decoding, pieces)
 
     def _start(self, live: _Live) -> None:
         """Sets a request up to run, holding the cached blocks its prompt starts with."""
@@ -359,68 +360,72 @@ class Engine:
         live.blocks = self._pool.match(live.digests)
         live.remembered = len(live.blocks)
         live.length = len(live.blocks) * BLOCK_SIZE
-        self._pool.count(len(ids), live.length)
+        self._pool.record_lookup(prompt_tokens=len(ids), found_tokens=live.length)
         self._scheduler.mark_read(live.request.request_id, live.length)
         if live.length < len(ids) - 1:
             live.handle._put(Reading(done=live.length, total=len(ids)))
 
-    def _decode(self, running: list[_Live]) -> None:
-        for live in running:
-            self._hold(live, live.length + 1)
-        logits = self._runner.run(
-            [live.blocks for live in running], [live.length for live in running], [[live.pending] for live in running]
-        )
-        for live in running:
-            live.length += 1
-            live.seen_ids = torch.cat([live.seen_ids, live.seen_ids.new_tensor([live.pending])])
-        self._sample_and_take(running, logits)
-
-    def _read(self, pieces: list[tuple[_Live, int]]) -> None:
-        """Reads the next piece of each prompt in one forward pass; a prompt read to its end
-        gets its first new token."""
-        for live, tokens in pieces:
-            self._hold(live, live.length + tokens)
+    def _run(self, decoding: list[_Live], pieces: list[tuple[_Live, int]]) -> None:
+        """Feeds each decoding request its last token and each prompt being read its next
+        piece, in one forward pass; samples the next token of the first, and the first of a
+        prompt read to its end."""
+        lives = [*decoding, *(live for live, _ in pieces)]
         began = time.monotonic()
         try:
+            for live in decoding:
+                self._hold(live, live.length + 1)
+            for live, tokens in pieces:
+                self._hold(live, live.length + tokens)
             logits = self._runner.run(
-                [live.blocks for live, _ in pieces],
-                [live.length for live, _ in pieces],
-                [live.prompt_ids[live.length : live.length + tokens] for live, tokens in pieces],
+                [live.blocks for live in lives],
+                [live.length for live in lives],
+                [[live.pending] for live in decoding]
+                + [live.prompt_ids[live.length : live.length + tokens] for live, tokens in pieces],
             )
-        except Exception as exc:
-            log.exception("Reading a prompt failed")
-            for live, _ in pieces:
+        except Exception as exc:  # a broken model or a bug: what ran fails, the loop goes on
+            log.exception("A forward pass failed")
+            for live in lives:
                 self._finish(live, "error", error=str(exc))
             return
-        self._time_reading(time.monotonic() - began, pieces)
-        read = []
+        if logits.device.type == "cuda":
+            torch.cuda.synchronize(logits.device)  # the pass runs on; time it to its end
+        self._time_pass(time.monotonic() - began, pieces)
+        rows = list(range(len(decoding)))
+        for live in decoding:
+            live.length += 1
+            live.seen_ids = torch.cat([live.seen_ids, live.seen_ids.new_tensor([live.pending])])
         for index, (live, tokens) in enumerate(pieces):
             live.length += tokens
             self._scheduler.mark_read(live.request.request_id, tokens)
             self._remember(live)
             if live.length == len(live.prompt_ids):
-                read.append(index)
+                rows.append(len(decoding) + index)
             else:
                 live.handle._put(Reading(done=live.length, total=len(live.prompt_ids)))
-        if read:
-            self._sample_and_take([pieces[index][0] for index in read], logits[read])
+        if rows:
+            self._sample_and_take([lives[row] for row in rows], logits[rows])
 
     def _reading_budget(self, *, streams: bool) -> int:
-        """How many prompt tokens (rows x the longest piece) to read in the next pass: what
-        takes about `reading_ms` while other requests stream, and four times that when
-        none does, capped by max_prefill_tokens."""
+        """How many prompt tokens to read in the next pass: what
+        makes the pass take about `reading_ms` while other requests stream (less what their
+        own tokens take), and four times that when none does, capped by max_prefill_tokens."""
         cap = self.config.max_prefill_tokens
         if self._read_cost is None:
             return min(cap, _FIRST_PIECE_TOKENS)
-        target = self.config.reading_ms / 1000 * (1 if streams else 4)
+        target = self.config.reading_ms / 1000
+        available = target - self._step_cost if streams else 4 * target
         furthest = max((entry.read for entry in self._scheduler.running.values() if entry.reading), default=0)
         per_token = self._read_cost * (1 + furthest / _ATTENTION_SPAN)
-        return max(BLOCK_SIZE, min(cap, int(target / per_token)))
+        return min(cap, max(BLOCK_SIZE, int(available / per_token)))
 
-    def _time_reading(self, seconds: float, pieces: list[tuple[_Live, int]]) -> None:
-        width = max(tokens for _, tokens in pieces)
-        weighted = sum(width * (1 + (live.length + width / 2) / _ATTENTION_SPAN) for live, _ in pieces)
-        measured = seconds / weighted
+    def _time_pass(self, seconds: float, pieces: list[tuple[_Live, int]]) -> None:
+        """Learns what a decode step costs (a pass with no piece) and what a prompt token
+        costs beyond it, at position 0."""
+        if not pieces:
+            self._step_cost = 0.5 * self._step_cost + 0.5 * seconds
+            return
+        weighted = sum(tokens * (1 + (live.length + tokens / 2) / _ATTENTION_SPAN) for live, tokens in pieces)
+        measured = max(seconds - self._step_cost, 0.1 * seconds) / weighted
         self._read_cost = measured if self._read_cost is None else 0.5 * self._read_cost + 0.5 * measured
 
     def _hold(self, live: _Live, positions: int) -> None:
@@ -523,6 +528,7 @@ class Engine:
         request that starts with the same tokens (a retry, or one that continues it)."""
         if keep:
             self._remember(live)
-        for block in live.blocks:
+        # Taken off the request first: a request is never let go of twice.
+        blocks, live.blocks = live.blocks, []
+        for block in blocks:
             self._pool.release(block)
-        live.blocks = []

@@ -10,7 +10,8 @@ nothing starves.
 
 An admitted request first reads its prompt, in pieces: `reading_plan` hands out the
 next pieces for one forward pass, within a token budget that the engine sizes by time,
-so that the running streams get a decode step between two pieces of a long prompt.
+so that the running streams, whose tokens go in the same pass, keep flowing while a long
+prompt is read.
 """
 
 from collections import OrderedDict
@@ -79,28 +80,17 @@ class Scheduler:
         return [entry.request_id for entry in self.running.values() if not entry.reading]
 
     def reading_plan(self, budget: int) -> list[tuple[str, int]]:
-        """The prompt pieces to read in one forward pass, as (request id, tokens).
-
-        Rows in one pass are padded to the longest piece, so the budget counts rows x the
-        longest. The prompts with the least left go first: a short prompt is read in one
-        piece beside a long one, which takes what the budget leaves.
-        """
-        left = sorted(
-            (entry.prompt_tokens - entry.read, entry.request_id) for entry in self.running.values() if entry.reading
-        )
-        if not left:
-            return []
-        budget = max(1, budget)
-        best, best_tokens = 1, 0
-        for rows in range(1, len(left) + 1):
-            width = budget // rows
-            if width < 1:
+        """The prompt pieces to read in one forward pass, as (request id, tokens), `budget`
+        tokens in all. The prompts with the least left go first: a short prompt is read in
+        one piece beside a long one, which takes what the budget leaves."""
+        left = sorted((e.prompt_tokens - e.read, e.request_id) for e in self.running.values() if e.reading)
+        plan, budget = [], max(1, budget)
+        for remaining, request_id in left:
+            if budget <= 0:
                 break
-            useful = sum(min(remaining, width) for remaining, _ in left[:rows])
-            if useful >= best_tokens:
-                best, best_tokens = rows, useful
-        width = max(1, budget // best)
-        return [(request_id, min(remaining, width)) for remaining, request_id in left[:best]]
+            plan.append((request_id, min(remaining, budget)))
+            budget -= plan[-1][1]
+        return plan
 
     def finish(self, request_id: str) -> None:
         """Forgets a request, waiting or running; its room goes to the next admit()."""

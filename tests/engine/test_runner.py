@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.blocks import BLOCK_SIZE
+from engine.config import BLOCK_SIZE
 from engine.runner import PagedCache, Runner, SkinnyLinear, span_groups, use_skinny_linears
 
 
@@ -42,13 +42,28 @@ def test_the_paged_cache_grows_keeping_what_was_written():
     cache = _cache()
     cache.reserve(3)
     first = cache.blocks
-    cache.keys[1][0, 2 * BLOCK_SIZE + 5, 1] = 7.0
+    cache.keys[1][2 * BLOCK_SIZE + 5, 0, 1] = 7.0
 
     cache.reserve(first + 1)
 
     assert cache.blocks >= first + 1
-    assert cache.keys[1][0, 2 * BLOCK_SIZE + 5, 1] == 7.0
-    assert torch.count_nonzero(cache.keys[1]) == 1
+    assert cache.keys[1][2 * BLOCK_SIZE + 5, 0, 1] == 7.0
+    assert torch.count_nonzero(cache.keys[1][: cache.blocks * BLOCK_SIZE]) == 1
+
+
+def test_blocks_reached_for_the_first_time_are_zeros_whatever_the_memory_held():
+    # Padding and the unwritten end of a row's last block are read, masked: a NaN there
+    # would turn the row's attention into NaN (0 x NaN).
+    cache = _cache()
+    cache.reserve(1)
+    usable = cache.blocks
+    for tensor in cache.keys + cache.values:
+        tensor[usable * BLOCK_SIZE :] = float("nan")
+
+    cache.reserve(usable + 1)
+
+    for tensor in cache.keys + cache.values:
+        assert not tensor[: cache.blocks * BLOCK_SIZE].isnan().any()
 
 
 def test_the_paged_cache_never_grows_past_its_blocks():

@@ -80,23 +80,11 @@ def test_a_short_prompt_is_read_at_once_beside_a_long_one():
     s.admit()
     s.mark_read("long", 1000)
     s.add("short", prompt_tokens=100, new_tokens=16)
+    s.add("shorter", prompt_tokens=40, new_tokens=16)
     s.admit()
-    plan = dict(s.reading_plan(512))
-    # Two rows of 256: all of the short one, and a piece of the long one.
-    assert plan == {"short": 100, "long": 256}
-    # The budget counts the padding: rows x the longest piece.
-    assert len(plan) * max(plan.values()) <= 512
-
-
-def test_the_reading_plan_leaves_out_rows_that_would_only_add_padding():
-    s = scheduler()
-    for name, tokens in [("a", 3000), ("b", 3000), ("c", 3000)]:
-        s.add(name, prompt_tokens=tokens, new_tokens=1)
-    s.admit()
-    # Three rows of 10 read as much as one of 32 would not: each row gets budget // rows.
-    plan = s.reading_plan(32)
-    assert sum(tokens for _, tokens in plan) <= 32
-    assert len(plan) * max(tokens for _, tokens in plan) <= 32
+    # The least left first; the long one takes what the budget leaves.
+    assert s.reading_plan(512) == [("shorter", 40), ("short", 100), ("long", 372)]
+    assert s.reading_plan(120) == [("shorter", 40), ("short", 80)]
 
 
 def test_a_waiting_request_can_be_finished_before_it_runs():
