@@ -207,10 +207,6 @@ class StoryConsumer(AsyncWebsocketConsumer):
         events = await sync_to_async(realtime.logged_events, thread_sensitive=False)(generation_id)
         if not events:
             events = await database_sync_to_async(selectors.generation_ending)(generation_id)
-        if not any(event["type"] in ("token", "done") for event in events):
-            reading = await sync_to_async(realtime.latest_reading, thread_sensitive=False)(generation_id)
-            if reading is not None:
-                events = [reading, *events]
         for event in events:
             await self.forward(event)
 

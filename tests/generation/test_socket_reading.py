@@ -141,24 +141,28 @@ async def test_a_socket_that_follows_late_gets_the_latest_report_and_none_once_w
     await report(reading(192))
     socket = await socket_for(alice, story.id)
     await socket.connect()
-    await socket.send_json_to({"type": "resume", "generation_id": generation.id, "after_seq": -1})
-    assert await socket.receive_json_from(timeout=5) == reading(192)
-    assert await socket.receive_nothing(timeout=0.5)
-    await report(reading(288))
-    assert await socket.receive_json_from(timeout=5) == reading(288)
+    try:
+        await socket.send_json_to({"type": "resume", "generation_id": generation.id, "after_seq": -1})
+        assert await socket.receive_json_from(timeout=5) == reading(192)
+        assert await socket.receive_nothing(timeout=0.5)
+        await report(reading(288))
+        assert await socket.receive_json_from(timeout=5) == reading(288)
 
-    await sync_to_async(stream.publish, thread_sensitive=False)(
-        {"type": "token", "generation_id": generation.id, "seq": 0, "text": " Once"}
-    )
-    assert (await socket.receive_json_from(timeout=5))["type"] == "token"
-    await report(reading(384))  # late, behind the first word: the writer is past it
-    assert await socket.receive_nothing(timeout=0.5)
-    await socket.disconnect()
+        await sync_to_async(stream.publish, thread_sensitive=False)(
+            {"type": "token", "generation_id": generation.id, "seq": 0, "text": " Once"}
+        )
+        assert (await socket.receive_json_from(timeout=5))["type"] == "token"
+        await report(reading(384))  # late, behind the first word: the writer is past it
+        assert await socket.receive_nothing(timeout=0.5)
+    finally:
+        await socket.disconnect()
 
     # Once the log has words, a socket that follows anew gets those, and no report.
     again = await socket_for(alice, story.id)
     await again.connect()
-    await again.send_json_to({"type": "resume", "generation_id": generation.id, "after_seq": -1})
-    assert (await again.receive_json_from(timeout=5))["type"] == "token"
-    assert await again.receive_nothing(timeout=0.5)
-    await again.disconnect()
+    try:
+        await again.send_json_to({"type": "resume", "generation_id": generation.id, "after_seq": -1})
+        assert (await again.receive_json_from(timeout=5))["type"] == "token"
+        assert await again.receive_nothing(timeout=0.5)
+    finally:
+        await again.disconnect()
