@@ -240,7 +240,10 @@ class Engine:
 
     def cache_stats(self) -> dict:
         """The KV cache in token positions: held by running requests, kept for prefixes that
-        may come again (and their budget), and how many prompt tokens were found there."""
+        may come again (and their budget), and how many prompt tokens were found there.
+
+        Read without the loop's lock, from the worker's reporting thread: a figure may be
+        a block behind the other, which a report shown every few seconds can bear."""
         pool = self._pool
         return {
             "held_tokens": pool.held * BLOCK_SIZE,

@@ -38,7 +38,7 @@ class ModelConfig(models.Model):
         null=True,
         blank=True,
         help_text=f"Tokens; empty uses the model's own maximum, or {CPU_CONTEXT_WINDOW:,} on the CPU where "
-        "the model's is larger (reading 8,192 tokens there takes about a minute).",
+        "the model's is larger: a longer window is slow to read there (docs/operations.md).",
     )
     adapter = models.CharField(
         max_length=500,

@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
             name="context_window",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Tokens; empty uses the model's own maximum, or 4,096 on the CPU where the model's is larger (reading 8,192 tokens there takes about a minute).",
+                help_text="Tokens; empty uses the model's own maximum, or 4,096 on the CPU where the model's is larger: a longer window is slow to read there (docs/operations.md).",
                 null=True,
             ),
         ),
