@@ -409,14 +409,19 @@ class Engine:
             self._sample_and_take([lives[row] for row in rows], logits[rows])
 
     def _reading_budget(self, *, streams: bool) -> int:
-        """How many prompt tokens to read in the next pass: what
-        makes the pass take about `reading_ms` while other requests stream (less what their
-        own tokens take), and four times that when none does, capped by max_prefill_tokens."""
+        """How many prompt tokens to read in the next pass, capped by max_prefill_tokens.
+
+        While other requests stream: what makes the pass take about `reading_ms`, less what
+        their own tokens take, but never less than half of it: a full batch's decode step
+        can take most of `reading_ms` by itself, and new prompts would then be read 16
+        tokens a pass. When none streams: twice `reading_ms`, so that the writer sees the
+        reading move on, and a Stop takes effect, about once a second.
+        """
         cap = self.config.max_prefill_tokens
         if self._read_cost is None:
             return min(cap, _FIRST_PIECE_TOKENS)
         target = self.config.reading_ms / 1000
-        available = target - self._step_cost if streams else 4 * target
+        available = max(target - self._step_cost, target / 2) if streams else 2 * target
         furthest = max((entry.read for entry in self._scheduler.running.values() if entry.reading), default=0)
         per_token = self._read_cost * (1 + furthest / _ATTENTION_SPAN)
         return min(cap, max(BLOCK_SIZE, int(available / per_token)))
