@@ -2,6 +2,7 @@
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from django.test import Client
@@ -112,6 +113,23 @@ def writer(alice):
         return story, client.cookies["sessionid"].value
 
     return outside_the_event_loop(make)
+
+
+@contextmanager
+def logged_in(browser, user, url):
+    """A browser context holding `user`'s session on the site at `url`."""
+
+    def login():
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": outside_the_event_loop(login), "url": url}])
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 @pytest.fixture

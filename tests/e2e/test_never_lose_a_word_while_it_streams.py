@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from playwright.sync_api import expect
 
 from generation.models import Generation
@@ -18,6 +17,7 @@ from tests.e2e.conftest import (
     OPENING,
     expect_story_text,
     generate_and_wait,
+    logged_in,
     open_at_the_end,
     outside_the_event_loop,
 )
@@ -39,16 +39,8 @@ def slow_site(slow_model_dir):
 @pytest.fixture
 def slow_context(alice, slow_site, browser):
     """A browser context logged in as alice on the slow site."""
-
-    def login():
-        client = Client()
-        client.force_login(alice)
-        return client.cookies["sessionid"].value
-
-    context = browser.new_context()
-    context.add_cookies([{"name": "sessionid", "value": db(login), "url": slow_site}])
-    yield context
-    context.close()
+    with logged_in(browser, alice, slow_site) as context:
+        yield context
 
 
 def test_a_reload_while_the_model_writes_keeps_every_word_and_conflicts_with_nothing(

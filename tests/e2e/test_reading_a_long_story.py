@@ -6,14 +6,13 @@ the worker keeps what it read, and would not read the same story twice."""
 import re
 
 import pytest
-from django.test import Client
 from playwright.sync_api import expect
 
 from generation.management.prose import join, story_sentences
 from generation.models import Generation
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
-from tests.e2e.conftest import expect_story_text, open_at_the_end, outside_the_event_loop
+from tests.e2e.conftest import expect_story_text, logged_in, open_at_the_end, outside_the_event_loop
 from tests.sites import Site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -41,15 +40,8 @@ def reading_site(django_db_setup, django_db_blocker, slow_model_dir):
 
 @pytest.fixture
 def reading_context(alice, reading_site, browser):
-    def login():
-        client = Client()
-        client.force_login(alice)
-        return client.cookies["sessionid"].value
-
-    context = browser.new_context()
-    context.add_cookies([{"name": "sessionid", "value": db(login), "url": reading_site}])
-    yield context
-    context.close()
+    with logged_in(browser, alice, reading_site) as context:
+        yield context
 
 
 def a_long_story(alice, number: int) -> Story:
