@@ -112,6 +112,17 @@ def live_site(celery_worker):
 
 
 @pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets a channel layer object of its own. A consumer still receiving when its
+    test's event loop closed leaves the shared one's receive lock held and bound to that
+    loop, and every later socket of the process then fails to receive (seen once in CI:
+    seven socket tests timed out in a row, "Lock ... is bound to a different event loop")."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """Rate limits count in the shared Redis; each test starts with none used."""
     from storyteller import ratelimit
