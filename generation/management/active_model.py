@@ -11,7 +11,7 @@ from generation.models import ModelConfig
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", help="A model source instead of the active configuration's.")
-    parser.add_argument("--dtype", help="float32, bfloat16 or float16 instead of the configuration's.")
+    parser.add_argument("--dtype", help="auto, float32, bfloat16, float16 or int8 instead of the configuration's.")
 
 
 def model_config_chosen(options: dict) -> ModelConfig:

@@ -1,9 +1,13 @@
 """Measuring the engine against transformers' own `model.generate`, in one process.
 
 Both run the same prompts with the same sampling parameters and exactly the same number of
-new tokens (end-of-text is ignored), so tokens per second compare like with like.
+new tokens (end-of-text is ignored), so tokens per second compare like with like. The
+baseline is the plain way to run the model: the same source loaded again in float32, with
+transformers' own modules, whatever the benchmarked configuration holds its weights as; and
+the same float32 model scores the quality figure's fixed passage beside the benchmarked one.
 """
 
+import dataclasses
 import resource
 import statistics
 import threading
@@ -11,9 +15,12 @@ import time
 
 import torch
 
-from engine.config import SamplingParams
+from engine import loader
+from engine.config import ModelSpec, SamplingParams
 from engine.engine import Engine, Request
 from engine.events import Finished
+from engine.weights import weight_bytes
+from generation.management import quality
 
 PROMPTS = [
     "Once upon a time, there was a cat named Whiskers.",
@@ -40,12 +47,12 @@ def params_for(index: int, new_tokens: int, record_choices: int = 0) -> Sampling
     )
 
 
-def bench_hf_generate(engine: Engine, *, stories: int, new_tokens: int) -> dict:
+def bench_hf_generate(loaded: loader.LoadedModel, *, stories: int, new_tokens: int) -> dict:
     """One story at a time through `model.generate`, the usual way to run a HF model."""
-    model, tokenizer = engine.loaded.model, engine.tokenizer
+    model, tokenizer = loaded.model, loaded.tokenizer
     total_tokens, total_s = 0, 0.0
     for index in range(stories):
-        ids = tokenizer(PROMPTS[index % len(PROMPTS)], return_tensors="pt").input_ids.to(engine.loaded.device)
+        ids = tokenizer(PROMPTS[index % len(PROMPTS)], return_tensors="pt").input_ids.to(loaded.device)
         params = params_for(index, new_tokens)
         torch.manual_seed(params.seed)
         started = time.perf_counter()
@@ -107,19 +114,28 @@ def peak_rss_mb() -> float:
 
 
 def run(
-    engine: Engine, *, concurrency_levels: list[int], new_tokens: int, hf_stories: int, record_choices: int = 0
+    engine: Engine,
+    spec: ModelSpec,
+    *,
+    concurrency_levels: list[int],
+    new_tokens: int,
+    hf_stories: int,
+    record_choices: int = 0,
 ) -> dict:
+    """The engine at each concurrency level, then (so that the worker's memory is read before
+    a second model is loaded) the float32 baseline and the quality figures. `spec` is the
+    engine's model's."""
     # A short warm-up, so that first-call costs (allocations, kernels) are not measured.
     bench_engine(engine, concurrency=1, new_tokens=4)
     report = {
         "model": engine.name,
         "device": engine.loaded.device.type,
         "dtype": str(engine.loaded.dtype).removeprefix("torch."),
+        "weights": engine.loaded.weights,
         "threads": torch.get_num_threads(),
         "linears": "skinny" if engine.config.skinny_linears else "plain",
         "new_tokens": new_tokens,
         "record_choices": record_choices,
-        "hf_generate": bench_hf_generate(engine, stories=hf_stories, new_tokens=new_tokens),
         "engine": {},
     }
     for level in concurrency_levels:
@@ -127,4 +143,16 @@ def run(
             engine, concurrency=level, new_tokens=new_tokens, record_choices=record_choices
         )
     report["worker_rss_mb"] = peak_rss_mb()
+    report["model_weights_mb"] = round(weight_bytes(engine.loaded.model) / 2**20, 1)
+    baseline = loader.load(dataclasses.replace(spec, dtype="float32"))
+    report["hf_generate"] = bench_hf_generate(baseline, stories=hf_stories, new_tokens=new_tokens)
+    report["vs_hf_generate"] = {
+        level: round(figures["aggregate_tokens_per_s"] / report["hf_generate"]["tokens_per_s"], 2)
+        for level, figures in report["engine"].items()
+    }
+    text = quality.passage()
+    report["quality"] = {
+        "perplexity": round(quality.perplexity(engine.loaded.model, engine.tokenizer, text), 3),
+        "perplexity_float32": round(quality.perplexity(baseline.model, baseline.tokenizer, text), 3),
+    }
     return report

@@ -162,6 +162,7 @@ def run(engine: Engine, *, sizes: list[int], new_tokens: int) -> dict:
         "model": engine.name,
         "device": engine.loaded.device.type,
         "dtype": str(engine.loaded.dtype).removeprefix("torch."),
+        "weights": engine.loaded.weights,
         "threads": torch.get_num_threads(),
         "new_tokens": new_tokens,
         "context_window": engine.context_window,

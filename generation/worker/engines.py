@@ -51,7 +51,7 @@ class Engines:
                 log.info(
                     "Loaded model %s (%s, %s) in %.1f s",
                     entry.engine.name,
-                    entry.engine.loaded.dtype,
+                    entry.engine.loaded.precision,
                     entry.engine.loaded.device,
                     entry.engine.loaded.load_seconds,
                 )

@@ -160,7 +160,7 @@ class ModelSlot:
                 loaded = serving.engine.loaded
                 model = {
                     "model_name": serving.engine.name,
-                    "dtype": str(loaded.dtype).removeprefix("torch."),
+                    "dtype": loaded.precision,
                     "device": str(loaded.device),
                     "load_seconds": round(loaded.load_seconds, 2),
                     "config_name": serving.config_name,

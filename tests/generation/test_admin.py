@@ -198,6 +198,17 @@ def test_the_admin_refuses_a_prefix_cache_that_would_keep_nothing(admin_client, 
     assert not ModelConfig.objects.exists()
 
 
+def test_the_admin_refuses_int8_weights_on_a_gpu_and_takes_them_on_the_cpu(admin_client, tiny_model_dir):
+    form = _config_form(source=str(tiny_model_dir), dtype="int8", device="cuda")
+    response = admin_client.post("/admin/generation/modelconfig/add/", form)
+    assert response.status_code == 200
+    assert "int8 weights run on the CPU only; on a GPU use bfloat16 or float16." in response.content.decode()
+    assert not ModelConfig.objects.exists()
+    response = admin_client.post("/admin/generation/modelconfig/add/", {**form, "device": "cpu"})
+    assert response.status_code == 302
+    assert ModelConfig.objects.get().dtype == "int8"
+
+
 def test_it_lists_the_generations_that_failed_under_their_own_filter(admin_client, alice):
     ended = {"length": "finished", "error": "finished", "cancelled": "finished", "": "running"}
     for reason, status in ended.items():

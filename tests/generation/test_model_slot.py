@@ -21,7 +21,7 @@ def test_the_configurations_engine_limits_reach_the_engine(tiny_model_dir):
     assert slot.status()["live_requests"] == 1
     slot.release(lease)
     assert slot.status() | {"load_seconds": None} == {
-        "model_name": tiny_model_dir.name, "dtype": "float32", "device": "cpu", "load_seconds": None,
+        "model_name": tiny_model_dir.name, "dtype": "float16 weights", "device": "cpu", "load_seconds": None,
         "config_name": "C1", "state": "ready", "loading": "", "error": "", "live_requests": 0,
         "kv_cache": {
             "held_tokens": 0, "cached_tokens": 0, "budget_tokens": 32768, "prompt_tokens": 0, "found_tokens": 0

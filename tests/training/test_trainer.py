@@ -57,15 +57,19 @@ def test_the_saved_adapter_loads_and_changes_what_the_model_writes(tiny_model_di
     assert (outcome.saved_to / "adapter_config.json").is_file()
     base = Engine.load(ModelSpec(source=str(tiny_model_dir)))
     trained = Engine.load(ModelSpec(source=str(tiny_model_dir), adapter=str(outcome.saved_to)))
+    # The adapter is merged into the float32 weights before they are packed into int8.
+    trained_int8 = Engine.load(ModelSpec(source=str(tiny_model_dir), adapter=str(outcome.saved_to), dtype="int8"))
     try:
-        assert trained.name.endswith("+result")
+        assert trained.name.endswith("+result") and trained_int8.loaded.weights == "int8"
         before = run(base, "The lighthouse keeper", GREEDY)[2].text
-        after = run(trained, "The lighthouse keeper", GREEDY)[2].text
-        assert after != before
-        assert "gulls" in after or "sea" in after or "silver" in after, after  # it learned the style
+        for engine in (trained, trained_int8):
+            after = run(engine, "The lighthouse keeper", GREEDY)[2].text
+            assert after != before
+            assert "gulls" in after or "sea" in after or "silver" in after, after  # it learned the style
     finally:
         base.shutdown()
         trained.shutdown()
+        trained_int8.shutdown()
 
 
 def test_a_cancel_stops_within_one_step_and_keeps_what_was_learned(tiny_model_dir, tmp_path):

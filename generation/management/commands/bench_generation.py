@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from engine.config import EngineConfig
+from generation import selectors
 from generation.management import active_model, bench
 
 
@@ -41,13 +42,14 @@ class Command(BaseCommand):
         levels = _levels(options["concurrency"])
         if options["new_tokens"] < 2:
             raise CommandError("--new-tokens must be at least 2.")
+        config = active_model.model_config_chosen(options)
         engine = active_model.engine_load(
-            active_model.model_config_chosen(options),
-            EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"]),
+            config, EngineConfig(max_batch_size=max(levels), skinny_linears=not options["plain_linears"])
         )
         try:
             report = bench.run(
                 engine,
+                selectors.model_spec(config),
                 concurrency_levels=levels,
                 new_tokens=options["new_tokens"],
                 hf_stories=options["hf_stories"],

@@ -1,0 +1,108 @@
+"""Linear layers whose weights are held in fewer bits, for the CPU.
+
+A decode step multiplies every weight of the model by a few rows, so on the CPU its time is
+mostly the time to read the weights (docs/performance.md). These layers keep the model's
+arithmetic in float32 and change only how the linear weights are held and multiplied,
+through FBGEMM, the CPU matrix library that torch ships:
+
+- `float16`: weights rounded to float16 and multiplied in float32 (`linear_dynamic_fp16`).
+  Half the bytes to read; each output is a float32 sum, so a row's result depends only on
+  that row, whatever else is in the batch.
+- `int8`: weights as int8 with one scale per output channel (a quarter of the bytes),
+  multiplied by rows quantized as they come in (`linear_dynamic`). On AVX2, FBGEMM sums
+  pairs of 8-bit products in 16 bits, which saturate unless the rows keep to 7 bits
+  (`reduce_range`); and a row quantized whole to 7 bits loses its small features beside
+  its large ones (perplexity +14% on the shipped passage, docs/performance.md). So each
+  row goes in twice: as itself, and as what 7 bits of it missed, scaled up; the two
+  products add up to the row's product at about 14 bits (perplexity +0.4%, what the int8
+  weights alone cost). FBGEMM also quantizes its input with one scale for the whole
+  tensor, which would make a row's result depend on its batch-mates; so each row is
+  divided by its own largest magnitude and gets two more features, +1 and -1 (whose
+  weights are zero): every row then spans exactly [-1, 1], the scale is the same for any
+  batch, and a row's result depends on that row alone.
+
+Both are made from a float32 model after it is loaded (and after a LoRA adapter is merged
+into it), in place: `pack_linears(model, "int8")`.
+"""
+
+import warnings
+
+import torch
+
+WEIGHT_FORMATS = ("float16", "int8")
+
+
+class PackedLinear(torch.nn.Module):
+    """A linear layer whose weight lives in an FBGEMM packed form; float32 in and out."""
+
+    def __init__(self, linear: torch.nn.Linear, weights: str):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weights = weights
+        weight = linear.weight.detach().float()
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+        if weights == "float16":
+            self._packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
+            self.weight_bytes = weight.numel() * 2
+        elif weights == "int8":
+            # Two zero columns for the +1 / -1 features each row gets (module docstring).
+            widened = torch.cat([weight, weight.new_zeros(weight.shape[0], 2)], dim=1)
+            scales = (widened.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+            zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():
+                # Quantized tensors are deprecated as a public type; FBGEMM's packing still takes one.
+                warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+                quantized = torch.quantize_per_channel(widened, scales, zero_points, 0, torch.qint8)
+            self._packed = torch.ops.quantized.linear_prepack(quantized, None)
+            self.weight_bytes = widened.numel() + scales.numel() * 4
+            self.register_buffer("_span", torch.tensor([1.0, -1.0]), persistent=False)
+        else:
+            raise ValueError(f"Unknown weight format {weights!r}; use {', '.join(WEIGHT_FORMATS)}.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features).float()
+        if self.weights == "float16":
+            out = torch.ops.quantized.linear_dynamic_fp16(rows, self._packed)
+        else:
+            count = rows.shape[0]
+            # With reduce_range FBGEMM's grid over [-1, 1] is k / 63.5 for k in -64..64 (7 bits,
+            # so that its 16-bit sums of pairs of products cannot saturate on AVX2); each row's
+            # largest magnitude goes to 63 / 63.5, on the grid.
+            peak = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30) * (63.5 / 63)
+            high = rows / peak
+            # What the grid misses of `high` (within half a step), scaled back up to [-1, 1].
+            missed = (high - torch.round(high * 63.5) / 63.5) * 126
+            both = torch.cat([torch.cat([high, missed]), self._span.expand(2 * count, 2)], dim=1)
+            both = torch.ops.quantized.linear_dynamic(both, self._packed, True)
+            out = (both[:count] + both[count:] / 126) * peak
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weights={self.weights}"
+
+
+def pack_linears(model, weights: str) -> int:
+    """Replaces every nn.Linear of a CPU model with a PackedLinear of `weights`; returns how
+    many. The float32 weights are dropped, except where another module shares them (a
+    language-model head tied to the token embeddings keeps the embeddings)."""
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"Unknown weight format {weights!r}; use {', '.join(WEIGHT_FORMATS)}.")
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and child.weight.device.type == "cpu":
+                setattr(parent, name, PackedLinear(child, weights))
+                replaced += 1
+    return replaced
+
+
+def weight_bytes(model) -> int:
+    """The bytes the model's weights take: its parameters and buffers, and the packed
+    weights of its PackedLinear layers (which torch does not count as either)."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    packed = sum(module.weight_bytes for module in model.modules() if isinstance(module, PackedLinear))
+    return packed + sum(t.numel() * t.element_size() for t in tensors.values())

@@ -1,0 +1,117 @@
+"""Linear weights held in float16 or int8 (engine/weights.py): the same products within
+the format's precision, a row's result independent of its batch, and the engine's text
+unchanged where the model is sure of its next token."""
+
+import pytest
+import torch
+
+from engine import loader
+from engine.config import EngineConfig, ModelSpec, SamplingParams
+from engine.engine import Engine, Request
+from engine.errors import ModelLoadError
+from engine.events import Finished
+from engine.weights import PackedLinear, pack_linears, weight_bytes
+from tests.engine.helpers import run
+
+GREEDY = SamplingParams(max_new_tokens=40, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
+PROMPTS = [
+    "Once upon a time, there was a cat named Whiskers.",
+    "The boats",
+    "Every morning the cat walked along the shore and watched the boats come home with fish. One day a storm came.",
+    "Mara found the cat on the pier",
+]
+
+
+def a_linear(rows_in=96, rows_out=80, bias=True):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(rows_in, rows_out, bias=bias)
+    # Inputs of very different sizes, and one channel far larger than the rest, as a
+    # transformer's activations have.
+    x = torch.randn(3, 7, rows_in) * torch.logspace(-2, 2, 7)[None, :, None]
+    x[..., 5] *= 30
+    return linear, x
+
+
+@pytest.mark.parametrize(("weights", "tolerance"), [("float16", 2e-3), ("int8", 3e-2)])
+def test_a_packed_layer_computes_the_linear_product_within_its_precision(weights, tolerance):
+    linear, x = a_linear()
+    expected = linear(x)
+    with torch.inference_mode():
+        got = PackedLinear(linear, weights)(x)
+    assert got.shape == expected.shape == (3, 7, 80)
+    # Relative to each row's size: the error of a row of size 100 may be 10,000 times
+    # that of a row of size 0.01.
+    error = (got - expected).abs().amax(dim=-1) / expected.abs().amax(dim=-1)
+    assert float(error.max()) < tolerance
+
+
+def test_an_int8_row_gives_exactly_the_same_result_alone_and_in_any_batch():
+    linear, x = a_linear(bias=False)
+    layer = PackedLinear(linear, "int8")
+    rows = x.reshape(-1, 96)
+    with torch.inference_mode():
+        alone = torch.cat([layer(rows[i : i + 1]) for i in range(rows.shape[0])])
+        together = layer(rows)
+        reversed_batch = layer(rows.flip(0)).flip(0)
+    assert torch.equal(alone, together) and torch.equal(alone, reversed_batch)
+
+
+def test_packing_replaces_every_linear_and_drops_the_float32_weights(tiny_model_dir):
+    loaded = loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float32", device="cpu"))
+    model = loaded.model
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    before = weight_bytes(model)
+    assert pack_linears(model, "int8") == linears > 0
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert weight_bytes(model) < 0.6 * before
+    with pytest.raises(ValueError, match="Unknown weight format 'int4'"):
+        pack_linears(model, "int4")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_the_engine_writes_what_float32_writes_where_the_model_is_sure(tiny_model_dir, dtype):
+    """Greedy continuations of a smaller-weighted model follow float32's token for token as
+    long as float32's choice is clear: compared position by position, on float32's own
+    continuation, wherever its top token leads the next by a margin."""
+    plain = loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float32", device="cpu"))
+    packed = loader.load(ModelSpec(source=str(tiny_model_dir), dtype=dtype, device="cpu"))
+    assert packed.weights == dtype and packed.dtype == torch.float32 and packed.precision == f"{dtype} weights"
+    clear = 0
+    for prompt in PROMPTS:
+        ids = plain.tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            ids = plain.model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=0)
+            expected = plain.model(ids).logits[0]
+            got = packed.model(ids).logits[0]
+        top2 = expected.topk(2, dim=-1).values
+        sure = (top2[:, 0] - top2[:, 1]) > 0.5
+        clear += int(sure.sum())
+        assert torch.equal(got.argmax(-1)[sure], expected.argmax(-1)[sure])
+    assert clear > 50  # the comparison covered enough positions to mean something
+
+
+@pytest.fixture(scope="module", params=["float16", "int8"])
+def packed_engine(request, tiny_model_dir):
+    engine = Engine.load(ModelSpec(source=str(tiny_model_dir), dtype=request.param, device="cpu"), EngineConfig())
+    yield engine
+    engine.shutdown()
+
+
+def test_greedy_and_seeded_tokens_in_a_batch_equal_the_tokens_alone_for_each_format(packed_engine):
+    sampled = SamplingParams(max_new_tokens=40, seed=3, temperature=0.9, top_k=40, top_p=0.9)
+    params = [GREEDY, sampled, GREEDY, sampled]
+    pairs = list(enumerate(zip(PROMPTS, params, strict=True)))
+    alone = [run(packed_engine, p, q, request_id=f"alone{i}")[2].token_ids for i, (p, q) in pairs]
+    handles = [packed_engine.submit(Request(f"b{i}", p, q)) for i, (p, q) in pairs]
+    together = [next(e for e in h.events() if isinstance(e, Finished)).token_ids for h in handles]
+    assert together == alone
+
+
+def test_int8_on_a_gpu_is_refused_with_a_message():
+    with pytest.raises(ModelLoadError, match="int8 weights run on the CPU only"):
+        loader.pick_dtype("int8", torch.device("cuda"))
+    with pytest.raises(ModelLoadError, match="Unknown dtype 'int4'"):
+        loader.pick_dtype("int4", torch.device("cpu"))
+    assert loader.pick_device("auto", "int8") == torch.device("cpu")
+    assert loader.pick_dtype("auto", torch.device("cpu")) == (torch.float32, loader.CPU_AUTO_WEIGHTS)
+    assert loader.pick_dtype("float32", torch.device("cpu")) == (torch.float32, "float32")
