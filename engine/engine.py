@@ -32,6 +32,7 @@ from engine.runner import Runner
 from engine.sampling import make_generator, sample_with_choices
 from engine.scheduler import Scheduler
 from engine.stopping import StopText
+from engine.threads import release_openmp_threads
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ class Engine:
         self._requests: dict[str, _Live] = {}
         self._wake = threading.Event()
         self._stopping = False
+        # The model was loaded in this thread: its OpenMP team would halve the speed of the
+        # loop's own (engine/threads.py).
+        release_openmp_threads()
         self._thread = threading.Thread(target=self._loop, name=f"engine-{loaded.name}", daemon=True)
         self._thread.start()
 

@@ -122,9 +122,9 @@ def run(
     hf_stories: int,
     record_choices: int = 0,
 ) -> dict:
-    """The engine at each concurrency level, then (so that the worker's memory is read before
-    a second model is loaded) the float32 baseline and the quality figures. `spec` is the
-    engine's model's."""
+    """The engine at each concurrency level, then, with the engine shut down (and the
+    worker's memory read before a second model is loaded), the float32 baseline and the
+    quality figures. `spec` is the engine's model's."""
     # A short warm-up, so that first-call costs (allocations, kernels) are not measured.
     bench_engine(engine, concurrency=1, new_tokens=4)
     report = {
@@ -144,6 +144,9 @@ def run(
         )
     report["worker_rss_mb"] = peak_rss_mb()
     report["model_weights_mb"] = round(weight_bytes(engine.loaded.model) / 2**20, 1)
+    # The engine's loop ends here: its thread's OpenMP team would slow model.generate in
+    # this one as much as this thread's slowed the engine (engine/threads.py).
+    engine.shutdown()
     baseline = loader.load(dataclasses.replace(spec, dtype="float32"))
     report["hf_generate"] = bench_hf_generate(baseline, stories=hf_stories, new_tokens=new_tokens)
     report["vs_hf_generate"] = {

@@ -85,6 +85,9 @@ class Tally:
     out_of_order: int = 0
     new_tokens: int = 0
     ttft_s: list = field(default_factory=list)
+    # Each generation's new tokens after its first, over the time from its first to `done`:
+    # what bench_generation reports as the engine's per-story rate, here through the site.
+    stream_rates: list = field(default_factory=list)
     errors: dict = field(default_factory=dict)
 
     def error(self, code: str) -> None:
@@ -137,6 +140,9 @@ async def _generation(ws, tally: Tally, params: dict, deadline: float) -> None:
             tally.new_tokens += message["stats"]["new_tokens"]
             if first is not None:
                 tally.ttft_s.append(first - sent)
+                streamed = time.monotonic() - first
+                if message["stats"]["new_tokens"] > 1 and streamed > 0:
+                    tally.stream_rates.append((message["stats"]["new_tokens"] - 1) / streamed)
             return
 
 
@@ -199,6 +205,7 @@ async def run(
         "ttft_p50_ms": round(statistics.median(ttft) * 1000) if ttft else None,
         "ttft_p95_ms": round(ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))] * 1000) if ttft else None,
         "tokens_per_s": round(tally.new_tokens / wall, 1) if wall else 0.0,
+        "stream_tokens_per_s_p50": round(statistics.median(tally.stream_rates), 2) if tally.stream_rates else None,
         "new_tokens": tally.new_tokens,
         "idle_answering": idle_answering,
         "errors": tally.errors,

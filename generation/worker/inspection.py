@@ -5,6 +5,7 @@ import weakref
 
 from engine.errors import InspectError, ModelLoadError
 from engine.inspect import Inspector
+from engine.threads import release_openmp_threads
 from generation import realtime
 from generation.worker.serving import model_wanted, slot
 
@@ -46,6 +47,8 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
         answer = _error(ids, "invalid", str(exc))
     finally:
         slot.release(lease)
+        # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
+        release_openmp_threads()
     realtime.reply(reply_to, answer)
 
 

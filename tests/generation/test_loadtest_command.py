@@ -21,6 +21,9 @@ def test_it_drives_clients_and_reports_a_clean_run(live_site, capsys):
     assert (report["messages_lost"], report["messages_out_of_order"], report["errors"]) == (0, 0, {})
     assert report["idle_answering"] == 5
     assert report["tokens_per_s"] > 0 and 0 < report["ttft_p50_ms"] <= report["ttft_p95_ms"]
+    # A stream's own rate, from its first token to its end, is at least a client's share of
+    # the run's rate over the whole wall time (which counts the pauses between generations).
+    assert report["stream_tokens_per_s_p50"] > report["tokens_per_s"] / 3
     assert not User.objects.filter(username__startswith="loadtest-").exists()
 
 
