@@ -19,7 +19,7 @@ from engine import loader
 from engine.config import ModelSpec, SamplingParams
 from engine.engine import Engine, Request
 from engine.events import Finished
-from engine.weights import weight_bytes
+from engine.weights import WEIGHT_FORMATS, weight_bytes
 from generation.management import quality
 
 PROMPTS = [
@@ -127,13 +127,17 @@ def run(
     quality figures. `spec` is the engine's model's."""
     # A short warm-up, so that first-call costs (allocations, kernels) are not measured.
     bench_engine(engine, concurrency=1, new_tokens=4)
+    # FBGEMM's packed layers for float16 and int8 weights; SkinnyLinear or nn.Linear for float32.
+    linears = "skinny" if engine.config.skinny_linears else "plain"
+    if engine.loaded.weights in WEIGHT_FORMATS:
+        linears = "packed"
     report = {
         "model": engine.name,
         "device": engine.loaded.device.type,
         "dtype": str(engine.loaded.dtype).removeprefix("torch."),
         "weights": engine.loaded.weights,
         "threads": torch.get_num_threads(),
-        "linears": "skinny" if engine.config.skinny_linears else "plain",
+        "linears": linears,
         "new_tokens": new_tokens,
         "record_choices": record_choices,
         "engine": {},
