@@ -22,6 +22,7 @@ MAX_PREFIX_CACHE_TOKENS = 1_048_576
 class ModelConfig(models.Model):
     """Which model the workers run, and the sampling defaults writers start from."""
 
+    # engine.loader.DTYPES, named again here so that the models never import torch.
     DTYPES = [(d, d) for d in ("auto", "float32", "bfloat16", "float16", "int8")]
     DEVICES = [(d, d) for d in ("auto", "cpu", "cuda")]
 
