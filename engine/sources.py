@@ -1,6 +1,7 @@
-"""Where a model comes from (`ModelSpec.source` and `adapter`), checked once for the admin,
-which refuses a configuration that names a missing file or folder, and for the loader,
-which reads the same answers. Paths only, no torch: the web side calls it."""
+"""Where a model comes from (`ModelSpec.source` and `adapter`) and what it runs as
+(`dtype`), checked once for the admin, which refuses a configuration that names a missing
+file or folder or a dtype its device cannot run, and for the loader, which reads the same
+answers. No torch: the web side calls it."""
 
 from pathlib import Path
 
@@ -10,6 +11,18 @@ from engine.errors import ModelLoadError
 PACKAGED = "packaged"
 # What a model folder's weights are saved as; a folder without one cannot be loaded.
 WEIGHT_FILES = ("*.safetensors", "*.bin")
+# What ModelSpec.dtype may be (engine/loader.py says what each means on each device).
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+
+
+def dtype_checked(dtype: str, device: str) -> str:
+    """The dtype, if it can run on `device` ("auto", "cpu", "cuda" or "cuda:N"); raises
+    ModelLoadError saying why not."""
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; use {', '.join(DTYPES)}.")
+    if dtype == "int8" and device.startswith("cuda"):
+        raise ModelLoadError("int8 weights run on the CPU only; on a GPU use bfloat16 or float16.")
+    return dtype
 
 
 def source_checked(source: str) -> tuple[str, Path | None]:

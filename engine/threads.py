@@ -3,12 +3,14 @@
 Every thread that runs a parallel torch kernel gets a team of OpenMP worker threads of its
 own (GNU libgomp, which torch ships), kept for as long as that thread lives. Once two
 teams exist and there are more of their threads than cores, libgomp stops letting its
-workers spin between parallel regions, and every region wakes them from sleep: on two
-cores the engine's one-story decode step took twice as long (float16 weights, 70-90 ms
-against 33-40) whenever another living thread had ever run a parallel kernel: the main
-thread that loaded the model, or a worker thread that answered an Inspect request
-(docs/performance.md). The engine's loop is the one thread meant to keep a team; other
-threads let theirs go when they are done with torch.
+workers spin between parallel regions, and every region wakes them from sleep. On two
+cores the 211 float16 products of a one-story decode step took 34.3 ms in a second thread
+against 16.4 in the first, and the engine's forward pass 53 ms (median) against 36.5,
+whenever another living thread had ever run a parallel kernel: the main thread that
+loaded the model, a worker thread that answered an Inspect request, or another engine's
+loop (docs/performance.md). So a thread lets its team go when it is done with torch for a
+while: the thread that built an engine, Inspect's and training's worker threads, and an
+engine's own loop whenever it goes idle.
 """
 
 import ctypes
@@ -22,14 +24,15 @@ _OMP_PAUSE_HARD = 2  # omp_pause_resource_kind: free the team's threads, not onl
 
 @functools.cache
 def _pause_resource_all():
-    """libgomp's omp_pause_resource_all, from the copy torch loaded; None where there is none
-    (another OpenMP runtime, or not Linux)."""
+    """libgomp's omp_pause_resource_all, from the copy torch loaded (under torch/lib) if
+    it is mapped, else from any; None where there is none (another OpenMP runtime, or not
+    Linux)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "/libgomp" in line}
     except OSError:
         return None
-    for path in sorted(paths):
+    for path in sorted(paths, key=lambda path: "/torch/lib/" not in path):
         try:
             function = ctypes.CDLL(path).omp_pause_resource_all
         except (OSError, AttributeError):
@@ -40,9 +43,9 @@ def _pause_resource_all():
 
 
 def release_openmp_threads() -> bool:
-    """Lets the calling thread's OpenMP team go (it is made again if the thread runs a
-    parallel kernel later); returns whether there was a runtime to ask. Never call it from
-    the engine's loop."""
+    """Lets the calling thread's OpenMP team go (it is made again, in about a tenth of a
+    millisecond, if the thread runs a parallel kernel later); returns whether there was a
+    runtime to ask."""
     pause = _pause_resource_all()
     if pause is None:
         return False

@@ -48,9 +48,11 @@ class PackedLinear(torch.nn.Module):
         if weights == "float16":
             # The bias is packed with the weights and added by FBGEMM.
             self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
-            self.weight_bytes = weight.numel() * 2
+            self.packed_bytes = weight.numel() * 2 + (0 if bias is None else bias.numel() * 4)
             self.bias = None
         elif weights == "int8":
+            # torch 2.13 warns that quantized tensors, which this packing takes, will go: the
+            # int8 format goes with them unless FBGEMM's packing takes plain tensors by then.
             # Two zero columns for the +1 / -1 features each row gets (module docstring).
             widened = torch.cat([weight, weight.new_zeros(weight.shape[0], 2)], dim=1)
             scales = (widened.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
@@ -60,7 +62,7 @@ class PackedLinear(torch.nn.Module):
                 warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
                 quantized = torch.quantize_per_channel(widened, scales, zero_points, 0, torch.qint8)
             self._packed = torch.ops.quantized.linear_prepack(quantized, None)
-            self.weight_bytes = widened.numel() + scales.numel() * 4
+            self.packed_bytes = widened.numel() + scales.numel() * 4
             self.register_buffer("bias", bias, persistent=False)
             self.register_buffer("_span", torch.tensor([1.0, -1.0]), persistent=False)
         else:
@@ -73,9 +75,9 @@ class PackedLinear(torch.nn.Module):
         shape = x.shape
         rows = x.reshape(-1, self.in_features)
         count = rows.shape[0]
-        # With reduce_range FBGEMM's grid over [-1, 1] is k / 63.5 for k in -64..64 (7 bits,
-        # so that its 16-bit sums of pairs of products cannot saturate on AVX2); each row's
-        # largest magnitude goes to 63 / 63.5, on the grid.
+        # With reduce_range FBGEMM's grid over [-1, 1] is k / 63.5, k from -63 to 63 at least
+        # (7 bits, so that its 16-bit sums of pairs of products cannot saturate on AVX2);
+        # each row's largest magnitude goes to 63 / 63.5, on the grid.
         peak = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30) * (63.5 / 63)
         high = rows / peak
         # What the grid misses of `high` (within half a step), scaled back up to [-1, 1].
@@ -110,5 +112,5 @@ def weight_bytes(model) -> int:
     """The bytes the model's weights take: its parameters and buffers, and the packed
     weights of its PackedLinear layers (which torch does not count as either)."""
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    packed = sum(module.weight_bytes for module in model.modules() if isinstance(module, PackedLinear))
+    packed = sum(module.packed_bytes for module in model.modules() if isinstance(module, PackedLinear))
     return packed + sum(t.numel() * t.element_size() for t in tensors.values())

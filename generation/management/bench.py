@@ -19,7 +19,7 @@ from engine import loader
 from engine.config import ModelSpec, SamplingParams
 from engine.engine import Engine, Request
 from engine.events import Finished
-from engine.weights import WEIGHT_FORMATS, weight_bytes
+from engine.weights import PackedLinear, weight_bytes
 from generation.management import quality
 
 PROMPTS = [
@@ -127,9 +127,9 @@ def run(
     quality figures. `spec` is the engine's model's."""
     # A short warm-up, so that first-call costs (allocations, kernels) are not measured.
     bench_engine(engine, concurrency=1, new_tokens=4)
-    # FBGEMM's packed layers for float16 and int8 weights; SkinnyLinear or nn.Linear for float32.
+    # FBGEMM's packed layers (float16 and int8 weights on the CPU); else SkinnyLinear or nn.Linear.
     linears = "skinny" if engine.config.skinny_linears else "plain"
-    if engine.loaded.weights in WEIGHT_FORMATS:
+    if any(isinstance(module, PackedLinear) for module in engine.loaded.model.modules()):
         linears = "packed"
     report = {
         "model": engine.name,
@@ -157,9 +157,9 @@ def run(
         level: round(figures["aggregate_tokens_per_s"] / report["hf_generate"]["tokens_per_s"], 2)
         for level, figures in report["engine"].items()
     }
-    text = quality.passage()
+    text, window = quality.passage(), min(quality.WINDOW, engine.context_window)
     report["quality"] = {
-        "perplexity": round(quality.perplexity(engine.loaded.model, engine.tokenizer, text), 3),
-        "perplexity_float32": round(quality.perplexity(baseline.model, baseline.tokenizer, text), 3),
+        "perplexity": round(quality.perplexity(engine.loaded.model, engine.tokenizer, text, window=window), 3),
+        "perplexity_float32": round(quality.perplexity(baseline.model, baseline.tokenizer, text, window=window), 3),
     }
     return report

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 PASSAGE = Path(__file__).with_name("texts") / "alice_chapter_1.txt"
+# Tokens read at once; a model with a shorter window reads in windows of its own.
+WINDOW = 1024
 
 
 def passage() -> str:
@@ -19,7 +21,7 @@ def passage() -> str:
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, text: str, *, window: int = 1024) -> float:
+def perplexity(model, tokenizer, text: str, *, window: int = WINDOW) -> float:
     """exp(mean negative log-likelihood) of every token of `text` after the first, read in
     windows of `window` tokens that overlap by half, each token scored once with at least
     half a window before it (or all there is)."""

@@ -21,6 +21,7 @@ from engine.engine import Request
 from engine.errors import CorpusError, ModelLoadError, TrainingError
 from engine.events import Finished
 from engine.loader import load
+from engine.threads import release_openmp_threads
 from engine.training import corpus as corpora
 from engine.training import trainer
 from engine.training.settings import TrainingSettings
@@ -158,6 +159,9 @@ def training_job_run(job_id: int, *, echo=None) -> TrainingJob | None:
     except Exception as exc:
         log.exception("Training job %s failed", job_id)
         return _fail(job, f"Training failed: {exc}")
+    finally:
+        # This worker thread lives on: its OpenMP team would slow the comparison engines.
+        release_openmp_threads()
     progress.save()
     job.output_dir = str(outcome.saved_to)
     job.stop_reason = outcome.reason

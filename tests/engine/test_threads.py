@@ -9,7 +9,7 @@ import torch
 from engine.threads import release_openmp_threads
 
 
-def _threads() -> int:
+def _thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
@@ -18,11 +18,11 @@ def test_a_thread_that_ran_a_parallel_kernel_lets_its_workers_go():
     counts = {}
 
     def work():
-        torch.set_num_threads(2)  # per process; the tests run one
+        torch.set_num_threads(2)  # a team of two: the test processes run one torch thread
         torch.ones(2**24).sqrt().sum()  # large enough to run in parallel
-        counts["team"] = _threads()
+        counts["team"] = _thread_count()
         counts["released"] = release_openmp_threads()
-        counts["after"] = _threads()
+        counts["after"] = _thread_count()
 
     kept = torch.get_num_threads()
     try:

@@ -22,12 +22,12 @@ PROMPTS = [
 ]
 
 
-def a_linear(rows_in=96, rows_out=80, bias=True):
+def a_linear(in_features=96, out_features=80, bias=True):
     torch.manual_seed(0)
-    linear = torch.nn.Linear(rows_in, rows_out, bias=bias)
+    linear = torch.nn.Linear(in_features, out_features, bias=bias)
     # Inputs of very different sizes, and one channel far larger than the rest, as a
     # transformer's activations have.
-    x = torch.randn(3, 7, rows_in) * torch.logspace(-2, 2, 7)[None, :, None]
+    x = torch.randn(3, 7, in_features) * torch.logspace(-2, 2, 7)[None, :, None]
     x[..., 5] *= 30
     return linear, x
 
@@ -35,8 +35,8 @@ def a_linear(rows_in=96, rows_out=80, bias=True):
 @pytest.mark.parametrize(("weights", "tolerance"), [("float16", 2e-3), ("int8", 3e-2)])
 def test_a_packed_layer_computes_the_linear_product_within_its_precision(weights, tolerance):
     linear, x = a_linear()
-    expected = linear(x)
     with torch.inference_mode():
+        expected = linear(x)
         got = PackedLinear(linear, weights)(x)
     assert got.shape == expected.shape == (3, 7, 80)
     # Relative to each row's size: the error of a row of size 100 may be 10,000 times
@@ -110,8 +110,18 @@ def test_greedy_and_seeded_tokens_in_a_batch_equal_the_tokens_alone_for_each_for
 def test_int8_on_a_gpu_is_refused_with_a_message():
     with pytest.raises(ModelLoadError, match="int8 weights run on the CPU only"):
         loader.pick_dtype("int8", torch.device("cuda"))
-    with pytest.raises(ModelLoadError, match="Unknown dtype 'int4'"):
+
+
+def test_an_unknown_dtype_is_refused_with_the_ones_there_are():
+    with pytest.raises(ModelLoadError, match="Unknown dtype 'int4'; use auto, float32, bfloat16, float16, int8"):
         loader.pick_dtype("int4", torch.device("cpu"))
+
+
+def test_int8_left_to_choose_its_device_runs_on_the_cpu():
     assert loader.pick_device("auto", "int8") == torch.device("cpu")
-    assert loader.pick_dtype("auto", torch.device("cpu")) == (torch.float32, loader.CPU_AUTO_WEIGHTS)
+
+
+def test_the_cpu_default_is_float16_weights_computing_in_float32():
+    assert loader.pick_dtype("auto", torch.device("cpu")) == (torch.float32, "float16")
     assert loader.pick_dtype("float32", torch.device("cpu")) == (torch.float32, "float32")
+    assert loader.pick_dtype("bfloat16", torch.device("cpu")) == (torch.bfloat16, "bfloat16")

@@ -29,7 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--hf-stories", type=int, default=3, help="Stories for the model.generate baseline.")
         active_model.add_arguments(parser)
         parser.add_argument(
-            "--plain-linears", action="store_true", help="Keep nn.Linear (no SkinnyLinear), to compare the two."
+            "--plain-linears",
+            action="store_true",
+            help="Keep nn.Linear (no SkinnyLinear), to compare the two; float32 weights only (--dtype float32).",
         )
         parser.add_argument(
             "--record-choices",
