@@ -14,7 +14,7 @@ import torch
 
 from engine.config import MAX_MAP_WORDS
 from engine.errors import InspectError
-from engine.weights import PackedLinear
+from engine.weights import PackedEmbedding, PackedLinear
 
 # The longest passage the attention view reads, in tokens (its last ones).
 MAX_ATTENTION_TOKENS = 512
@@ -100,8 +100,8 @@ class Inspector:
         if not word:
             raise InspectError("Type a word.")
         ids = self._ids(" " + word)
-        table = self.loaded.model.get_input_embeddings().weight
-        return ids, table[ids].float().mean(dim=0)
+        rows = self.loaded.model.get_input_embeddings()(torch.tensor(ids, device=self.loaded.device))
+        return ids, rows.float().mean(dim=0)
 
     def _eager(self):
         """The model again, with eager attention, sharing every weight and buffer."""
@@ -114,7 +114,7 @@ class Inspector:
                     twin = type(model)(config)
                 # Packed layers hold their weights outside the state dict: the twin takes them whole.
                 for name, module in model.named_modules():
-                    if isinstance(module, PackedLinear):
+                    if isinstance(module, (PackedLinear, PackedEmbedding)):
                         owner, _, attribute = name.rpartition(".")
                         setattr(twin.get_submodule(owner), attribute, module)
                 twin.load_state_dict(model.state_dict(), assign=True, strict=True)

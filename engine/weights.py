@@ -22,7 +22,8 @@ through FBGEMM, the CPU matrix library that torch ships:
   batch, and a row's result depends on that row alone.
 
 Both are made from a float32 model after it is loaded (and after a LoRA adapter is merged
-into it), in place: `pack_linears(model, "int8")`.
+into it), in place: `pack_linears(model, "int8")`, which packs the token embeddings too
+(`PackedEmbedding`).
 """
 
 import warnings
@@ -93,10 +94,42 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weights={self.weights}"
 
 
+class PackedEmbedding(torch.nn.Module):
+    """Token embeddings held like the linear weights: in float16, or in int8 with one scale
+    per token; a lookup gives float32 rows. A step looks up one row per token, so this
+    saves memory, not time: SmolLM2's float32 table is 113 MB, half that in float16 and a
+    quarter in int8."""
+
+    def __init__(self, embedding: torch.nn.Embedding, weights: str):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+        self.padding_idx = embedding.padding_idx
+        table = embedding.weight.detach().float()
+        if weights == "float16":
+            self.register_buffer("_table", table.half(), persistent=False)
+            self.register_buffer("_scales", None, persistent=False)
+        elif weights == "int8":
+            scales = (table.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
+            self.register_buffer("_table", torch.round(table / scales).to(torch.int8), persistent=False)
+            self.register_buffer("_scales", scales, persistent=False)
+        else:
+            raise ValueError(f"Unknown weight format {weights!r}; use {', '.join(WEIGHT_FORMATS)}.")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self._table[ids].float()
+        return rows if self._scales is None else rows * self._scales[ids]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table in float32, made on each call (Inspect's neighbours read it)."""
+        return self.forward(torch.arange(self.num_embeddings))
+
+
 def pack_linears(model, weights: str) -> int:
-    """Replaces every nn.Linear of a CPU model with a PackedLinear of `weights`; returns how
-    many. The float32 weights are dropped, except where another module shares them (a
-    language-model head tied to the token embeddings keeps the embeddings)."""
+    """Replaces every nn.Linear of a CPU model with a PackedLinear of `weights`, and its
+    token embeddings with a PackedEmbedding; returns how many linear layers. The float32
+    weights are dropped (a language-model head tied to the token embeddings gets a packed
+    copy of its own)."""
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"Unknown weight format {weights!r}; use {', '.join(WEIGHT_FORMATS)}.")
     replaced = 0
@@ -105,6 +138,9 @@ def pack_linears(model, weights: str) -> int:
             if isinstance(child, torch.nn.Linear) and child.weight.device.type == "cpu":
                 setattr(parent, name, PackedLinear(child, weights))
                 replaced += 1
+    embeddings = model.get_input_embeddings()
+    if type(embeddings) is torch.nn.Embedding and embeddings.weight.device.type == "cpu":
+        model.set_input_embeddings(PackedEmbedding(embeddings, weights))
     return replaced
 
 

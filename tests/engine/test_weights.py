@@ -10,7 +10,8 @@ from engine.config import EngineConfig, ModelSpec, SamplingParams
 from engine.engine import Engine, Request
 from engine.errors import ModelLoadError
 from engine.events import Finished
-from engine.weights import PackedLinear, pack_linears, weight_bytes
+from engine.inspect import Inspector
+from engine.weights import PackedEmbedding, PackedLinear, pack_linears, weight_bytes
 from tests.engine.helpers import run
 
 GREEDY = SamplingParams(max_new_tokens=40, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
@@ -88,6 +89,30 @@ def test_the_engine_writes_what_float32_writes_where_the_model_is_sure(tiny_mode
         clear += int(sure.sum())
         assert torch.equal(got.argmax(-1)[sure], expected.argmax(-1)[sure])
     assert clear > 50  # the comparison covered enough positions to mean something
+
+
+def test_packed_token_embeddings_look_up_what_float32_holds_within_their_precision(tiny_model_dir):
+    plain = loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float32", device="cpu")).model
+    ids = torch.tensor([[3, 17, 42, 99]])
+    expected = plain.get_input_embeddings()(ids).detach()
+    for weights, tolerance in (("float16", 1e-3), ("int8", 1e-2)):
+        packed = loader.load(ModelSpec(source=str(tiny_model_dir), dtype=weights, device="cpu")).model
+        embeddings = packed.get_input_embeddings()
+        assert isinstance(embeddings, PackedEmbedding) and not any(True for _ in packed.parameters() if _.dim() == 2)
+        got = embeddings(ids)
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        assert float((got - expected).abs().max() / expected.abs().max()) < tolerance
+        assert torch.equal(embeddings.weight[ids[0]], got[0])  # the whole table, as Inspect reads it
+
+
+def test_inspect_answers_on_a_packed_model_as_on_float32(tiny_model_dir):
+    plain = Inspector(loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float32", device="cpu")))
+    packed = Inspector(loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float16", device="cpu")))
+    nearest = [n["id"] for n in plain.neighbours("cat", count=3)["neighbours"]]
+    assert [n["id"] for n in packed.neighbours("cat", count=3)["neighbours"]] == nearest
+    attention = packed.attention(PROMPTS[0], layer=0)
+    assert attention["position"] == len(attention["tokens"]) - 1 and attention["heads"]
+    assert len(packed.map(["cat", "sea", "boats"])) == 3
 
 
 @pytest.fixture(scope="module", params=["float16", "int8"])
