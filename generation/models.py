@@ -186,6 +186,8 @@ class Generation(models.Model):
     request_id = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     finish_reason = models.CharField(max_length=16, choices=FINISH_REASONS, blank=True)
+    # The protocol's error code of a generation that ended in an error (docs/protocol.md).
+    error_code = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
     # The text the continuation follows, as the client sent it.
     prompt_text = models.TextField(blank=True)

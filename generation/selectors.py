@@ -276,11 +276,23 @@ def writers_with_usage(users):
     ).order_by("-tokens_24h", "username")
 
 
+def ending_events(generation: Generation) -> list[dict]:
+    """A finished generation's last messages: its `done`, after an `error` when it failed."""
+    events = [done_event(generation)]
+    if generation.finish_reason == "error":
+        code = generation.error_code or "internal"  # rows ended before the code was kept
+        events.insert(
+            0, {"type": "error", "generation_id": generation.id, "code": code, "message": generation.error_message}
+        )
+    return events
+
+
 def generation_ending(generation_id: int) -> list[dict]:
-    """What a socket that follows a generation whose event log has expired is sent: the
-    saved row's `done`, once it has ended."""
+    """What a socket that follows a generation is sent when its event log is empty (expired,
+    or not yet written by the process that ended it): the saved row's ending, once it has
+    ended."""
     generation = Generation.objects.filter(pk=generation_id).first()
-    return [done_event(generation)] if generation is not None and not generation.is_active else []
+    return ending_events(generation) if generation is not None and not generation.is_active else []
 
 
 def load_now() -> dict:

@@ -234,16 +234,17 @@ def generation_end(
     generation.status = Generation.Status.FINISHED
     generation.finish_reason = reason
     generation.error_message = error
+    generation.error_code = error_code if reason == "error" else ""
     generation.finished_at = now
     generation.updated_at = now
-    fields = ["status", "finish_reason", "error_message", "finished_at", "updated_at", "output", "new_tokens"]
+    fields = [
+        "status", "finish_reason", "error_code", "error_message", "finished_at", "updated_at", "output", "new_tokens"
+    ]  # fmt: skip
     if not generation_update_if(
         generation, statuses=Generation.ACTIVE, fields=[*fields, "ttft_ms", "tokens_per_s", "choices"]
     ):
         return False
-    events = [selectors.done_event(generation)]
-    if reason == "error":
-        events.insert(0, {"type": "error", "generation_id": generation.id, "code": error_code, "message": error})
+    events = selectors.ending_events(generation)
     if stream is not None:
         for event in events:
             stream.publish(event)

@@ -225,6 +225,26 @@ async def test_memory_too_long_for_the_context_is_refused_with_a_clear_error(ali
     assert messages[-1]["finish_reason"] == "error"
 
 
+async def test_a_socket_that_follows_a_failed_generation_without_its_event_log_gets_the_error_then_done(alice, story):
+    """The row's ending is what a socket gets when the log is gone (expired) or not yet
+    written by the worker that refused the generation: the error comes first there too."""
+    from generation import realtime
+
+    failed = await Generation.objects.acreate(
+        story=story, user=alice, seed=1, status="finished", finish_reason="error", error_code="too_large",
+        error_message="Memory is 2,400 tokens; the model reads 500. Shorten it.", prompt_text=OPENING,
+    )  # fmt: skip
+    await database_sync_to_async(realtime.forget)(failed.pk)
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "resume", "generation_id": failed.pk})
+    messages = await receive_until(socket, "done")
+    await socket.disconnect()
+    assert [m["type"] for m in messages] == ["error", "done"]
+    assert messages[0]["code"] == "too_large" and "Shorten it." in messages[0]["message"]
+    assert messages[1]["finish_reason"] == "error"
+
+
 async def test_a_flood_of_generate_messages_is_refused_without_costing_model_time(alice, story, settings):
     settings.STORYTELLER_GENERATIONS_PER_MINUTE = 3
     socket = await socket_for(alice, story.id)
