@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 from engine.config import ModelSpec
 from engine.errors import ModelLoadError
 from engine.sources import PACKAGED, adapter_checked, dtype_checked, source_checked
-from engine.weights import WEIGHT_FORMATS, pack_linears
+from engine.weights import WEIGHT_FORMATS, pack_weights
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def load(spec: ModelSpec) -> LoadedModel:
     model.to(device)
     model.eval()
     if device.type == "cpu" and weights in WEIGHT_FORMATS:
-        pack_linears(model, weights)
+        pack_weights(model, weights)
     eos = model.generation_config.eos_token_id if model.generation_config else None
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:

@@ -22,7 +22,7 @@ through FBGEMM, the CPU matrix library that torch ships:
   batch, and a row's result depends on that row alone.
 
 Both are made from a float32 model after it is loaded (and after a LoRA adapter is merged
-into it), in place: `pack_linears(model, "int8")`, which packs the token embeddings too
+into it), in place: `pack_weights(model, "int8")`, which packs the token embeddings too
 (`PackedEmbedding`).
 """
 
@@ -50,7 +50,7 @@ class PackedLinear(torch.nn.Module):
             # The bias is packed with the weights and added by FBGEMM.
             self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
             self.packed_bytes = weight.numel() * 2 + (0 if bias is None else bias.numel() * 4)
-            self.bias = None
+            self.register_buffer("bias", None, persistent=False)
         elif weights == "int8":
             # torch 2.13 warns that quantized tensors, which this packing takes, will go: the
             # int8 format goes with them unless FBGEMM's packing takes plain tensors by then.
@@ -125,7 +125,7 @@ class PackedEmbedding(torch.nn.Module):
         return self.forward(torch.arange(self.num_embeddings))
 
 
-def pack_linears(model, weights: str) -> int:
+def pack_weights(model, weights: str) -> int:
     """Replaces every nn.Linear of a CPU model with a PackedLinear of `weights`, and its
     token embeddings with a PackedEmbedding; returns how many linear layers. The float32
     weights are dropped (a language-model head tied to the token embeddings gets a packed

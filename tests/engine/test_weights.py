@@ -11,7 +11,7 @@ from engine.engine import Engine, Request
 from engine.errors import ModelLoadError
 from engine.events import Finished
 from engine.inspect import Inspector
-from engine.weights import PackedEmbedding, PackedLinear, pack_linears, weight_bytes
+from engine.weights import PackedEmbedding, PackedLinear, pack_weights, weight_bytes
 from tests.engine.helpers import run
 
 GREEDY = SamplingParams(max_new_tokens=40, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
@@ -62,11 +62,11 @@ def test_packing_replaces_every_linear_and_drops_the_float32_weights(tiny_model_
     model = loaded.model
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     before = weight_bytes(model)
-    assert pack_linears(model, "int8") == linears > 0
+    assert pack_weights(model, "int8") == linears > 0
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert weight_bytes(model) < 0.6 * before
     with pytest.raises(ValueError, match="Unknown weight format 'int4'"):
-        pack_linears(model, "int4")
+        pack_weights(model, "int4")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
