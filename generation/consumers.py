@@ -26,8 +26,8 @@ WATCH_EVERY_S = 2.0
 class _Sent:
     last_seq: int
     other: set = field(default_factory=set)
-    # While it waits for a worker: its place in the queue as last sent, and its request_id.
-    position: int = 0
+    # Its place in the queue as last sent (0: it runs; None: not sent), and its request_id.
+    position: int | None = None
     request_id: str | None = None
     # While its prompt is read: the `done` of the last `reading` sent.
     read: int = -1
@@ -65,16 +65,21 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
                 sent = self.following.get(generation_id)
-                # Once its words flow, the writer knows it runs; a late count would only confuse.
-                waiting = sent is not None and sent.position != 0 and sent.last_seq < 0
+                waiting = sent is not None and self.waiting(sent)
                 try:
                     position = await database_sync_to_async(services.generation_watch)(generation_id, waiting=waiting)
                 except Exception:
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
                     continue
-                if position is not None and position != sent.position and generation_id in self.following:
+                # Asked again: its worker's own word that it runs may have come meanwhile.
+                if position is not None and position != sent.position and self.waiting(sent):
                     sent.position = position
                     await self.send_json(self.queued_event(generation_id, position, sent.request_id))
+
+    def waiting(self, sent: _Sent) -> bool:
+        """Whether the writer may still be told a place in the queue: not once it was told it
+        runs, nor once its words flow (a late count would only confuse), nor once it ended."""
+        return sent.position != 0 and sent.last_seq < 0 and sent in self.following.values()
 
     @staticmethod
     def queued_event(generation_id: int, position: int, request_id: str | None) -> dict:
@@ -155,10 +160,9 @@ class StoryConsumer(AsyncWebsocketConsumer):
             return
         position = await database_sync_to_async(selectors.queue_position)(generation)
         await self.send_json(self.queued_event(generation.id, position, request_id))
-        await self.follow(generation.id, after_seq=-1)
-        sent = self.following.get(generation.id)  # gone if it finished already
-        if sent is not None:
-            sent.position, sent.request_id = position, request_id
+        await self.follow(
+            generation.id, after_seq=-1, sent=_Sent(last_seq=-1, position=position, request_id=request_id)
+        )
 
     async def on_cancel(self, message):
         generation_id = message.get("generation_id")
@@ -195,12 +199,12 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     # -- server to client -------------------------------------------------------------
 
-    async def follow(self, generation_id: int, *, after_seq: int) -> None:
+    async def follow(self, generation_id: int, *, after_seq: int, sent: _Sent | None = None) -> None:
         """Joins the generation's group, then sends what it missed past `after_seq`: its
         event log, or once the log has expired, the saved row's ending; and while neither
         has a word yet, how far its prompt is read. Joining first means no event falls in
-        between."""
-        self.following[generation_id] = _Sent(last_seq=after_seq)
+        between. `sent` is what the caller told the writer already."""
+        self.following[generation_id] = sent or _Sent(last_seq=after_seq)
         await self.channel_layer.group_add(realtime.group_name(generation_id), self.channel_name)
         # Off the thread the database calls share: a Redis that went away can keep this one
         # waiting for seconds.
@@ -222,6 +226,11 @@ class StoryConsumer(AsyncWebsocketConsumer):
             if event["seq"] <= sent.last_seq:
                 return  # already sent, from the log or the group
             sent.last_seq = event["seq"]
+        elif event["type"] == "queued":
+            # Its worker's word that it runs (position 0): once, and only before its words.
+            if not self.waiting(sent):
+                return
+            sent.position = 0
         elif event["type"] == "reading":
             # Progress before the first word, and only forward: the latest kept report that
             # follow() sends may overtake an older one still on its way through the group.

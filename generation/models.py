@@ -208,7 +208,10 @@ class Generation(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When a worker took it, and when that worker's engine began reading its prompt. In
+    # between it still waits: the engine runs as many generations at once as it has rows.
     started_at = models.DateTimeField(null=True, blank=True)
+    admitted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -186,14 +186,14 @@ def _rewrite_log(generation_id: int, events: list[dict]) -> None:
 
 def logged_events(generation_id: int) -> list[dict]:
     """Every event published so far for a generation (empty once the log has expired),
-    after the last `reading` reported while the log has no word yet: what a socket that
+    then the last `reading` reported while the log has no word yet: what a socket that
     starts following it is sent."""
     client = redis_client()
     events = [json.loads(item) for item in client.lrange(_log_key(generation_id), 0, -1)]
     if any(event["type"] in ("token", "done") for event in events):
         return events
     kept = client.get(_reading_key(generation_id))
-    return [json.loads(kept), *events] if kept else events
+    return [*events, json.loads(kept)] if kept else events
 
 
 def forget(generation_id: int) -> None:

@@ -116,14 +116,17 @@ def generation_active_for_story(story) -> Generation | None:
 
 
 def queue_position(generation: Generation) -> int:
-    """Generations still waiting for a worker ahead of this one; 0 means it runs now.
+    """Its place in the line: 0 once its engine runs it (or it has ended); while it waits,
+    1 + the waiting generations ahead of it. It waits until an engine admits it: in the
+    queue for a worker, or on a worker whose engine has all its rows in use (docs/protocol.md).
 
     Running generations are not counted: a worker's engine decodes all of its running
-    generations together, so they do not hold this one back.
+    generations together, and the first one waiting starts when any of them ends.
     """
-    if generation.status != Generation.Status.QUEUED:
+    if not generation.is_active or generation.admitted_at is not None:
         return 0
-    return Generation.objects.filter(status=Generation.Status.QUEUED, pk__lt=generation.pk).count()
+    ahead = Generation.objects.filter(status__in=Generation.ACTIVE, admitted_at__isnull=True, pk__lt=generation.pk)
+    return 1 + ahead.count()
 
 
 def queue_position_of(generation_id: int) -> int:
@@ -132,11 +135,13 @@ def queue_position_of(generation_id: int) -> int:
 
 
 def generation_as_dict(generation: Generation) -> dict:
-    """A generation as the HTTP API shows it."""
+    """A generation as the HTTP API shows it: "queued" until an engine runs it, also while
+    it waits on a worker (queue_position)."""
+    waiting = generation.is_active and generation.admitted_at is None
     return {
         "generation_id": generation.id,
         "request_id": generation.request_id or None,
-        "status": generation.status,
+        "status": Generation.Status.QUEUED.value if waiting else generation.status,
         "finish_reason": generation.finish_reason or None,
         "text": generation.output,
         "error": generation.error_message or None,
@@ -206,14 +211,14 @@ def load_series(window: str, now=None) -> dict:
     Per bucket: generations finished per minute, those of them that ended in an error, and
     new tokens per second (counted when they finish), the time to first token as the writer waits for it (queue plus the
     engine's first token) at p50 and p95, and, at the bucket's end, how many generations
-    waited for a worker and how many were running.
+    waited for an engine to take them and how many were running.
     """
     length, bucket = LOAD_WINDOWS[window]
     now = now or timezone.now()
     start = now - length
     rows = list(
         Generation.objects.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=start), created_at__lt=now).values(
-            "created_at", "started_at", "finished_at", "finish_reason", "new_tokens", "ttft_ms"
+            "created_at", "started_at", "admitted_at", "finished_at", "finish_reason", "new_tokens", "ttft_ms"
         )
     )
     count = int(length / bucket)
@@ -225,11 +230,12 @@ def load_series(window: str, now=None) -> dict:
 
     later = now + bucket  # the end of what has not ended yet
 
+    # Waiting until an engine admits it (also on a worker whose engine is full), then running.
     def waiting_at(t, row):
-        return row["created_at"] <= t < (row["started_at"] or row["finished_at"] or later)
+        return row["created_at"] <= t < (row["admitted_at"] or row["finished_at"] or later)
 
     def running_at(t, row):
-        return row["started_at"] is not None and row["started_at"] <= t < (row["finished_at"] or later)
+        return row["admitted_at"] is not None and row["admitted_at"] <= t < (row["finished_at"] or later)
 
     minutes, seconds = bucket.total_seconds() / 60, bucket.total_seconds()
     series = {"ends": [], "generations_per_min": [], "errors_per_min": [], "tokens_per_s": []}

@@ -192,8 +192,8 @@ def generation_finish_if_lost(generation_id: int) -> bool:
 def generation_watch(generation_id: int, *, waiting: bool) -> int | None:
     """What a socket following a generation checks every few seconds. A generation whose
     worker is gone (a killed process says nothing) is finished as lost, its followers told
-    by its `error` and `done`. With `waiting` (the socket last told a place in the queue),
-    returns its place now, read before that check: one just finished here is not
+    by its `error` and `done`. With `waiting` (the socket may still tell a place in the
+    queue), returns its place now, read before that check: one just finished here is not
     announced as running."""
     position = selectors.queue_position_of(generation_id) if waiting else None
     generation_finish_if_lost(generation_id)

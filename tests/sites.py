@@ -9,7 +9,7 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from tests.generation.conftest import session_headers
+from tests.generation.conftest import queued_until_running, session_headers
 from tests.harness.models import SLOW, shared_tiny_model
 from tests.harness.processes import start_web, start_worker, subprocess_env
 from tests.harness.redis import RedisServer
@@ -73,3 +73,8 @@ async def open_socket(site, user, story):
 
 async def receive(socket, timeout=30) -> dict:
     return json.loads(await asyncio.wait_for(socket.recv(), timeout))
+
+
+async def receive_queued(socket, timeout=30) -> dict:
+    """A new generation's `queued` messages through the one that says it runs; the first."""
+    return await queued_until_running(lambda: receive(socket, timeout))

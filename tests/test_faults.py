@@ -11,7 +11,7 @@ import websockets
 from generation.models import Generation
 from tests.generation.conftest import OPENING
 from tests.harness.processes import start_worker
-from tests.sites import open_socket, receive
+from tests.sites import open_socket, receive, receive_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,8 +22,7 @@ LONG = {"max_new_tokens": 1024, "seed": 1}
 async def test_a_killed_worker_is_reported_within_15_s_and_nothing_is_lost_or_run_twice(site, alice, story):
     socket = await open_socket(site, alice, story)
     await socket.send(json.dumps({"type": "generate", "text": OPENING, "params": LONG}))
-    queued = await receive(socket)
-    assert queued["type"] == "queued"
+    queued = await receive_queued(socket)
     arrivals = []  # (when, text) of every token
     while not arrivals or time.monotonic() - arrivals[0][0] < 3:
         message = await receive(socket)
@@ -85,7 +84,7 @@ async def _wait_for(condition, what, timeout=30):
 async def test_the_site_recovers_by_itself_when_redis_restarts_mid_stream(site, alice, story):
     socket = await open_socket(site, alice, story)
     await socket.send(json.dumps({"type": "generate", "text": OPENING, "params": LONG}))
-    queued = await receive(socket)
+    queued = await receive_queued(socket)
     tokens = []
     while len(tokens) < 5:
         message = await receive(socket)

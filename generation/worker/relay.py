@@ -118,9 +118,7 @@ class Relay:
                     self.lost = True
                     engine.cancel(handle.request_id)
             if isinstance(event, Started):
-                generation.prompt_tokens = event.prompt_tokens
-                generation.prompt_truncated = event.truncated or trimmed
-                generation.save(update_fields=["prompt_tokens", "prompt_truncated", "updated_at"])
+                self._admitted(event, truncated=event.truncated or trimmed)
             elif isinstance(event, Reading) and not self.prompt_read:
                 if self.report_at is None:
                     self.report_at = now + READING_EVERY_S
@@ -138,6 +136,20 @@ class Relay:
                 self._report(self.reading)
                 self.reading, self.report_at = None, now + READING_EVERY_S
         self.stream.drain(DRAIN_S)
+
+    def _admitted(self, started: Started, *, truncated: bool) -> None:
+        """The engine took it in: it runs from now on, and the writer is told so (a `queued`
+        with position 0, in the stream before any `reading` or word)."""
+        generation = self.generation
+        generation.prompt_tokens = started.prompt_tokens
+        generation.prompt_truncated = truncated
+        generation.admitted_at = timezone.now()
+        generation.save(update_fields=["prompt_tokens", "prompt_truncated", "admitted_at", "updated_at"])
+        if not self.lost:
+            queued = {"type": "queued", "generation_id": generation.id, "position": 0}
+            if generation.request_id:
+                queued["request_id"] = generation.request_id
+            self.stream.publish(queued)
 
     def _flush(self) -> bool:
         """Saves the output so far while the row still runs; False when it no longer does."""

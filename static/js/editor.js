@@ -475,8 +475,11 @@ const storySocket = createStorySocket(story.id, {
     genState.textContent = "Connection lost; reconnecting...";
   },
   queued(message) {
-    // A late `queued` that says it runs does not hide how far the model has read.
-    genState.textContent = message.position > 0 ? `Queued (${message.position} ahead)` : current?.reading || "Writing...";
+    // Position 1 is the next to start: it waits for a free place, usually a moment. A
+    // late `queued` that says it runs does not hide how far the model has read.
+    if (message.position > 1) genState.textContent = `Queued (${message.position - 1} ahead)`;
+    else if (message.position === 1) genState.textContent = "Waiting for the model...";
+    else genState.textContent = current?.reading || "Writing...";
   },
   reading(message) {
     current.reading = `Reading your story... ${Math.round((100 * message.done) / message.total)}%`;

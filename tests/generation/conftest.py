@@ -30,3 +30,19 @@ async def receive_until(communicator, kind, timeout=30):
         messages.append(message)
         if message["type"] == kind:
             return messages
+
+
+async def queued_until_running(next_message) -> dict:
+    """Reads a new generation's `queued` messages with `next_message()`, through the one that
+    says it runs (position 0, which comes before any other message of it); returns the
+    first, which names the generation."""
+    first = message = await next_message()
+    assert first["type"] == "queued", first
+    while message["position"] != 0:
+        message = await next_message()
+        assert message["type"] == "queued", message
+    return first
+
+
+async def receive_queued(communicator, timeout=30) -> dict:
+    return await queued_until_running(lambda: communicator.receive_json_from(timeout=timeout))

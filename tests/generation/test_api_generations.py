@@ -24,7 +24,8 @@ def test_a_generation_started_over_http_is_written_and_read_back(alice_client, s
     answer = start(alice_client, story, request_id="h1", params={"max_new_tokens": 12, "seed": 4})
     assert answer.status_code == 202
     started = answer.json()
-    assert (started["status"], started["request_id"], started["position"]) == ("queued", "h1", 0)
+    # Next in line: nothing waits ahead of it, and it does not run yet.
+    assert (started["status"], started["request_id"], started["position"]) == ("queued", "h1", 1)
 
     url = f"/api/stories/{story.id}/generations/{started['generation_id']}/"
     deadline = time.monotonic() + 60

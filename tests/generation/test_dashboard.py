@@ -12,8 +12,9 @@ from storyteller.stories.services import story_create
 pytestmark = pytest.mark.django_db
 
 
-def _generation(story, now, created, started, finished, tokens=0, ttft=None, reason=""):
-    """A generation whose times are given in seconds before `now`."""
+def _generation(story, now, created, started, finished, tokens=0, ttft=None, reason="", admitted=...):
+    """A generation whose times are given in seconds before `now`; its engine admitted it
+    when its worker took it unless `admitted` says otherwise."""
 
     def at(seconds):
         return None if seconds is None else now - timedelta(seconds=seconds)
@@ -27,6 +28,7 @@ def _generation(story, now, created, started, finished, tokens=0, ttft=None, rea
         new_tokens=tokens,
         ttft_ms=ttft,
         started_at=at(started),
+        admitted_at=at(started if admitted is ... else admitted),
         finished_at=at(finished),
     )
     Generation.objects.filter(pk=generation.pk).update(created_at=at(created))
@@ -42,6 +44,8 @@ def test_the_last_hour_minute_by_minute(alice):
     # two hours ago, outside the window.
     _generation(story, now, created=95, started=90, finished=None)
     _generation(story, now, created=30, started=None, finished=None)
+    # Taken by a worker 20 s ago, whose engine has had no free row for it since: it waits.
+    _generation(story, now, created=25, started=20, admitted=None, finished=None)
     _generation(story, now, created=7300, started=7299, finished=7200, tokens=999, ttft=100)
 
     series = selectors.load_series("hour", now=now)["series"]
@@ -50,7 +54,7 @@ def test_the_last_hour_minute_by_minute(alice):
     assert series["tokens_per_s"][-1] == 3.0  # 180 tokens in 60 s
     assert (series["ttft_p50_ms"][-1], series["ttft_p95_ms"][-1]) == (1200, 3400)
     assert series["ttft_p50_ms"][-2] is None
-    assert (series["queued"][-1], series["running"][-1]) == (1, 1)  # at the window's end
+    assert (series["queued"][-1], series["running"][-1]) == (2, 1)  # at the window's end
     assert (series["queued"][-2], series["running"][-2]) == (0, 1)  # a minute before
     assert sum(series["generations_per_min"]) == 2
 

@@ -14,7 +14,7 @@ from generation import services
 from generation.models import Generation, ModelConfig, Worker
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
-from tests.sites import open_socket, receive
+from tests.sites import open_socket, receive, receive_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +34,7 @@ async def _worker_reports(site, condition, what, timeout=60) -> Worker:
 async def _generate(site, user, story, params):
     socket = await open_socket(site, user, story)
     await socket.send(json.dumps({"type": "generate", "text": OPENING, "params": params}))
-    return socket, await receive(socket)
+    return socket, await receive_queued(socket)
 
 
 async def _until_done(socket, timeout=60):

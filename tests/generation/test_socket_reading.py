@@ -18,7 +18,7 @@ from generation.management.prose import join, story_sentences
 from generation.models import Generation
 from storyteller.stories.services import story_create
 from tests.generation.conftest import socket_for
-from tests.sites import Site, open_socket, receive
+from tests.sites import Site, open_socket, receive, receive_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,7 +87,7 @@ async def test_a_socket_that_follows_it_mid_reading_is_told_how_far_at_once(read
     story = await database_sync_to_async(a_long_story)(alice, 2)
     first = await open_socket(reading_site, alice, story)
     await send(first, {"type": "generate", "text": story.text, "params": {"max_new_tokens": 20, "seed": 2}})
-    queued = await receive(first)
+    queued = await receive_queued(first)
     reported = await receive(first, timeout=60)
     assert reported["type"] == "reading"
     await first.close()  # the writer's connection drops while the prompt is read
@@ -100,9 +100,10 @@ async def test_a_socket_that_follows_it_mid_reading_is_told_how_far_at_once(read
 
     messages = [message for _, message in seen]
     types = [message["type"] for message in messages]
-    # The latest report first (the prompt was further on by then), never an older one, and
-    # every word after it from seq 0.
-    assert messages[0]["type"] == "reading" and messages[0]["done"] >= reported["done"], messages[:2]
+    # That it runs, then the latest report (the prompt was further on by then), never an
+    # older one, and every word after it from seq 0.
+    assert messages[0] == {**queued, "position": 0}, messages[:2]
+    assert messages[1]["type"] == "reading" and messages[1]["done"] >= reported["done"], messages[:2]
     readings = [message["done"] for message in messages if message["type"] == "reading"]
     assert readings == sorted(set(readings))
     assert "reading" not in types[types.index("token") :]
@@ -115,7 +116,7 @@ async def test_stop_while_the_prompt_is_read_ends_it_with_no_words(reading_site,
     story = await database_sync_to_async(a_long_story)(alice, 3)
     socket = await open_socket(reading_site, alice, story)
     await send(socket, {"type": "generate", "text": story.text, "params": {"max_new_tokens": 20, "seed": 3}})
-    queued = await receive(socket)
+    queued = await receive_queued(socket)
     assert (await receive(socket, timeout=60))["type"] == "reading"
     await send(socket, {"type": "cancel", "generation_id": queued["generation_id"]})
     seen: list[tuple[float, dict]] = []
