@@ -48,3 +48,41 @@ def api_view(view):
             return exc.response()
 
     return wrapper
+
+
+# The protocol's error code for each HTTP status an answer under /api/ may come with.
+_CODES = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 429: "limit"}
+
+
+class ApiAnswersInJson:
+    """Middleware: every answer under /api/ is JSON, also the ones that Django itself makes
+    before or around a view: a method a view does not take (405, with its Allow header), an
+    address without its final slash (CommonMiddleware would redirect, and a redirected POST
+    loses its body: 404 naming the right address instead), another redirect (kept, with a
+    JSON body), and any other error page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not request.path.startswith("/api/") or response.status_code < 300:
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        status = response.status_code
+        if status == 405:
+            allowed = response.get("Allow", "")
+            answer = api_error(405, _CODES[405], f"{request.method} is not allowed here; use {allowed}.")
+            answer["Allow"] = allowed
+            return answer
+        if response.has_header("Location"):
+            moved = response["Location"]
+            if moved.split("?")[0].endswith(request.path + "/"):
+                return api_error(404, "not_found", f"The API has nothing at this address; did you mean {moved}?")
+            # Elsewhere (to https://, in production): said in JSON too, the redirect kept.
+            answer = api_error(status, "moved", f"This address has moved to {moved}.")
+            answer["Location"] = moved
+            return answer
+        code = _CODES.get(status, "internal" if status >= 500 else "invalid")
+        return api_error(status, code, response.reason_phrase)

@@ -88,6 +88,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: it turns whatever the others answer under /api/ into JSON.
+    "storyteller.http.ApiAnswersInJson",
     "django.middleware.security.SecurityMiddleware",
     # Static files, answered before sessions or the database are touched.
     "whitenoise.middleware.WhiteNoiseMiddleware",

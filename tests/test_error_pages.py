@@ -111,3 +111,41 @@ def test_it_answers_api_failures_in_json(alice):
     assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal"
     assert "the database went away" not in broken.content.decode()
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+
+
+def test_it_answers_a_method_an_api_address_does_not_take_in_json(alice_client, story):
+    response = alice_client.patch(f"/api/stories/{story.id}/", "{}", content_type="application/json")
+
+    assert response.status_code == 405
+    assert response.json()["error"] == {
+        "code": "method_not_allowed",
+        "message": "PATCH is not allowed here; use GET, PUT, DELETE.",
+    }
+    assert response["Allow"] == "GET, PUT, DELETE"
+
+
+def test_an_api_address_without_its_final_slash_is_named_not_redirected(alice_client):
+    # A redirect would turn this POST into a GET elsewhere and lose its body.
+    response = alice_client.post("/api/stories", '{"title": "New"}', content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["message"].endswith("did you mean /api/stories/?")
+
+
+@with_failing_views
+def test_with_debug_pages_on_the_api_still_answers_in_json(alice, settings):
+    settings.DEBUG = True
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    missing, broken = client.get("/api/no-such-thing/"), client.get("/api/broken/")
+
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal"
+    assert "the database went away" not in broken.content.decode()
+
+
+def test_pages_outside_the_api_keep_their_redirects(alice_client):
+    response = alice_client.get("/stories")
+
+    assert response.status_code == 301 and response["Location"] == "/stories/"
