@@ -1,11 +1,18 @@
+import logging
+from datetime import timedelta
+
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect
+from django.utils import timezone
 from django.views import defaults
 from django.views.csrf import csrf_failure as html_csrf_failure
 
 from generation import realtime, selectors
+from generation.models import Worker
 from storyteller.http import api_error
+
+log = logging.getLogger(__name__)
 
 
 def home(request):
@@ -52,27 +59,63 @@ def server_error(request):
 
 
 def healthz(request):
-    """200 when the database, Redis and at least one worker answer; 503 naming what is down."""
-    checks = {}
+    """200 when the database and Redis answer and a worker can generate; 503 otherwise.
+
+    It says states, never what an error said (that names hosts and users): those go to the
+    log, and each worker's own error is on the staff dashboard. `workers` is "ok: N" with
+    N the workers that have a model loaded, or "down: why"; `worker_states` lists every
+    live worker's state, model and load.
+    """
+    checks = {"database": "ok", "redis": "ok"}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"down: {exc}"
-    workers = {}
+    except Exception:
+        log.exception("Health check: the database does not answer")
+        checks["database"] = "down"
     try:
         realtime.redis_client().ping()
-        checks["redis"] = "ok"
-        workers = realtime.live_workers()
-    except Exception as exc:
-        checks["redis"] = f"down: {exc}"
-    checks["workers"] = (
-        f"ok: {len(workers)}" if workers else f"down: no worker heartbeat in the last {realtime.WORKER_ALIVE_S} s"
-    )
+        workers = list(realtime.live_workers().values())
+    except Exception:
+        log.exception("Health check: Redis does not answer")
+        checks["redis"] = "down"
+        # The workers' rows say what their Redis heartbeats would have.
+        workers = _workers_from_the_database() if checks["database"] == "ok" else []
+    checks["workers"] = _workers_check(workers)
     try:
         checks["model"] = selectors.model_config_active().name
-    except Exception as exc:
-        checks["model"] = f"down: {exc}"
-    healthy = all(not str(v).startswith("down") for v in checks.values())
-    return JsonResponse(checks, status=200 if healthy else 503)
+    except Exception:
+        log.exception("Health check: the active model configuration cannot be read")
+        checks["model"] = "down"
+    states = sorted(
+        (
+            {"state": w.get("state", ""), "model": w.get("model_name", ""), "live_requests": w.get("live_requests", 0)}
+            for w in workers
+        ),
+        key=lambda w: (w["state"], w["model"]),
+    )
+    healthy = all(not value.startswith("down") for value in checks.values())
+    return JsonResponse({**checks, "worker_states": states}, status=200 if healthy else 503)
+
+
+def _workers_check(workers: list[dict]) -> str:
+    """Whether any live worker can generate: one whose model is loaded (a worker loading
+    another one meanwhile still serves with the one it has)."""
+    ready = sum(worker.get("state") == "ready" for worker in workers)
+    if ready:
+        return f"ok: {ready}"
+    if not workers:
+        return f"down: no worker heartbeat in the last {realtime.WORKER_ALIVE_S} s"
+    if all(worker.get("state") == "error" for worker in workers):
+        return "down: no worker could load the model"
+    return "down: no worker has loaded the model yet"
+
+
+def _workers_from_the_database() -> list[dict]:
+    alive_since = timezone.now() - timedelta(seconds=realtime.WORKER_ALIVE_S)
+    try:
+        rows = Worker.objects.filter(last_heartbeat__gte=alive_since)
+        return list(rows.values("state", "model_name", "live_requests"))
+    except Exception:
+        log.exception("Health check: the workers' rows cannot be read")
+        return []

@@ -22,7 +22,7 @@ def slow_model_dir(shared_models_dir):
 
 
 class Site:
-    def __init__(self, model_dir, concurrency: int = 4, env: dict | None = None):
+    def __init__(self, model_dir, concurrency: int = 4, env: dict | None = None, worker_ready: str = r"Loaded model"):
         self.redis = RedisServer().start()
         self.env = {
             **subprocess_env(),
@@ -33,7 +33,7 @@ class Site:
         # The worker and Daphne start side by side: each takes seconds to import what it
         # needs, and neither waits for the other.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            worker = pool.submit(start_worker, self.env, concurrency)
+            worker = pool.submit(start_worker, self.env, concurrency, worker_ready)
             web = pool.submit(start_web, self.env)
         failed = worker.exception() or web.exception()
         if failed:
@@ -46,6 +46,7 @@ class Site:
             raise failed
         self.worker = worker.result()
         self.web, url = web.result()
+        self.url = url
         self.ws_url = url.replace("http://", "ws://")
 
     def close(self):

@@ -132,7 +132,7 @@ class ModelSlot:
         try:
             self.load(wanted)
         except Exception:
-            log.exception("Could not load %s; the model loaded before goes on serving", wanted.config_name)
+            log.exception("Could not load %s; the model loaded before, if any, goes on serving", wanted.config_name)
 
     def retire_idle(self) -> None:
         """Lets go of replaced models once their last generation has finished."""

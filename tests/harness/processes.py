@@ -78,14 +78,15 @@ class ChildProcess:
             self.proc.kill()
 
 
-def start_worker(env: dict, concurrency: int = 4) -> ChildProcess:
-    """A real Celery worker process, threads pool, ready once its model has loaded."""
+def start_worker(env: dict, concurrency: int = 4, ready: str = r"Loaded model") -> ChildProcess:
+    """A real Celery worker process, threads pool, ready once its model has loaded (or
+    once it logs `ready`)."""
     return ChildProcess(
         [sys.executable, "-m", "celery", "-A", "storyteller", "worker", "--pool", "threads"]
         + ["--concurrency", str(concurrency)]
         + ["-Q", "generation", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env,
-        ready=r"Loaded model",
+        ready=ready,
     )
 
 
