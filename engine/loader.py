@@ -90,8 +90,8 @@ def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -
     log.info("Converting %s to safetensors in %s (once; about half a minute)", gguf_path.name, target)
     started = time.monotonic()
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, local_files_only=True)
     # The weights are de-quantized to float32 on load; what remains of the GGUF
     # quantizer only blocks save_pretrained.
     model.hf_quantizer = None
@@ -168,8 +168,9 @@ def load(spec: ModelSpec) -> LoadedModel:
     device = pick_device(spec.device, spec.dtype)
     dtype, weights = pick_dtype(spec.dtype, device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        # Never from the network: a hub id is read from the local cache only.
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=True)
     except OSError as exc:
         raise ModelLoadError(f"Could not load the model {spec.source!r}: {exc}") from exc
     if spec.adapter:

@@ -28,7 +28,8 @@ def dtype_checked(dtype: str, device: str) -> str:
 def source_checked(source: str) -> tuple[str, Path | None]:
     """(kind, path) for a model source: ("packaged", None), ("gguf", the file), ("folder",
     the model folder) or ("hub", None) for a hub id served from the local cache. A file
-    or folder that is not there, or not a model, raises ModelLoadError saying so."""
+    or folder that is not there, or not a model, or a hub id not in the cache, raises
+    ModelLoadError saying so."""
     source = source.strip()
     if source == PACKAGED:
         return "packaged", None
@@ -45,7 +46,28 @@ def source_checked(source: str) -> tuple[str, Path | None]:
         if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
             raise ModelLoadError(f"{source} holds no weights (*.safetensors or *.bin).")
         return "folder", path
+    _hub_cached(source)
     return "hub", None
+
+
+def _hub_cached(source: str) -> None:
+    """Raises ModelLoadError unless the hub id's model is in this machine's Hugging Face
+    cache: nothing is downloaded at run time (docs/operations.md)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(source, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError
+        raise ModelLoadError(
+            f"{source!r} is not a model: name a folder (an absolute path), a .gguf file, or a Hugging Face "
+            "hub id such as HuggingFaceTB/SmolLM2-135M-Instruct."
+        ) from None
+    if not isinstance(cached, str):
+        raise ModelLoadError(
+            f"{source} is not in this machine's Hugging Face cache ({constants.HF_HUB_CACHE}), and models are "
+            f"never downloaded while the site runs. Download it once on every worker (huggingface-cli download "
+            f"{source}), or name a model folder."
+        )
 
 
 def adapter_checked(adapter: str) -> Path | None:

@@ -1,4 +1,7 @@
+import html
+
 import pytest
+from huggingface_hub import constants
 
 from generation.models import Generation, ModelConfig, Worker
 from storyteller.stories.services import story_create
@@ -59,6 +62,17 @@ def test_a_missing_folder_or_one_without_weights_is_refused(admin_client, tmp_pa
 def test_a_missing_gguf_file_is_refused(admin_client, tmp_path):
     response = admin_client.post("/admin/generation/modelconfig/add/", _config_form(source=f"{tmp_path}/x.gguf"))
     assert "There is no GGUF file" in response.content.decode()
+    assert not ModelConfig.objects.exists()
+
+
+def test_a_hub_id_this_machine_has_not_downloaded_is_refused(admin_client, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    response = admin_client.post(
+        "/admin/generation/modelconfig/add/", _config_form(source="HuggingFaceTB/SmolLM2-360M")
+    )
+    page = html.unescape(response.content.decode())
+    assert f"HuggingFaceTB/SmolLM2-360M is not in this machine's Hugging Face cache ({tmp_path})" in page
+    assert "huggingface-cli download HuggingFaceTB/SmolLM2-360M" in page
     assert not ModelConfig.objects.exists()
 
 
