@@ -13,6 +13,7 @@ import threading
 import torch
 
 from engine.config import MAX_MAP_WORDS
+from engine.detokenize import IncrementalDetokenizer
 from engine.errors import InspectError
 from engine.weights import PackedEmbedding, PackedLinear
 
@@ -31,11 +32,23 @@ class Inspector:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _piece(self, token_id: int) -> str:
+        """One token decoded alone (the neighbours view's tokens stand alone)."""
         return self.tokenizer.decode([token_id])
+
+    def _pieces(self, ids: list[int]) -> list[dict]:
+        """[{"id", "text"}] for the tokens `ids`, each with the text it adds to the passage:
+        a character split across tokens (an emoji is often two or three) goes whole to the
+        token that completes it, and the ones before get "" (each decoded alone would be
+        U+FFFD), as for recorded choices. The texts join to the passage."""
+        detokenizer = IncrementalDetokenizer(self.tokenizer, [])
+        texts = [detokenizer.push(i) for i in ids]
+        if texts:
+            texts[-1] += detokenizer.flush()
+        return [{"id": i, "text": text} for i, text in zip(ids, texts, strict=True)]
 
     def tokens(self, text: str) -> list[dict]:
         """The passage cut into the model's tokens: [{"id", "text"}]."""
-        return [{"id": i, "text": self._piece(i)} for i in self._ids(text)]
+        return self._pieces(self._ids(text))
 
     def attention(self, text: str, *, layer: int, position: int | None = None) -> dict:
         """How strongly the token at `position` (default: the last) attends to every token
@@ -54,7 +67,7 @@ class Inspector:
             out = self._eager()(torch.tensor([ids], device=self.loaded.device), output_attentions=True)
         heads = out.attentions[layer][0, :, position, :].float()  # [heads, tokens]
         return {
-            "tokens": [{"id": i, "text": self._piece(i)} for i in ids],
+            "tokens": self._pieces(ids),
             "position": position,
             "layer": layer,
             "layers": layers,

@@ -15,7 +15,7 @@ from generation.models import Generation, ModelConfig, Preset, TrainingJob, Usag
 from generation.realtime import WORKER_ALIVE_S
 from generation.training import selectors as training_selectors
 from generation.training import services as training
-from generation.training.uploads import read_text_file
+from generation.training.uploads import read_text_file, size_checked
 from storyteller.stories.models import Story
 
 
@@ -297,8 +297,11 @@ class _TextFiles(forms.FileField):
         uploads = data if isinstance(data, list | tuple) else [data] if data else []
         files = []
         for upload in uploads:
-            files.append((upload.name, upload.read()))
             try:
+                # By the size the upload says it has (Django keeps a large one on disk):
+                # a file too large is refused before it is read into memory.
+                size_checked(upload.name, upload.size)
+                files.append((upload.name, upload.read()))
                 read_text_file(*files[-1])
             except CorpusError as exc:
                 raise forms.ValidationError(str(exc)) from None

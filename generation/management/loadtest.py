@@ -18,11 +18,15 @@ from urllib.parse import urlsplit
 
 import websockets
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.sessions.backends.db import SessionStore
 
+from storyteller.accounts.forms import RESERVED_PREFIXES
 from storyteller.stories.services import story_create
 
-PREFIX = "loadtest-"
+# Sign-up keeps the prefix for this (storyteller.accounts.forms).
+PREFIX = RESERVED_PREFIXES[0]
+LOAD_TEST = "Load test writers"
 OPENING = "Once upon a time, there was a cat named Whiskers. One morning"
 # The answer to this probe shows that a socket is open and its consumer alive.
 PROBE = {"type": "resume", "generation_id": -1}
@@ -54,14 +58,23 @@ class Writer:
 
 
 def writers_make(count: int) -> list[Writer]:
-    """`count` writers, each with a story and a logged-in session, in the site's database."""
+    """`count` writers, each with a story and a logged-in session, in the site's database.
+    They are members of the LOAD_TEST group, which is how writers_remove knows them; an
+    account of that name outside it (made before sign-up kept the prefix) is refused."""
     User = get_user_model()
+    group, _ = Group.objects.get_or_create(name=LOAD_TEST)
     writers = []
     for n in range(count):
-        user, _ = User.objects.get_or_create(username=f"{PREFIX}{n}")
-        if user.has_usable_password():
+        user, made = User.objects.get_or_create(username=f"{PREFIX}{n}")
+        if made:
             user.set_unusable_password()
             user.save()
+            user.groups.add(group)
+        elif not user.groups.filter(pk=group.pk).exists():
+            raise LoadTestError(
+                f"The account {user.username} is not the load test's (it is not in the group {LOAD_TEST!r}); "
+                "the load test will neither use nor delete it. Rename it in the admin, then run the load test again."
+            )
         story = story_create(owner=user, title=f"Load test {n}", text=OPENING)
         session = SessionStore()
         session["_auth_user_id"] = str(user.pk)
@@ -73,7 +86,8 @@ def writers_make(count: int) -> list[Writer]:
 
 
 def writers_remove() -> int:
-    deleted, _ = get_user_model().objects.filter(username__startswith=PREFIX).delete()
+    """Deletes the load test's writers (and their stories): its group's members only."""
+    deleted, _ = get_user_model().objects.filter(username__startswith=PREFIX, groups__name=LOAD_TEST).delete()
     return deleted
 
 

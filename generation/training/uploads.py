@@ -7,12 +7,16 @@ from engine.errors import CorpusError
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
+def size_checked(name: str, size: int) -> None:
+    """Raises CorpusError for a file over MAX_FILE_BYTES: called with the size an upload or
+    a file on disk says it has, before its bytes are read into memory."""
+    if size > MAX_FILE_BYTES:
+        raise CorpusError(f"{name} is {size / 2**20:.1f} MiB; a file may hold at most {MAX_FILE_BYTES // 2**20} MiB.")
+
+
 def read_text_file(name: str, data: bytes) -> str:
     """An uploaded file's text, or CorpusError saying what is wrong with it."""
-    if len(data) > MAX_FILE_BYTES:
-        raise CorpusError(
-            f"{name} is {len(data) / 2**20:.1f} MiB; a file may hold at most {MAX_FILE_BYTES // 2**20} MiB."
-        )
+    size_checked(name, len(data))
     if b"\x00" in data:
         raise CorpusError(f"{name} is not a plain-text file (it holds NUL bytes).")
     try:

@@ -4,8 +4,9 @@
 
 import { element } from "./panels.js";
 
-// Spaces and line breaks made visible on a token chip.
-export const visible = (text) => text.replaceAll(" ", "\u00b7").replaceAll("\n", "\u21b5");
+// Spaces and line breaks made visible on a token chip; a token that holds only part of a
+// character (the next one completes it, and carries the whole character) shows "…".
+export const visible = (text) => (text ? text.replaceAll(" ", "\u00b7").replaceAll("\n", "\u21b5") : "\u2026");
 
 export function initInspect({ send, selection }) {
   const result = document.getElementById("inspect-result");

@@ -1,15 +1,15 @@
 from django.conf import settings
 from django.contrib.auth import login
-from django.contrib.auth.forms import UserCreationForm
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from storyteller import ratelimit
+from storyteller.accounts.forms import SignupForm
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request):
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST":
         wait = ratelimit.hit(
             "signup", ratelimit.client_address(request), limit=settings.STORYTELLER_SIGNUPS_PER_HOUR, window_s=3600

@@ -78,3 +78,15 @@ def test_neighbours_follow_the_embeddings_the_test_sets(tiny_model_dir):
     assert distance["sea"] < distance["boats"]
     with pytest.raises(InspectError, match="2 to 20 words"):
         inspector.map(["cat"])
+
+
+def test_a_character_split_across_tokens_is_spelled_whole_on_the_token_that_completes_it(inspector, engine):
+    passage = "The cat 🐈 purred at the café, 🐈."
+    tokens = inspector.tokens(passage)
+    assert "".join(t["text"] for t in tokens) == passage
+    assert not any("\ufffd" in t["text"] for t in tokens)
+    # Each cat is three tokens (its bytes): the first two show "", the third the cat.
+    assert [t["text"] for t in tokens if "🐈" in t["text"]] == [" 🐈", " 🐈"]
+    assert sum(t["text"] == "" for t in tokens) == 4
+    attention = inspector.attention(passage, layer=0)
+    assert [t["text"] for t in attention["tokens"]] == [t["text"] for t in tokens]

@@ -6,6 +6,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
+from generation.management import loadtest
+from storyteller.stories.models import Story
+from storyteller.stories.services import story_create
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -32,3 +36,16 @@ def test_it_refuses_a_site_that_is_not_on_this_machine(url):
     with pytest.raises(CommandError, match="loopback|resolve|http://"):
         call_command("loadtest", "--url", url, "--clients", "1", "--idle", "0", "--duration", "1")
     assert not User.objects.filter(username__startswith="loadtest-").exists()
+
+
+def test_it_neither_uses_nor_deletes_a_writers_account_of_its_names(live_site, alice):
+    # Made before sign-up kept the prefix, or by an operator in the admin.
+    writer = User.objects.create_user("loadtest-1", password="a password of their own")
+    story = story_create(owner=writer, title="Mine", text="Not a load test.")
+    with pytest.raises(CommandError, match="The account loadtest-1 is not the load test's"):
+        call_command("loadtest", "--url", live_site, "--clients", "2", "--idle", "0", "--duration", "1")
+    writer.refresh_from_db()
+    assert writer.check_password("a password of their own") and Story.objects.filter(pk=story.pk).exists()
+    # What it made before it stopped is its own, and goes as usual.
+    loadtest.writers_remove()
+    assert list(User.objects.filter(username__startswith="loadtest-")) == [writer]

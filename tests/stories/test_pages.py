@@ -27,6 +27,14 @@ def test_sign_up_with_mismatched_passwords_shows_the_form_again(client, django_u
     assert not django_user_model.objects.filter(username="carol").exists()
 
 
+@pytest.mark.parametrize("name", ["loadtest-3", "LoadTest-x"])
+def test_sign_up_keeps_the_load_tests_names_for_it(client, django_user_model, name):
+    response = client.post("/accounts/signup/", {"username": name, "password1": PASSWORD, "password2": PASSWORD})
+    assert response.status_code == 200
+    assert "Names that start with loadtest- are kept for the site&#x27;s own tools" in response.content.decode()
+    assert not django_user_model.objects.exists()
+
+
 def test_log_in_and_out(client, alice):
     response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/stories/"

@@ -2,15 +2,17 @@
 why, before anything is created or trained."""
 
 import io
+from pathlib import Path
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.core.management import CommandError, call_command
 
 from engine.training.settings import DEFAULTS, HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import services
 from generation.management.commands.train import Command
 from generation.models import ModelConfig, TrainingJob
+from generation.training import uploads
 from tests.training.test_jobs import job_form
 from tests.training.test_trainer import STYLE
 
@@ -29,6 +31,25 @@ def test_a_file_that_is_not_utf8_text_is_refused_naming_it(admin_client, style_s
     upload = SimpleUploadedFile("latin1.txt", "Café au lait".encode("latin-1"))
     page = refused(admin_client, {**job_form(base, style_stories), "files": [upload]})
     assert "latin1.txt is not UTF-8 text (byte 0xe9 at position 3)" in page
+
+
+def test_a_file_too_large_is_refused_before_it_is_read_into_memory(admin_client, style_stories, monkeypatch):
+    monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 2**20)
+    # Django keeps an upload this large (over FILE_UPLOAD_MAX_MEMORY_SIZE) in a file on disk.
+    monkeypatch.setattr(TemporaryUploadedFile, "read", property(lambda self: pytest.fail("the upload was read")))
+    base = services.model_config_active_saved()
+    upload = SimpleUploadedFile("big.txt", b"a" * 3 * 2**20)
+    page = refused(admin_client, {**job_form(base, style_stories), "files": [upload]})
+    assert "big.txt is 3.0 MiB; a file may hold at most 1 MiB." in page
+
+
+def test_the_command_refuses_a_file_too_large_before_reading_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 2**20)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * 3 * 2**20)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the file was read"))
+    with pytest.raises(CommandError, match=r"big.txt is 3.0 MiB; a file may hold at most 1 MiB."):
+        call_command("train", "--files", str(big))
 
 
 def test_a_job_with_no_corpus_or_out_of_bounds_is_refused(admin_client):

@@ -29,9 +29,9 @@ class Command(BaseCommand):
             raise CommandError("--clients must be 1 or more, --idle and --pause 0 or more, --duration above 0.")
         try:
             loadtest.check_loopback(options["url"])
+            writers = loadtest.writers_make(options["clients"])
         except loadtest.LoadTestError as exc:
             raise CommandError(str(exc)) from None
-        writers = loadtest.writers_make(options["clients"])
         params = {"max_new_tokens": options["max_new_tokens"]}
         try:
             result = asyncio.run(

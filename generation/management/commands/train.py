@@ -12,6 +12,7 @@ from engine.training.settings import DEFAULTS, HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import services
 from generation.models import ModelConfig, TrainingJob
 from generation.training import services as training
+from generation.training import uploads
 from generation.worker.training import training_job_run
 from storyteller.stories.models import Story
 
@@ -64,6 +65,10 @@ class Command(BaseCommand):
             path = Path(name)
             if not path.is_file():
                 raise CommandError(f"There is no file {name}.")
+            try:
+                uploads.size_checked(path.name, path.stat().st_size)
+            except CorpusError as exc:
+                raise CommandError(str(exc)) from None
             files.append((path.name, path.read_bytes()))
         bounds = {
             name: options[name]
