@@ -46,6 +46,15 @@ class ModelConfigAdmin(admin.ModelAdmin):
     ]
 
     readonly_fields = ["workers"]
+    ACTIVATE = "generation.activate_modelconfig"
+
+    def has_activate_permission(self, request):
+        return request.user.has_perm(self.ACTIVATE)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Ticking "active" in the form is activating too.
+        fields = super().get_readonly_fields(request, obj)
+        return fields if self.has_activate_permission(request) else [*fields, "is_active"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -69,7 +78,7 @@ class ModelConfigAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         services.model_config_save(obj)
 
-    @admin.action(description="Make the selected configuration the active one")
+    @admin.action(description="Make the selected configuration the active one", permissions=["activate"])
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one configuration to activate.", level="error")

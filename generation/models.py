@@ -106,6 +106,8 @@ class ModelConfig(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_model")
         ]
+        # Changing which model every writer gets is its own right, apart from editing one.
+        permissions = [("activate_modelconfig", "Can make a configuration the one the workers run")]
 
     def __str__(self):
         return self.name
@@ -218,6 +220,7 @@ class Generation(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"])]
+        permissions = [("view_dashboard", "Can see the load dashboard")]
 
     def __str__(self):
         return f"Generation {self.pk} ({self.status})"
@@ -445,6 +448,7 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("cancel_trainingjob", "Can cancel a training job")]
 
     def __str__(self):
         return self.name

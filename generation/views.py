@@ -1,20 +1,20 @@
 """The staff dashboard: the load at a glance, drawn by static/js/dashboard.js."""
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from generation import selectors
+from generation.staff import staff_permission_required
 
 
-@staff_member_required
+@staff_permission_required("generation.view_dashboard")
 @require_GET
 def dashboard(request):
     return render(request, "generation/dashboard.html", {"windows": list(selectors.LOAD_WINDOWS)})
 
 
-@staff_member_required
+@staff_permission_required("generation.view_dashboard")
 @require_GET
 def dashboard_data(request):
     window = request.GET.get("window", "hour")

@@ -3,7 +3,6 @@ activate buttons, and the side-by-side page that continues one prompt with two m
 
 from django import forms
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -12,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from generation import services
 from generation.models import Comparison, ModelConfig, TrainingJob
 from generation.params import MAX_NEW_TOKENS
+from generation.staff import staff_permission_required
 from generation.training import selectors as training_selectors
 from generation.training import services as training
 
@@ -22,14 +22,14 @@ def _job_page(job):
     return reverse("admin:generation_trainingjob_change", args=[job.pk])
 
 
-@staff_member_required
+@staff_permission_required("generation.view_trainingjob")
 @require_GET
 def job_data(request, job_id):
     job = get_object_or_404(TrainingJob.objects.select_related("result"), pk=job_id)
     return JsonResponse(training_selectors.training_progress(job))
 
 
-@staff_member_required
+@staff_permission_required("generation.cancel_trainingjob")
 @require_POST
 def job_cancel(request, job_id):
     job = get_object_or_404(TrainingJob, pk=job_id)
@@ -40,7 +40,7 @@ def job_cancel(request, job_id):
     return redirect(_job_page(job))
 
 
-@staff_member_required
+@staff_permission_required("generation.activate_modelconfig")
 @require_POST
 def job_activate(request, job_id):
     job = get_object_or_404(TrainingJob.objects.select_related("result"), pk=job_id)
@@ -61,7 +61,7 @@ class CompareForm(forms.Form):
     temperature = forms.FloatField(min_value=0, max_value=5, initial=0.8)
 
 
-@staff_member_required
+@staff_permission_required("generation.add_comparison")
 def compare(request):
     """The same prompt, seed and sampling, continued by two configurations. From a job's
     page, A is its base and B what it trained."""
@@ -80,14 +80,14 @@ def compare(request):
     return render(request, "generation/compare.html", {"form": form})
 
 
-@staff_member_required
+@staff_permission_required("generation.view_comparison")
 @require_GET
 def compare_result(request, comparison_id):
     comparison = get_object_or_404(Comparison.objects.select_related("first", "second"), pk=comparison_id)
     return render(request, "generation/compare_result.html", {"comparison": comparison})
 
 
-@staff_member_required
+@staff_permission_required("generation.view_comparison")
 @require_GET
 def compare_data(request, comparison_id):
     comparison = get_object_or_404(Comparison, pk=comparison_id)

@@ -92,9 +92,14 @@ async function refresh() {
   );
   chart.update();
   const active = data.status === "queued" || data.status === "running";
-  document.getElementById("training-cancel-form").hidden = !active;
-  document.getElementById("training-activate-form").hidden = !data.result;
-  document.getElementById("training-compare").hidden = !data.result;
+  // A button is missing for a staff account without its right.
+  const show = (id, shown) => {
+    const button = document.getElementById(id);
+    if (button) button.hidden = !shown;
+  };
+  show("training-cancel-form", active);
+  show("training-activate-form", data.result);
+  show("training-compare", data.result);
   section.dataset.status = data.status;
   if (active) setTimeout(refresh, REFRESH_MS);
 }
