@@ -16,7 +16,6 @@ from generation.realtime import WORKER_ALIVE_S
 from generation.training import selectors as training_selectors
 from generation.training import services as training
 from generation.training.uploads import read_text_file, size_checked
-from storyteller.stories.models import Story
 
 
 class ReadOnly:
@@ -286,7 +285,9 @@ class _StoryPicker(AutocompleteSelectMultiple):
 
 class _StorySearch(AutocompleteJsonView):
     def get_queryset(self):
-        return super().get_queryset().select_related("owner")
+        # Only what this staff member may train on: allowed by its writer, or their own.
+        trainable = training_selectors.stories_trainable_by(self.request.user)
+        return super().get_queryset().filter(pk__in=trainable.values("pk")).select_related("owner")
 
     def serialize_result(self, obj, to_field_name):
         return {"id": str(getattr(obj, to_field_name)), "text": _story_label(obj)}
@@ -398,7 +399,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
         if db_field.name == "stories":
             kwargs["widget"] = _StoryPicker(db_field, self.admin_site, using=kwargs.get("using"))
             kwargs["form_class"] = _StoryChoices
-            kwargs["queryset"] = Story.objects.select_related("owner")
+            kwargs["queryset"] = training_selectors.stories_trainable_by(request.user).select_related("owner")
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):

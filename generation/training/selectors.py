@@ -1,9 +1,20 @@
-"""Reads of training: where a job stands, as its admin page shows it."""
+"""Reads of training: which stories a job may use, and where a job stands, as its admin
+page shows it."""
 
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from generation.models import TrainingJob
+from storyteller.stories.models import Story
+
+
+def stories_trainable_by(user):
+    """The stories a job started by `user` may train on: those whose writers allowed it
+    (Story.allow_training, off until they turn it on in the editor's settings), and the
+    user's own; never one in the trash. Without a user (manage.py train), the allowed only."""
+    allowed = Q(allow_training=True) | (Q(owner=user) if user is not None else Q())
+    return Story.objects.filter(allowed, deleted_at__isnull=True)
 
 
 def training_corpus_summary(job: TrainingJob) -> str:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from engine.errors import EMPTY_CORPUS
 from generation import queue, services
 from generation.models import Comparison, ModelConfig, TrainingFile, TrainingJob
+from generation.training import selectors as training_selectors
 from generation.training import uploads
 
 # A running job whose row has not moved for this long had its worker stop under it.
@@ -27,6 +28,22 @@ def training_job_check(*, stories, files) -> None:
         raise JobRefused(EMPTY_CORPUS)
 
 
+def stories_check_trainable(stories, user) -> None:
+    """Raises JobRefused naming the stories `user` may not train on: their writers have not
+    allowed it (training_selectors.stories_trainable_by)."""
+    allowed = set(
+        training_selectors.stories_trainable_by(user)
+        .filter(pk__in=[s.pk for s in stories])
+        .values_list("pk", flat=True)
+    )
+    refused = [story for story in stories if story.pk not in allowed]
+    if refused:
+        names = ", ".join(f"{story.title} (story {story.pk})" for story in refused)
+        raise JobRefused(
+            f"Not allowed for training by their writers: {names}. A writer allows it in the story's settings."
+        )
+
+
 def training_job_create(
     *, name: str, base: ModelConfig | None, stories=(), files=(), user=None, **bounds
 ) -> TrainingJob:
@@ -35,6 +52,7 @@ def training_job_create(
     writers use now. Call training_job_queue to run it in the training worker."""
     texts = [(file_name, uploads.read_text_file(file_name, data)) for file_name, data in files]
     training_job_check(stories=stories, files=texts)
+    stories_check_trainable(stories, user)
     if base is None:
         # A fresh site's implicit default becomes a row here, so that the job can name it.
         base = services.model_config_active_saved()

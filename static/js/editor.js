@@ -21,6 +21,7 @@ const titleInput = document.getElementById("title");
 const memoryInput = document.getElementById("memory");
 const noteInput = document.getElementById("note");
 const noteDepthInput = document.getElementById("note-depth");
+const allowTrainingInput = document.getElementById("allow-training");
 const settingInputs = [...document.querySelectorAll("[data-setting]")];
 const saveState = document.getElementById("save-state");
 const genState = document.getElementById("gen-state");
@@ -146,6 +147,7 @@ const fields = {
   memory: { get: () => memoryInput.value, set: (v) => (memoryInput.value = v) },
   note: { get: () => noteInput.value, set: (v) => (noteInput.value = v) },
   note_depth: { get: () => Number(noteDepthInput.value), set: (v) => (noteDepthInput.value = v) },
+  allow_training: { get: () => allowTrainingInput.checked, set: (v) => (allowTrainingInput.checked = v) },
   preset: {
     get: () => (presetSelect.value ? Number(presetSelect.value) : null),
     set: (v) => {
@@ -422,6 +424,7 @@ for (const input of [titleInput, memoryInput, noteInput, noteDepthInput]) {
   input.addEventListener("input", scheduleSave);
   input.addEventListener("blur", () => save());
 }
+allowTrainingInput.addEventListener("change", () => save());
 for (const input of settingInputs) {
   input.addEventListener("input", () => {
     settingsMode = "own";

@@ -96,6 +96,7 @@ _CHANGES = (
     ("settings", check_dict),
     ("model_spans", check_list),
     ("preset", check_int),
+    ("allow_training", check_bool),
 )
 
 

@@ -37,6 +37,8 @@ class Story(models.Model):
     model_spans = models.JSONField(default=list, blank=True)
     # The read-only link /s/<token>/; empty when the story is not shared.
     share_token = models.CharField(max_length=64, blank=True, db_index=True)
+    # The writer lets the site's operators train models on this story (off until they do).
+    allow_training = models.BooleanField(default=False)
     # In the trash since; purged 30 days later.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -102,6 +102,7 @@ def story_as_dict(story: Story) -> dict:
         "share_url": share_path(story),
         "model_spans": story.model_spans,
         "words": story.word_count,
+        "allow_training": story.allow_training,
     }
 
 

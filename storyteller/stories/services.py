@@ -63,7 +63,17 @@ _CONTEXT_LIMITS = {"memory": MEMORY_MAX_CHARS, "note": NOTE_MAX_CHARS}
 
 def _check_changes(changes: dict) -> dict:
     """The story fields a save may change, checked; ValidationError names the first wrong one."""
-    unknown = set(changes) - {"text", "title", "memory", "note", "note_depth", "settings", "preset", "model_spans"}
+    unknown = set(changes) - {
+        "text",
+        "title",
+        "memory",
+        "note",
+        "note_depth",
+        "settings",
+        "preset",
+        "model_spans",
+        "allow_training",
+    }
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "This field cannot be changed here."})
     cleaned = dict(changes)
@@ -94,8 +104,8 @@ def _check_changes(changes: dict) -> dict:
 
 @transaction.atomic
 def draft_save(*, story: Story, base_revision: int, **changes) -> Story:
-    """Saves the writer's changes (text, title, memory, note, note_depth, settings, preset)
-    if `base_revision` is the latest, else raises StaleRevision.
+    """Saves the writer's changes (text, title, memory, note, note_depth, settings, preset,
+    model_spans, allow_training) if `base_revision` is the latest, else raises StaleRevision.
 
     The compare-and-set is one conditional UPDATE, so two saves racing from the same
     revision cannot both win, on SQLite or on PostgreSQL. A save that changes the text or

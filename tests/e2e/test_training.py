@@ -89,6 +89,8 @@ def test_it_opens_the_add_page_without_a_script_error_and_finds_stories_by_write
         from storyteller.stories.services import story_create
 
         story = story_create(owner=alice, title="Whiskers", text="A cat.")
+        story.allow_training = True  # its writer allowed it: the picker offers it
+        story.save(update_fields=["allow_training"])
         return story, admin_session(admin_user)
 
     story, session = outside_the_event_loop(make)

@@ -364,6 +364,24 @@ def test_a_preset_chosen_in_the_editor_is_saved_and_shown(writer, new_page, cont
     settings_saved_as(page, story, {"seed": 7})
 
 
+def test_a_writer_allows_training_on_a_story_in_its_settings_and_takes_it_back(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Settings").click()
+    allow = page.get_by_label("Let the site's operators train models on this story")
+    expect(allow).not_to_be_checked()  # off until the writer turns it on
+
+    allow.check()
+    expect(page.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).allow_training) is True
+    page.reload()
+    page.get_by_role("button", name="Settings").click()
+    expect(allow).to_be_checked()
+    allow.uncheck()
+    expect(page.locator("#save-state")).to_have_text("Saved")
+    assert db(lambda: Story.objects.get(pk=story.pk).allow_training) is False
+
+
 def settings_saved_as(page, story, expected: dict, only=None, timeout_s: float = 15) -> None:
     """Waits for the story's saved settings (those named in `only`) to become `expected`."""
     deadline = time.monotonic() + timeout_s

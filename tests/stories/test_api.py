@@ -48,6 +48,7 @@ def test_it_creates_a_story_at_revision_one(alice_client, alice):
         "words",
         "preset",
         "model_spans",
+        "allow_training",
     }
     assert (body["title"], body["text"], body["revision"], body["settings"]) == ("New", "It was a dark night.", 1, {})
     assert Story.objects.get(pk=body["id"]).owner == alice
@@ -207,3 +208,21 @@ def test_an_unknown_export_format_is_refused(alice_client, story):
     response = alice_client.get(f"/api/stories/{story.id}/export?format=pdf")
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "format"
+
+
+def test_a_writer_allows_training_on_a_story_and_takes_it_back(alice_client, story):
+    assert alice_client.get(f"/api/stories/{story.id}/").json()["allow_training"] is False
+    allowed = put(alice_client, story.id, {"allow_training": True, "base_revision": 1})
+    assert allowed.status_code == 200 and allowed.json()["allow_training"] is True
+    taken_back = put(alice_client, story.id, {"allow_training": False, "base_revision": 2})
+    assert taken_back.json()["allow_training"] is False
+    story.refresh_from_db()
+    assert story.allow_training is False
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_allow_training_takes_true_or_false_only(alice_client, story, value):
+    response = put(alice_client, story.id, {"allow_training": value, "base_revision": 1})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "allow_training"
+    story.refresh_from_db()
+    assert story.allow_training is False and story.revision == 1

@@ -11,7 +11,11 @@ def admin_client(client, admin_user):
 
 @pytest.fixture
 def style_stories(alice):
-    """Three stories in one style, long enough for a tiny model's examples."""
+    """Three stories in one style, long enough for a tiny model's examples, which their
+    writer allowed the site to train on."""
+    from storyteller.stories.models import Story
     from storyteller.stories.services import story_create
 
-    return [story_create(owner=alice, title=f"Lighthouse {i}", text=STYLE * 10) for i in range(3)]
+    stories = [story_create(owner=alice, title=f"Lighthouse {i}", text=STYLE * 10) for i in range(3)]
+    Story.objects.filter(pk__in=[s.pk for s in stories]).update(allow_training=True)
+    return [Story.objects.get(pk=s.pk) for s in stories]

@@ -13,6 +13,7 @@ from generation import services
 from generation.management.commands.train import Command
 from generation.models import ModelConfig, TrainingJob
 from generation.training import uploads
+from storyteller.stories.models import Story
 from tests.training.test_jobs import job_form
 from tests.training.test_trainer import STYLE
 
@@ -100,6 +101,7 @@ def test_it_tells_stories_of_the_same_title_apart_in_the_story_picker(admin_clie
     base = services.model_config_active_saved()
     mine = story_create(owner=alice, title="Whiskers", text="A cat sat.")
     theirs = story_create(owner=bob, title="Whiskers", text="A cat sat on the mat.")
+    Story.objects.filter(pk__in=[mine.pk, theirs.pk]).update(allow_training=True)
     page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
     url = re.search(r'<select name="stories"[^>]*data-ajax--url="([^"]+)"', page)[1]  # where the picker searches
     query = {"term": "Whisk", "app_label": "generation", "model_name": "trainingjob", "field_name": "stories"}
@@ -221,3 +223,37 @@ def test_the_admin_form_and_the_command_start_from_the_trainers_defaults(admin_c
     options = vars(Command().create_parser("manage.py", "train").parse_args([]))
     assert {name: options[name] for name in expected} == expected
     assert options["time_limit"] * 60 == DEFAULTS.time_limit_s
+
+
+def test_the_story_picker_offers_only_stories_their_writers_allowed_and_ones_own(admin_client, admin_user, alice):
+    import re
+
+    from storyteller.stories.services import story_create, story_trash
+
+    allowed = story_create(owner=alice, title="Whiskers allowed", text="A cat sat.")
+    Story.objects.filter(pk=allowed.pk).update(allow_training=True)
+    private = story_create(owner=alice, title="Whiskers private", text="A cat sat.")
+    own = story_create(owner=admin_user, title="Whiskers of the operator", text="A cat sat.")
+    trashed = story_create(owner=alice, title="Whiskers trashed", text="A cat sat.")
+    Story.objects.filter(pk=trashed.pk).update(allow_training=True)
+    story_trash(trashed)
+    page = admin_client.get("/admin/generation/trainingjob/add/").content.decode()
+    url = re.search(r'<select name="stories"[^>]*data-ajax--url="([^"]+)"', page)[1]
+    query = {"term": "Whisk", "app_label": "generation", "model_name": "trainingjob", "field_name": "stories"}
+    found = {int(result["id"]) for result in admin_client.get(url, query).json()["results"]}
+    assert found == {allowed.pk, own.pk}
+
+    # A story sent anyway is refused, and no job is made.
+    base = services.model_config_active_saved()
+    page = refused(admin_client, job_form(base, [allowed, private]))
+    assert f"Select a valid choice. {private.pk} is not one of the available choices." in page
+
+
+def test_the_command_refuses_stories_their_writers_did_not_allow(alice, style_stories):
+    from storyteller.stories.services import story_create
+
+    private = story_create(owner=alice, title="Diary", text=STYLE * 10)
+    ids = ",".join(str(s.pk) for s in [*style_stories, private])
+    with pytest.raises(CommandError, match=rf"Not allowed for training by their writers: Diary \(story {private.pk}\)"):
+        call_command("train", "--stories", ids, "--steps", "1")
+    assert not TrainingJob.objects.exists()
