@@ -189,15 +189,23 @@ USAGE_WINDOW = timedelta(hours=24)
 
 
 def usage_for(user) -> dict:
-    """What the writer has used: generations running or waiting now, and new tokens and
-    generations over the last 24 hours."""
+    """What the writer has used: generations running or waiting now, the new tokens of
+    the last 24 hours with what those may still spend, and generations over 24 hours.
+
+    `tokens_last_24h` counts a finished generation's new tokens and, for one still queued
+    or running, all it may write (its max_new_tokens; tokens_held is that share), so that
+    requests made together cannot spend the daily limit several times over.
+    """
     since = timezone.now() - USAGE_WINDOW
     recent = Generation.objects.filter(user=user, created_at__gte=since)
-    totals = recent.aggregate(tokens=Sum("new_tokens"), generations=Count("id"))
+    totals = recent.exclude(status__in=Generation.ACTIVE).aggregate(tokens=Sum("new_tokens"))
+    active = list(Generation.objects.filter(user=user, status__in=Generation.ACTIVE).only("params", "new_tokens"))
+    held = sum(max(g.new_tokens, g.params.get("max_new_tokens", 0)) for g in active)
     return {
-        "active_generations": Generation.objects.filter(user=user, status__in=Generation.ACTIVE).count(),
-        "tokens_last_24h": totals["tokens"] or 0,
-        "generations_last_24h": totals["generations"],
+        "active_generations": len(active),
+        "tokens_last_24h": (totals["tokens"] or 0) + held,
+        "tokens_held": held,
+        "generations_last_24h": recent.count(),
     }
 
 

@@ -2,6 +2,7 @@ import logging
 from functools import partial
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -95,9 +96,13 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
             f"wait {wait} s before the next.",
         )
     with transaction.atomic():
-        # Locking the story row makes two simultaneous generate requests take turns, so
-        # the second one sees the first and is refused as busy. Its settings are read
-        # here, fresh: the caller's copy may be as old as the socket.
+        # Locking the writer's row makes their simultaneous generate requests take turns,
+        # on any of their stories: each then counts the ones before it against their
+        # limits. (On SQLite every write transaction takes turns anyway.)
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        # The story's row likewise, so that a second request for it sees the first and is
+        # refused as busy. Its settings are read here, fresh: the caller's copy may be as
+        # old as the socket.
         story = Story.objects.select_for_update().get(pk=story.pk)
         if story.deleted_at is not None:
             # A socket opened before the story went to the trash.
@@ -154,12 +159,15 @@ def _check_limits(user, max_new_tokens: int) -> None:
     if limits["tokens_per_day"] is not None:
         left = max(0, limits["tokens_per_day"] - used["tokens_last_24h"])
         if max_new_tokens > left:
+            held = used["tokens_held"]
             raise GenerationRefused(
                 "limit",
-                f"You have {left:,} of your {limits['tokens_per_day']:,} tokens for 24 hours left, and this asks "
-                f"for {max_new_tokens:,}. "
+                f"You have {left:,} of your {limits['tokens_per_day']:,} tokens for 24 hours left"
+                + (f" ({held:,} are held by continuations being written)" if held else "")
+                + f", and this asks for {max_new_tokens:,}. "
                 + ("Ask for fewer, or wait:" if left else "Wait:")
-                + " tokens come back 24 hours after they were used.",
+                + " tokens come back 24 hours after they were used"
+                + (", and what a continuation does not write comes back when it ends." if held else "."),
             )
 
 
