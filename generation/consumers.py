@@ -59,15 +59,18 @@ class StoryConsumer(AsyncWebsocketConsumer):
 
     async def watch_workers(self):
         """Every few seconds, for each generation this socket follows, services.generation_watch:
-        a lost one is finished (its `error` and `done` arrive like any other event), and a
-        new `queued` goes out when its place in the queue has changed."""
+        a lost one is finished (its `error` and `done` arrive like any other event), a new
+        `queued` goes out when its place in the queue has changed, and an ending this socket
+        missed comes from the row."""
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
                 sent = self.following.get(generation_id)
                 waiting = sent is not None and self.waiting(sent)
                 try:
-                    position = await database_sync_to_async(services.generation_watch)(generation_id, waiting=waiting)
+                    position, ending = await database_sync_to_async(services.generation_watch)(
+                        generation_id, waiting=waiting
+                    )
                 except Exception:
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
                     continue
@@ -75,6 +78,8 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 if position is not None and position != sent.position and self.waiting(sent):
                     sent.position = position
                     await self.send_json(self.queued_event(generation_id, position, sent.request_id))
+                for event in ending:  # missed through Redis; forward() sends it once
+                    await self.forward(event)
 
     def waiting(self, sent: _Sent) -> bool:
         """Whether the writer may still be told a place in the queue: not once it was told it

@@ -210,6 +210,9 @@ class Generation(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The worker (host:pid) that took it from the queue: only that one may run it, and
+    # one that is gone before it started it gives it back (services.generations_sweep).
+    worker = models.CharField(max_length=200, blank=True)
     # When a worker took it, and when that worker's engine began reading its prompt. In
     # between it still waits: the engine runs as many generations at once as it has rows.
     started_at = models.DateTimeField(null=True, blank=True)

@@ -1,15 +1,17 @@
 import logging
+from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from engine.config import MAX_MAP_WORDS
 from generation import params as sampling
 from generation import queue, realtime, selectors
-from generation.models import Generation, ModelConfig
+from generation.models import Generation, ModelConfig, Worker
 from storyteller import ratelimit
 from storyteller.stories.models import Story
 from storyteller.validators import Invalid, check_int, check_list, check_string
@@ -24,6 +26,12 @@ FLUSH_EVERY_S = 1.0
 # queued one that no worker picked up for this long lost its place in the queue.
 STALE_RUNNING_S = 10
 STALE_QUEUED_S = 15 * 60
+# A generation's ending that a socket following it has not had this long after it ended
+# is sent from the row (services.generation_watch).
+ENDING_LATE_S = 5
+# A worker that has not reported for this long is gone: it reports every few seconds
+# (worker/supervisor.REPORT_EVERY_S), also while it loads a model.
+WORKER_GONE_S = 10
 LOST_MESSAGE = "The worker stopped before this generation finished; the text written so far is kept."
 
 
@@ -197,15 +205,21 @@ def generation_finish_if_lost(generation_id: int) -> bool:
         return generation_end(generation, reason="error", error=LOST_MESSAGE, error_code="unavailable")
 
 
-def generation_watch(generation_id: int, *, waiting: bool) -> int | None:
-    """What a socket following a generation checks every few seconds. A generation whose
-    worker is gone (a killed process says nothing) is finished as lost, its followers told
-    by its `error` and `done`. With `waiting` (the socket may still tell a place in the
-    queue), returns its place now, read before that check: one just finished here is not
-    announced as running."""
+def generation_watch(generation_id: int, *, waiting: bool) -> tuple[int | None, list[dict]]:
+    """What a socket following a generation checks every few seconds: (its place in the
+    queue, an ending it missed).
+
+    A generation whose worker is gone (a killed process says nothing) is finished as lost,
+    its followers told by its `error` and `done`. With `waiting` (the socket may still tell
+    a place in the queue), its place now, read before that check: one just finished here
+    is not announced as running. The ending comes from the row once the generation has
+    been over for ENDING_LATE_S: by then its followers had it through Redis, unless Redis
+    lost it (away when the ending was published); [] otherwise."""
     position = selectors.queue_position_of(generation_id) if waiting else None
     generation_finish_if_lost(generation_id)
-    return position
+    late = timezone.now() - timedelta(seconds=ENDING_LATE_S)
+    ended = Generation.objects.filter(pk=generation_id, status=Generation.Status.FINISHED, finished_at__lt=late).first()
+    return position, selectors.ending_events(ended) if ended is not None else []
 
 
 def generation_resume_checked(*, story: Story, generation_id, after_seq) -> Generation:
@@ -273,11 +287,51 @@ def generation_end(
     return True
 
 
-def generation_update_if(generation: Generation, *, statuses, fields: list[str]) -> bool:
-    """Saves `fields` only while the row's status is one of `statuses` (a compare-and-set:
-    another process may have moved it on); returns whether it did."""
+def generation_update_if(generation: Generation, *, statuses, fields: list[str], worker: str | None = None) -> bool:
+    """Saves `fields` only while the row's status is one of `statuses`, and with `worker`
+    only while that worker has it (a compare-and-set: another process may have moved it
+    on); returns whether it did."""
     values = {name: getattr(generation, name) for name in fields}
-    return bool(Generation.objects.filter(pk=generation.pk, status__in=statuses).update(**values))
+    rows = Generation.objects.filter(pk=generation.pk, status__in=statuses)
+    if worker is not None:
+        rows = rows.filter(worker=worker)
+    return bool(rows.update(**values))
+
+
+def generation_claim(generation_id: int, worker: str) -> Generation | None:
+    """The queued generation, now taken by `worker` (host:pid); None when it is not queued
+    or another worker has it: a generation runs on one worker, once."""
+    now = timezone.now()
+    rows = Generation.objects.filter(pk=generation_id, status=Generation.Status.QUEUED, worker="")
+    if not rows.update(worker=worker, updated_at=now):
+        return None
+    return Generation.objects.get(pk=generation_id)
+
+
+def generations_sweep() -> tuple[int, int]:
+    """What every worker does every few seconds for the whole site, whether anyone watches
+    or not: ends the active generations whose worker went silent (as lost, keeping their
+    text, telling whoever follows them later), and puts back in the queue the ones that a
+    worker gone silent took but never started (no writer saw a word of them: a live worker
+    runs them instead). Returns (ended, put back)."""
+    now = timezone.now()
+    stale = Q(status=Generation.Status.RUNNING, updated_at__lt=now - timedelta(seconds=STALE_RUNNING_S)) | Q(
+        status=Generation.Status.QUEUED, updated_at__lt=now - timedelta(seconds=STALE_QUEUED_S)
+    )
+    ended = sum(generation_finish_if_lost(pk) for pk in Generation.objects.filter(stale).values_list("pk", flat=True))
+    alive = Worker.objects.filter(last_heartbeat__gte=now - timedelta(seconds=WORKER_GONE_S)).values("name")
+    stranded = Generation.objects.filter(
+        status=Generation.Status.QUEUED, updated_at__lt=now - timedelta(seconds=WORKER_GONE_S)
+    ).exclude(worker="")
+    put_back = 0
+    for pk, worker in stranded.exclude(worker__in=alive).values_list("pk", "worker"):
+        # Compare-and-set: the worker may have come back and started it meanwhile.
+        rows = Generation.objects.filter(pk=pk, status=Generation.Status.QUEUED, worker=worker)
+        if rows.update(worker="", updated_at=timezone.now()):
+            log.warning("Generation %s was taken by %s, which is gone; it goes back to the queue", pk, worker)
+            queue.enqueue_on_commit("generation.generate", pk)
+            put_back += 1
+    return ended, put_back
 
 
 # Inspect requests a writer may make per minute (each is a forward pass on a worker).

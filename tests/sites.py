@@ -3,7 +3,9 @@ test database, driven over real websockets."""
 
 import asyncio
 import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.cookies import SimpleCookie
 
 import pytest
 import websockets
@@ -11,7 +13,7 @@ from channels.db import database_sync_to_async
 
 from tests.generation.conftest import queued_until_running, session_headers
 from tests.harness.models import SLOW, shared_tiny_model
-from tests.harness.processes import start_web, start_worker, subprocess_env
+from tests.harness.processes import SHARED_WORKERS, start_web, start_worker, subprocess_env
 from tests.harness.redis import RedisServer
 
 
@@ -23,6 +25,21 @@ def slow_model_dir(shared_models_dir):
 
 class Site:
     def __init__(self, model_dir, concurrency: int = 4, env: dict | None = None, worker_ready: str = r"Loaded model"):
+        # The session's shared workers hold still meanwhile (processes.SHARED_WORKERS).
+        self.paused = list(SHARED_WORKERS)
+        for worker in self.paused:
+            worker.pause()
+        try:
+            self._start(model_dir, concurrency, env, worker_ready)
+        except BaseException:
+            self._resume_shared()
+            raise
+
+    def _resume_shared(self):
+        for worker in self.paused:
+            worker.resume()
+
+    def _start(self, model_dir, concurrency, env, worker_ready):
         self.redis = RedisServer().start()
         self.env = {
             **subprocess_env(),
@@ -45,15 +62,25 @@ class Site:
             self.redis.remove()
             raise failed
         self.worker = worker.result()
+        self.more_workers = []
         self.web, url = web.result()
         self.url = url
         self.ws_url = url.replace("http://", "ws://")
 
+    def add_worker(self, env: dict | None = None, ready: str = r"Loaded model", concurrency: int = 4):
+        """Another generation worker process on the same database and Redis (and queue)."""
+        worker = start_worker({**self.env, **(env or {})}, concurrency, ready)
+        self.more_workers.append(worker)
+        return worker
+
     def close(self):
         self.web.stop()
-        if self.worker.proc.poll() is None:
-            self.worker.stop()
+        for worker in [self.worker, *self.more_workers]:
+            if worker.proc.poll() is None:
+                worker.resume()  # a paused process ignores SIGTERM until it runs again
+                worker.stop()
         self.redis.remove()
+        self._resume_shared()
 
 
 @pytest.fixture
@@ -79,3 +106,20 @@ async def receive(socket, timeout=30) -> dict:
 async def receive_queued(socket, timeout=30) -> dict:
     """A new generation's `queued` messages through the one that says it runs; the first."""
     return await queued_until_running(lambda: receive(socket, timeout))
+
+
+def generate_over_http(site, user, story, params: dict) -> dict:
+    """Starts a generation as a script would, with no socket: POST to the site's API with
+    the writer's session and CSRF cookie; its JSON answer. (Blocking: the database is read
+    for the session.)"""
+    cookie = dict((k.decode(), v.decode()) for k, v in session_headers(user))["cookie"]
+    with urllib.request.urlopen(urllib.request.Request(site.url + "/stories/", headers={"Cookie": cookie})) as page:
+        csrf = SimpleCookie(page.headers["Set-Cookie"])["csrftoken"].value
+    request = urllib.request.Request(
+        f"{site.url}/api/stories/{story.id}/generations/",
+        data=json.dumps({"text": story.text, "params": params}).encode(),
+        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "X-CSRFToken": csrf, "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())

@@ -13,6 +13,7 @@ from generation import context, realtime, services
 from generation import params as sampling
 from generation.models import Generation
 from generation.worker.serving import model_wanted, slot
+from generation.worker.supervisor import worker_name
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ READING_EVERY_S = 0.25
 
 def generation_run(generation_id: int) -> None:
     """Runs a queued generation on this worker's engine, streaming and saving its output."""
-    generation = Generation.objects.filter(pk=generation_id).first()
-    if generation is None or generation.status != Generation.Status.QUEUED:
-        # Deleted, or already picked up: a generation never runs twice.
+    generation = services.generation_claim(generation_id, worker_name())
+    if generation is None:
+        # Deleted, ended, or taken by another worker: a generation never runs twice.
         return
     if realtime.cancel_requested(generation.id):
         services.generation_end(generation, reason="cancelled")
@@ -97,8 +98,10 @@ class Relay:
         generation.model_name = engine.name
         generation.context = prompt.as_dict()
         fields = ["status", "started_at", "model_name", "context", "updated_at"]
-        if not services.generation_update_if(generation, statuses=[Generation.Status.QUEUED], fields=fields):
-            return  # finished meanwhile (given up for lost while the model loaded)
+        if not services.generation_update_if(
+            generation, statuses=[Generation.Status.QUEUED], fields=fields, worker=generation.worker
+        ):
+            return  # finished meanwhile, or given back to the queue while this worker was silent
         request = Request(str(generation.id), generation.prompt_text, params, prompt_ids=tuple(prompt.ids))
         handle = engine.submit(request)
         trimmed = prompt.trimmed_tokens > 0

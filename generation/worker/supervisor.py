@@ -1,5 +1,6 @@
 """Worker start-up: load the active model, then follow the admin's choice, report, and do
-the site's housekeeping that must happen without anyone watching."""
+the site's housekeeping that must happen without anyone watching: every few seconds the
+generations whose worker is gone (services.generations_sweep), hourly the trash."""
 
 import logging
 import os
@@ -12,7 +13,7 @@ from celery.signals import worker_ready
 from django.db import close_old_connections
 from django.utils import timezone
 
-from generation import realtime
+from generation import realtime, services
 from generation.models import Worker
 from generation.training.services import training_jobs_fail_stalled
 from storyteller.stories.services import trash_purge
@@ -32,7 +33,10 @@ def start_worker_threads(sender=None, **kwargs):
         if stalled := training_jobs_fail_stalled():
             log.warning("Marked %s stalled training job(s) failed", stalled)
     if "generation" not in queues:
-        return  # the training worker loads the models its jobs name, not the active one
+        # The training worker loads the models its jobs name, not the active one; it
+        # sweeps the generations too, so that they end even when no generation worker is left.
+        threading.Thread(target=_sweep_forever, name="generation-sweeper", daemon=True).start()
+        return
     # The worker's own modules, and torch with them, load here rather than at import: the
     # web process imports this module too (generation.apps connects the signal).
     from generation.worker.serving import model_wanted, slot
@@ -50,12 +54,17 @@ def _queues(consumer) -> set[str]:
         return {"generation"}
 
 
+def worker_name() -> str:
+    """This worker process as its reports and the generations it takes name it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _supervise(slot, wanted):
     """Loads the active model before the first request; then, every few seconds, starts
     loading another one when the admin has activated it (serving.ModelSlot does the switch)
     and reports this worker's state. The first report comes before the first load: the
     worker is alive, and takes tasks, from the start."""
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    name = worker_name()
     housekeeping_due = time.monotonic()
     while True:
         try:
@@ -63,9 +72,30 @@ def _supervise(slot, wanted):
         except Exception:
             log.exception("Could not read the active model configuration")
         worker_report(name, slot.status())
+        sweep()
         if time.monotonic() >= housekeeping_due:
             housekeeping_due = time.monotonic() + HOUSEKEEPING_EVERY_S
             housekeeping()
+        close_old_connections()
+        time.sleep(REPORT_EVERY_S)
+
+
+def sweep() -> None:
+    """services.generations_sweep, logged: lost generations end, stranded ones go back."""
+    try:
+        ended, put_back = services.generations_sweep()
+    except Exception:
+        log.warning("Could not sweep the generations", exc_info=True)
+        return
+    if ended:
+        log.warning("Ended %s generation(s) whose worker stopped", ended)
+    if put_back:
+        log.warning("Put %s generation(s) of a gone worker back in the queue", put_back)
+
+
+def _sweep_forever() -> None:
+    while True:
+        sweep()
         close_old_connections()
         time.sleep(REPORT_EVERY_S)
 

@@ -7,12 +7,18 @@ import threading
 import pytest
 from django.db import connection
 
-from generation import services
+from generation import queue, services
 from generation.models import Generation, UsageLimit
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def nothing_runs(monkeypatch):
+    """The generations stay queued: a worker of the session, if one runs, never gets them."""
+    monkeypatch.setattr(queue, "enqueue_on_commit", lambda *args: None)
 
 
 def _all_at_once(user, stories, max_new_tokens) -> list[str]:

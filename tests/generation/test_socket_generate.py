@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from generation.models import Generation
 from storyteller.stories.models import Story
@@ -293,3 +294,22 @@ async def test_a_story_that_records_choices_keeps_five_candidates_per_token(alic
         probabilities = [p for _, _, p in choice["top"]]
         assert 1 <= len(choice["top"]) <= 5 and probabilities == sorted(probabilities, reverse=True)
         assert all(0 < p <= 1 for p in probabilities)
+
+
+async def test_an_ending_that_never_came_through_redis_comes_from_the_row(alice, story):
+    generation = await Generation.objects.acreate(
+        story=story, user=alice, seed=1, status="running", admitted_at=timezone.now(), output="Half"
+    )
+    socket = await socket_for(alice, story.id)
+    await socket.connect()
+    await socket.send_json_to({"type": "resume", "generation_id": generation.pk, "after_seq": -1})
+    assert await socket.receive_nothing(timeout=1)
+    # Ended by a process whose events went nowhere (its Redis was away when it published).
+    await Generation.objects.filter(pk=generation.pk).aupdate(
+        status="finished", finish_reason="length", output="Half a story.", finished_at=timezone.now()
+    )
+    messages = await receive_until(socket, "done", timeout=15)
+    await socket.disconnect()
+    done = messages[-1]
+    assert [m["type"] for m in messages[:-1]] in ([], ["queued"])  # that it ran, if the socket asked in time
+    assert (done["type"], done["generation_id"], done["text"]) == ("done", generation.pk, "Half a story.")

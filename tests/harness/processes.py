@@ -3,6 +3,7 @@ server, each in its own process on the test database."""
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +66,17 @@ class ChildProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def pause(self):
+        """SIGSTOP: the process holds still (takes no task, reports nothing) until resume()."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def kill(self):
         """SIGKILL: the process gets no chance to say or save anything."""
         self.proc.kill()
@@ -76,6 +88,14 @@ class ChildProcess:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+# The workers of the test session's shared site (tests/conftest.py), while they run. They
+# work on the same test database as a site of a test's own (tests/sites.py), and every
+# worker sweeps the generations of its database (services.generations_sweep): a site of
+# its own pauses them while it runs, so that its generations are swept by its own workers,
+# which publish to its Redis.
+SHARED_WORKERS: list["ChildProcess"] = []
 
 
 def start_worker(env: dict, concurrency: int = 4, ready: str = r"Loaded model") -> ChildProcess:
