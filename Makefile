@@ -31,7 +31,8 @@ run: model
 	@echo "  Create an admin for /admin/ with: $(PY) manage.py createsuperuser"
 	@echo "  Ctrl-C stops everything."
 	@echo
-	@if [ -n "$$REDIS_URL" ]; then honcho start worker training web; else honcho start; fi
+	@workers="-c worker=$${STORYTELLER_GENERATION_WORKERS:-1}"; \
+	if [ -n "$$REDIS_URL" ]; then honcho start $$workers worker training web; else honcho start $$workers; fi
 
 chromium:
 	@command -v chromium >/dev/null || { \

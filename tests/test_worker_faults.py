@@ -13,7 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from engine.loader import packaged_gguf_path
-from generation.models import Generation, UsageLimit
+from generation import services
+from generation.models import Generation, ModelConfig, UsageLimit, Worker
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
 from tests.sites import Site, generate_over_http, open_socket, receive
@@ -137,3 +138,51 @@ async def test_generations_taken_by_a_worker_that_dies_while_loading_run_on_anot
         assert (row.finish_reason, row.new_tokens, row.worker) == ("length", 40, _name(live))
     put_back = re.findall(r"Put (\d+) generation\(s\) of a gone worker back in the queue", live.output())
     assert sum(map(int, put_back)) == 3
+
+
+async def test_two_workers_share_the_queue_both_follow_a_switch_and_survive_each_other(
+    two_workers, alice, slow_model_dir
+):
+    site = two_workers
+    workers = {_name(w): w for w in [site.worker, *site.more_workers]}
+    await UsageLimit.objects.acreate(user=alice, concurrent_generations=10)
+    stories = [await sync_to_async(story_create)(owner=alice, title=f"Story {n}", text=OPENING) for n in range(8)]
+    ids = await asyncio.gather(*(_start(site, story, alice, 600) for story in stories))
+
+    # Both take generations from the one queue.
+    async def taken_by_both():
+        taken = {g.worker async for g in Generation.objects.filter(pk__in=ids).exclude(worker="")}
+        return taken == set(workers)
+
+    await _until(taken_by_both, "both workers to take generations", timeout=60)
+
+    # A live switch reaches both, while the engines before it finish what they write: the
+    # same model with other engine limits, a new engine (the generations stay long enough).
+    switched_to = ModelConfig(name="Eight rows", source=str(slow_model_dir), max_batch_size=8)
+    await sync_to_async(services.model_config_activate)(switched_to)
+
+    async def both_switched():
+        return await Worker.objects.filter(name__in=workers, config_name="Eight rows", state="ready").acount() == 2
+
+    await _until(both_switched, "the switch to reach both workers", timeout=60)
+
+    # One is killed mid-story: its generations end as lost, the other's run to the end.
+    running = await _until(
+        lambda: Generation.objects.filter(pk__in=ids, status="running").exclude(output="").afirst(),
+        "a generation to be writing",
+        timeout=60,
+    )
+    killed, survivor = running.worker, next(name for name in workers if name != running.worker)
+    workers[killed].kill()
+    for pk in ids:
+        row = await _until(lambda pk=pk: _finished(pk), f"generation {pk} to end", timeout=120)
+        if row.worker == killed:
+            assert (row.finish_reason, row.error_code) == ("error", "unavailable")
+        else:
+            assert (row.worker, row.finish_reason, row.new_tokens) == (survivor, "length", 600), row.error_message
+
+    # The worker left goes on serving, with the configuration switched to.
+    after = await _start(site, await sync_to_async(story_create)(owner=alice, title="After", text=OPENING), alice, 20)
+    row = await _until(lambda: _finished(after), "a generation after the kill", timeout=60)
+    assert (row.worker, row.finish_reason) == (survivor, "length")
+    assert await Worker.objects.filter(name=survivor, config_name="Eight rows").aexists()

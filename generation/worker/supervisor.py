@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 from celery.signals import worker_ready
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -39,7 +40,13 @@ def start_worker_threads(sender=None, **kwargs):
         return
     # The worker's own modules, and torch with them, load here rather than at import: the
     # web process imports this module too (generation.apps connects the signal).
+    import torch
+
     from generation.worker.serving import model_wanted, slot
+
+    # Its share of the machine's cores, before any engine starts (several workers on one
+    # machine would otherwise each take them all).
+    torch.set_num_threads(settings.STORYTELLER_WORKER_THREADS)
 
     # In a thread, so that the worker starts consuming at once; the first task waits for
     # the first load instead of failing.
