@@ -66,7 +66,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(WATCH_EVERY_S)
             for generation_id in list(self.following):
                 sent = self.following.get(generation_id)
-                waiting = sent is not None and self.waiting(sent)
+                waiting = self.waiting(generation_id)
                 try:
                     position, ending = await database_sync_to_async(services.generation_watch)(
                         generation_id, waiting=waiting
@@ -75,16 +75,17 @@ class StoryConsumer(AsyncWebsocketConsumer):
                     log.warning("Could not check generation %s", generation_id, exc_info=True)
                     continue
                 # Asked again: its worker's own word that it runs may have come meanwhile.
-                if position is not None and position != sent.position and self.waiting(sent):
+                if position is not None and position != sent.position and self.waiting(generation_id):
                     sent.position = position
                     await self.send_json(self.queued_event(generation_id, position, sent.request_id))
                 for event in ending:  # missed through Redis; forward() sends it once
                     await self.forward(event)
 
-    def waiting(self, sent: _Sent) -> bool:
+    def waiting(self, generation_id: int) -> bool:
         """Whether the writer may still be told a place in the queue: not once it was told it
         runs, nor once its words flow (a late count would only confuse), nor once it ended."""
-        return sent.position != 0 and sent.last_seq < 0 and sent in self.following.values()
+        sent = self.following.get(generation_id)
+        return sent is not None and sent.position != 0 and sent.last_seq < 0
 
     @staticmethod
     def queued_event(generation_id: int, position: int, request_id: str | None) -> dict:
@@ -233,7 +234,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             sent.last_seq = event["seq"]
         elif event["type"] == "queued":
             # Its worker's word that it runs (position 0): once, and only before its words.
-            if not self.waiting(sent):
+            if not self.waiting(generation_id):
                 return
             sent.position = 0
         elif event["type"] == "reading":
