@@ -10,8 +10,10 @@ _CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer, prompt_ids: list[int]):
+    def __init__(self, tokenizer, prompt_ids: list[int], *, skip_special_tokens: bool = True):
         self._tokenizer = tokenizer
+        # Generated text leaves special tokens out; Inspect spells every token of a passage.
+        self._skip_special = skip_special_tokens
         # A few prompt tokens give the first output token its context (some tokenizers
         # drop a leading space when decoding a sequence that starts with it).
         self._ids = list(prompt_ids[-_CONTEXT_TOKENS:])
@@ -19,7 +21,7 @@ class IncrementalDetokenizer:
         self._read_offset = len(self._ids)
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True)
+        return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special)
 
     def push(self, token_id: int) -> str:
         """The text that `token_id` completes; "" while a character is still incomplete."""

@@ -40,7 +40,7 @@ class Inspector:
         a character split across tokens (an emoji is often two or three) goes whole to the
         token that completes it, and the ones before get "" (each decoded alone would be
         U+FFFD), as for recorded choices. The texts join to the passage."""
-        detokenizer = IncrementalDetokenizer(self.tokenizer, [])
+        detokenizer = IncrementalDetokenizer(self.tokenizer, [], skip_special_tokens=False)
         texts = [detokenizer.push(i) for i in ids]
         if texts:
             texts[-1] += detokenizer.flush()

@@ -51,9 +51,13 @@ class ModelConfigAdmin(admin.ModelAdmin):
         return request.user.has_perm(self.ACTIVATE)
 
     def get_readonly_fields(self, request, obj=None):
-        # Ticking "active" in the form is activating too.
         fields = super().get_readonly_fields(request, obj)
-        return fields if self.has_activate_permission(request) else [*fields, "is_active"]
+        if self.has_activate_permission(request):
+            return fields
+        if obj is not None and obj.is_active:
+            # Editing the active configuration changes what every writer gets, as activating does.
+            return [field for _, options in self.fieldsets for field in options["fields"]] + list(fields)
+        return [*fields, "is_active"]  # ticking "active" in the form is activating too
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)

@@ -77,7 +77,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 # Asked again: its worker's own word that it runs may have come meanwhile.
                 if position is not None and position != sent.position and self.waiting(generation_id):
                     sent.position = position
-                    await self.send_json(self.queued_event(generation_id, position, sent.request_id))
+                    await self.send_json(realtime.queued_event(generation_id, position, sent.request_id))
                 for event in ending:  # missed through Redis; forward() sends it once
                     await self.forward(event)
 
@@ -86,13 +86,6 @@ class StoryConsumer(AsyncWebsocketConsumer):
         runs, nor once its words flow (a late count would only confuse), nor once it ended."""
         sent = self.following.get(generation_id)
         return sent is not None and sent.position != 0 and sent.last_seq < 0
-
-    @staticmethod
-    def queued_event(generation_id: int, position: int, request_id: str | None) -> dict:
-        queued = {"type": "queued", "generation_id": generation_id, "position": position}
-        if request_id is not None:
-            queued["request_id"] = request_id
-        return queued
 
     async def disconnect(self, code):
         watchdog = getattr(self, "watchdog", None)
@@ -165,7 +158,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             await self.send_error(refused.code, refused.message, request_id=request_id)
             return
         position = await database_sync_to_async(selectors.queue_position)(generation)
-        await self.send_json(self.queued_event(generation.id, position, request_id))
+        await self.send_json(realtime.queued_event(generation.id, position, request_id))
         await self.follow(
             generation.id, after_seq=-1, sent=_Sent(last_seq=-1, position=position, request_id=request_id)
         )

@@ -210,11 +210,13 @@ class Generation(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # The worker (host:pid) that took it from the queue: only that one may run it, and
-    # one that is gone before it started it gives it back (services.generations_sweep).
+    # The worker (its Worker.name) that took it from the queue: only that one may start it;
+    # should that worker go silent first, another worker's sweep puts it back in the queue
+    # (services.generations_sweep).
     worker = models.CharField(max_length=200, blank=True)
-    # When a worker took it, and when that worker's engine began reading its prompt. In
-    # between it still waits: the engine runs as many generations at once as it has rows.
+    # When its worker handed it to its engine (the model loaded, the prompt assembled), and
+    # when that engine began reading its prompt. In between it still waits: an engine runs
+    # as many generations at once as it has rows.
     started_at = models.DateTimeField(null=True, blank=True)
     admitted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -276,7 +278,7 @@ class Worker(models.Model):
         READY = "ready"
         ERROR = "error"
 
-    name = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid:mark, new at each start")
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     config_name = models.CharField("configuration", max_length=100, blank=True)
     model_name = models.CharField("model", max_length=200, blank=True)

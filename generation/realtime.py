@@ -80,6 +80,14 @@ def _layer_sender() -> _LayerSender:
         return _sender
 
 
+def queued_event(generation_id: int, position: int, request_id: str | None = None) -> dict:
+    """The protocol's `queued` message: the generation's place in the queue, 0 once it runs."""
+    queued = {"type": "queued", "generation_id": generation_id, "position": position}
+    if request_id:
+        queued["request_id"] = request_id
+    return queued
+
+
 def publish(generation_id: int, event: dict) -> None:
     """Logs an event ({"type": "token"|"done"|"error", ...}) and sends it to the group."""
     _log(generation_id, [event])

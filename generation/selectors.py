@@ -192,7 +192,7 @@ def usage_for(user) -> dict:
     """What the writer has used: generations running or waiting now, the new tokens of
     the last 24 hours with what those may still spend, and generations over 24 hours.
 
-    `tokens_last_24h` counts a finished generation's new tokens and, for one still queued
+    `tokens_counted` counts a finished generation's new tokens and, for one still queued
     or running, all it may write (its max_new_tokens; tokens_held is that share), so that
     requests made together cannot spend the daily limit several times over.
     """
@@ -203,7 +203,7 @@ def usage_for(user) -> dict:
     held = sum(max(g.new_tokens, g.params.get("max_new_tokens", 0)) for g in active)
     return {
         "active_generations": len(active),
-        "tokens_last_24h": (totals["tokens"] or 0) + held,
+        "tokens_counted": (totals["tokens"] or 0) + held,
         "tokens_held": held,
         "generations_last_24h": recent.count(),
     }

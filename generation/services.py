@@ -165,7 +165,7 @@ def _check_limits(user, max_new_tokens: int) -> None:
             "wait for one to finish or stop one.",
         )
     if limits["tokens_per_day"] is not None:
-        left = max(0, limits["tokens_per_day"] - used["tokens_last_24h"])
+        left = max(0, limits["tokens_per_day"] - used["tokens_counted"])
         if max_new_tokens > left:
             held = used["tokens_held"]
             raise GenerationRefused(
@@ -245,13 +245,20 @@ def generation_cancel(*, story: Story, generation_id) -> Generation:
 
 
 def generation_end(
-    generation: Generation, *, reason: str, error: str = "", error_code: str = "internal", stream=None
+    generation: Generation,
+    *,
+    reason: str,
+    error: str = "",
+    error_code: str = "internal",
+    stream=None,
+    worker: str | None = None,
 ) -> bool:
     """Records the end of an active generation and publishes its `done` (after an `error`
     when it failed). A generation ends once: when another process has already finished it,
     as the socket does for one whose worker went silent, this writes and sends nothing and
     returns False. `stream` is the worker's `realtime.Stream`; without one, events go out
-    after commit."""
+    after commit. With `worker`, only while that worker has it: a worker that stalled
+    before starting it, and whose generation went to another, leaves it alone."""
     now = timezone.now()
     generation.status = Generation.Status.FINISHED
     generation.finish_reason = reason
@@ -263,7 +270,7 @@ def generation_end(
         "status", "finish_reason", "error_code", "error_message", "finished_at", "updated_at", "output", "new_tokens"
     ]  # fmt: skip
     if not generation_update_if(
-        generation, statuses=Generation.ACTIVE, fields=[*fields, "ttft_ms", "tokens_per_s", "choices"]
+        generation, statuses=Generation.ACTIVE, fields=[*fields, "ttft_ms", "tokens_per_s", "choices"], worker=worker
     ):
         return False
     events = selectors.ending_events(generation)

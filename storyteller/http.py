@@ -4,6 +4,7 @@ import json
 from functools import wraps
 
 from django.http import JsonResponse
+from django.urls import Resolver404, resolve
 
 
 class ApiError(Exception):
@@ -65,6 +66,10 @@ class ApiAnswersInJson:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path.startswith("/api/") and not request.path.endswith("/") and _slash_meant(request.path):
+            # Before CommonMiddleware, which would redirect (or, with debug pages on, fail
+            # a POST it cannot redirect).
+            return api_error(404, "not_found", f"The API has nothing at this address; did you mean {request.path}/?")
         response = self.get_response(request)
         if not request.path.startswith("/api/") or response.status_code < 300:
             return response
@@ -77,12 +82,24 @@ class ApiAnswersInJson:
             answer["Allow"] = allowed
             return answer
         if response.has_header("Location"):
-            moved = response["Location"]
-            if moved.split("?")[0].endswith(request.path + "/"):
-                return api_error(404, "not_found", f"The API has nothing at this address; did you mean {moved}?")
             # Elsewhere (to https://, in production): said in JSON too, the redirect kept.
+            moved = response["Location"]
             answer = api_error(status, "moved", f"This address has moved to {moved}.")
             answer["Location"] = moved
             return answer
         code = _CODES.get(status, "internal" if status >= 500 else "invalid")
         return api_error(status, code, response.reason_phrase)
+
+
+def _slash_meant(path: str) -> bool:
+    """Whether the path is an API address but for its final slash."""
+    try:
+        resolve(path)
+        return False
+    except Resolver404:
+        pass
+    try:
+        resolve(path + "/")
+        return True
+    except Resolver404:
+        return False

@@ -220,11 +220,14 @@ LOGGING = {
 STORYTELLER_DEFAULT_MODEL = env_str("STORYTELLER_DEFAULT_MODEL", "packaged")
 STORYTELLER_MODELS_DIR = Path(env_str("STORYTELLER_MODELS_DIR", str(VAR_DIR / "models"))).resolve()
 # Generation worker processes on this machine (`make run` starts this many, each with its
-# own engine, on one queue), and the CPU threads each one's engine uses: the machine's
-# cores shared between them by default.
+# own engine, on one queue), and the CPU threads each one's engine uses: with several,
+# the machine's cores shared between them by default; with one, 0 leaves it to torch (all
+# the cores, or OMP_NUM_THREADS).
 STORYTELLER_GENERATION_WORKERS = env_int("STORYTELLER_GENERATION_WORKERS", 1, minimum=1, maximum=64)
 STORYTELLER_WORKER_THREADS = env_int(
-    "STORYTELLER_WORKER_THREADS", max(1, (os.cpu_count() or 2) // STORYTELLER_GENERATION_WORKERS), minimum=1
+    "STORYTELLER_WORKER_THREADS",
+    max(1, (os.cpu_count() or 2) // STORYTELLER_GENERATION_WORKERS) if STORYTELLER_GENERATION_WORKERS > 1 else 0,
+    minimum=0,
 )
 # CPU threads a training job uses: half the machine by default, so that the generation
 # worker beside it keeps the other half.

@@ -70,22 +70,23 @@ def healthz(request):
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception:
-        log.exception("Health check: the database does not answer")
+    except Exception as exc:
+        # One line per probe while it lasts, not a traceback: load balancers ask often.
+        log.warning("Health check: the database does not answer: %s", exc)
         checks["database"] = "down"
     try:
         realtime.redis_client().ping()
         workers = list(realtime.live_workers().values())
-    except Exception:
-        log.exception("Health check: Redis does not answer")
+    except Exception as exc:
+        log.warning("Health check: Redis does not answer: %s", exc)
         checks["redis"] = "down"
         # The workers' rows say what their Redis heartbeats would have.
         workers = _workers_from_the_database() if checks["database"] == "ok" else []
     checks["workers"] = _workers_check(workers)
     try:
         checks["model"] = selectors.model_config_active().name
-    except Exception:
-        log.exception("Health check: the active model configuration cannot be read")
+    except Exception as exc:
+        log.warning("Health check: the active model configuration cannot be read: %s", exc)
         checks["model"] = "down"
     states = sorted(
         (
@@ -116,6 +117,6 @@ def _workers_from_the_database() -> list[dict]:
     try:
         rows = Worker.objects.filter(last_heartbeat__gte=alive_since)
         return list(rows.values("state", "model_name", "live_requests"))
-    except Exception:
-        log.exception("Health check: the workers' rows cannot be read")
+    except Exception as exc:
+        log.warning("Health check: the workers' rows cannot be read: %s", exc)
         return []

@@ -77,7 +77,7 @@ class Site:
         self.web.stop()
         for worker in [self.worker, *self.more_workers]:
             if worker.proc.poll() is None:
-                worker.resume()  # a paused process ignores SIGTERM until it runs again
+                worker.resume()  # a test may have paused it, and a paused process ignores SIGTERM
                 worker.stop()
         self.redis.remove()
         self._resume_shared()

@@ -139,6 +139,8 @@ def test_with_debug_pages_on_the_api_still_answers_in_json(alice, settings):
     client.force_login(alice)
 
     missing, broken = client.get("/api/no-such-thing/"), client.get("/api/broken/")
+    slashless = client.post("/api/stories", '{"title": "New"}', content_type="application/json")
+    assert slashless.status_code == 404 and slashless.json()["error"]["message"].endswith("did you mean /api/stories/?")
 
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal"

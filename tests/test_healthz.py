@@ -17,7 +17,7 @@ from tests.sites import Site
 pytestmark = pytest.mark.django_db
 
 
-def _healthz_once(get, until, timeout=30):
+def _healthz_until(get, until, timeout=30):
     """/healthz read every half second until `until(answer)`, as a monitor would: a worker
     reports its state every few seconds (supervisor.REPORT_EVERY_S)."""
     deadline = time.monotonic() + timeout
@@ -27,7 +27,7 @@ def _healthz_once(get, until, timeout=30):
 
 
 def test_it_is_healthy_with_a_worker_running(client, celery_worker, tiny_model_dir):
-    response = _healthz_once(lambda: client.get("/healthz"), lambda answer: answer.status_code == 200)
+    response = _healthz_until(lambda: client.get("/healthz"), lambda answer: answer.status_code == 200)
     assert response.status_code == 200
     body = response.json()
     assert (body["database"], body["redis"], body["workers"], body["model"]) == ("ok", "ok", "ok: 1", "Default")
@@ -99,7 +99,7 @@ def test_it_answers_503_when_every_worker_failed_to_load_its_model(site_whose_mo
     def reported_the_failure(answer):
         return [worker["state"] for worker in answer[1]["worker_states"]] == ["error"]
 
-    status, body = _healthz_once(get, reported_the_failure)
+    status, body = _healthz_until(get, reported_the_failure)
     assert status == 503
     assert (body["database"], body["redis"], body["model"]) == ("ok", "ok", "Default")
     assert body["workers"] == "down: no worker could load the model"

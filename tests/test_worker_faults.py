@@ -30,8 +30,19 @@ def two_workers(slow_model_dir):
     site.close()
 
 
-def _name(worker) -> str:
-    return f"{socket.gethostname()}:{worker.pid}"
+async def _name(worker) -> str:
+    """The name a worker process reports under (host:pid:mark), once it has reported."""
+    prefix = f"{socket.gethostname()}:{worker.pid}:"
+
+    async def reported():
+        row = await Worker.objects.filter(name__startswith=prefix).afirst()
+        return row.name if row else None
+
+    return await _until(reported, f"worker {worker.pid} to report", timeout=30)
+
+
+async def _names(workers) -> dict:
+    return {await _name(worker): worker for worker in workers}
 
 
 async def _until(condition, what: str, timeout: float):
@@ -59,7 +70,7 @@ async def test_a_generation_whose_worker_is_killed_ends_with_no_socket_open(two_
         return row if row.status == "running" and len(row.output) > 20 else None
 
     running = await _until(writing, "the words to flow", timeout=60)
-    workers = {_name(w): w for w in [two_workers.worker, *two_workers.more_workers]}
+    workers = await _names([two_workers.worker, *two_workers.more_workers])
     workers.pop(running.worker).kill()
     killed_at = time.monotonic()
 
@@ -112,8 +123,10 @@ async def test_generations_taken_by_a_worker_that_dies_while_loading_run_on_anot
     queued = await receive(watched)
     ids = [queued["generation_id"], *[await _start(site, story, alice, 40) for story in stories[1:]]]
 
+    loading_name = await _name(loading)
+
     async def all_taken_by_the_loading_worker():
-        return await Generation.objects.filter(pk__in=ids, worker=_name(loading)).acount() == len(ids)
+        return await Generation.objects.filter(pk__in=ids, worker=loading_name).acount() == len(ids)
 
     await _until(all_taken_by_the_loading_worker, "the loading worker to take the generations", timeout=30)
     loading.kill()
@@ -133,9 +146,10 @@ async def test_generations_taken_by_a_worker_that_dies_while_loading_run_on_anot
     await watched.close()
 
     # Each ran once, on the live worker, to its full length.
+    live_name = await _name(live)
     for pk in ids:
         row = await _until(lambda pk=pk: _finished(pk), f"generation {pk} to end", timeout=60)
-        assert (row.finish_reason, row.new_tokens, row.worker) == ("length", 40, _name(live))
+        assert (row.finish_reason, row.new_tokens, row.worker) == ("length", 40, live_name)
     put_back = re.findall(r"Put (\d+) generation\(s\) of a gone worker back in the queue", live.output())
     assert sum(map(int, put_back)) == 3
 
@@ -144,7 +158,7 @@ async def test_two_workers_share_the_queue_both_follow_a_switch_and_survive_each
     two_workers, alice, slow_model_dir
 ):
     site = two_workers
-    workers = {_name(w): w for w in [site.worker, *site.more_workers]}
+    workers = await _names([site.worker, *site.more_workers])
     await UsageLimit.objects.acreate(user=alice, concurrent_generations=10)
     stories = [await sync_to_async(story_create)(owner=alice, title=f"Story {n}", text=OPENING) for n in range(8)]
     ids = await asyncio.gather(*(_start(site, story, alice, 600) for story in stories))

@@ -59,8 +59,10 @@ class Writer:
 
 def writers_make(count: int) -> list[Writer]:
     """`count` writers, each with a story and a logged-in session, in the site's database.
-    They are members of the LOAD_TEST group, which is how writers_remove knows them; an
-    account of that name outside it (made before sign-up kept the prefix) is refused."""
+    They are members of the LOAD_TEST group, which is how writers_remove knows them. An
+    account of that name that someone can log in to (a writer's, made before sign-up kept
+    the prefix, or an operator's) is refused; one without a password, as earlier versions
+    of the load test left them, is taken into the group."""
     User = get_user_model()
     group, _ = Group.objects.get_or_create(name=LOAD_TEST)
     writers = []
@@ -69,12 +71,13 @@ def writers_make(count: int) -> list[Writer]:
         if made:
             user.set_unusable_password()
             user.save()
+        if not user.groups.filter(pk=group.pk).exists():
+            if user.has_usable_password():
+                raise LoadTestError(
+                    f"The account {user.username} is not the load test's: someone can log in to it. The load "
+                    "test will neither use nor delete it; rename it in the admin, then run the load test again."
+                )
             user.groups.add(group)
-        elif not user.groups.filter(pk=group.pk).exists():
-            raise LoadTestError(
-                f"The account {user.username} is not the load test's (it is not in the group {LOAD_TEST!r}); "
-                "the load test will neither use nor delete it. Rename it in the admin, then run the load test again."
-            )
         story = story_create(owner=user, title=f"Load test {n}", text=OPENING)
         session = SessionStore()
         session["_auth_user_id"] = str(user.pk)

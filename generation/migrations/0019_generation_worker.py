@@ -14,4 +14,9 @@ class Migration(migrations.Migration):
             name="worker",
             field=models.CharField(blank=True, max_length=200),
         ),
+        migrations.AlterField(
+            model_name="worker",
+            name="name",
+            field=models.CharField(help_text="host:pid:mark, new at each start", max_length=200, unique=True),
+        ),
     ]

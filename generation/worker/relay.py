@@ -32,8 +32,9 @@ def generation_run(generation_id: int) -> None:
     if generation is None:
         # Deleted, ended, or taken by another worker: a generation never runs twice.
         return
+    mine = generation.worker  # what it ends before it runs, it ends only while it has it
     if realtime.cancel_requested(generation.id):
-        services.generation_end(generation, reason="cancelled")
+        services.generation_end(generation, reason="cancelled", worker=mine)
         return
     try:
         # The model serving now: the active configuration's once this worker has loaded
@@ -41,7 +42,11 @@ def generation_run(generation_id: int) -> None:
         lease = slot.acquire(model_wanted)
     except ModelLoadError as exc:
         services.generation_end(
-            generation, reason="error", error=f"The model could not be loaded: {exc}", error_code="unavailable"
+            generation,
+            reason="error",
+            error=f"The model could not be loaded: {exc}",
+            error_code="unavailable",
+            worker=mine,
         )
         return
     try:
@@ -91,7 +96,9 @@ class Relay:
                 engine.prompt_budget(params.max_new_tokens),
             )
         except context.ContextTooLarge as exc:
-            services.generation_end(generation, reason="error", error=str(exc), error_code="too_large")
+            services.generation_end(
+                generation, reason="error", error=str(exc), error_code="too_large", worker=generation.worker
+            )
             return
         generation.status = Generation.Status.RUNNING
         generation.started_at = generation.updated_at = timezone.now()
@@ -149,10 +156,7 @@ class Relay:
         generation.admitted_at = timezone.now()
         generation.save(update_fields=["prompt_tokens", "prompt_truncated", "admitted_at", "updated_at"])
         if not self.lost:
-            queued = {"type": "queued", "generation_id": generation.id, "position": 0}
-            if generation.request_id:
-                queued["request_id"] = generation.request_id
-            self.stream.publish(queued)
+            self.stream.publish(realtime.queued_event(generation.id, 0, generation.request_id))
 
     def _flush(self) -> bool:
         """Saves the output so far while the row still runs; False when it no longer does."""

@@ -2,8 +2,10 @@
 the site's housekeeping that must happen without anyone watching: every few seconds the
 generations whose worker is gone (services.generations_sweep), hourly the trash."""
 
+import functools
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -46,7 +48,8 @@ def start_worker_threads(sender=None, **kwargs):
 
     # Its share of the machine's cores, before any engine starts (several workers on one
     # machine would otherwise each take them all).
-    torch.set_num_threads(settings.STORYTELLER_WORKER_THREADS)
+    if settings.STORYTELLER_WORKER_THREADS:
+        torch.set_num_threads(settings.STORYTELLER_WORKER_THREADS)
 
     # In a thread, so that the worker starts consuming at once; the first task waits for
     # the first load instead of failing.
@@ -61,9 +64,12 @@ def _queues(consumer) -> set[str]:
         return {"generation"}
 
 
+@functools.cache
 def worker_name() -> str:
-    """This worker process as its reports and the generations it takes name it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This worker process as its reports and the generations it takes name it: host, pid
+    and a mark of its own, since a restarted container has the same host name and often
+    the same pid, and must not pass for the worker that died there."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def _supervise(slot, wanted):
@@ -122,7 +128,7 @@ def worker_report(name: str, status: dict) -> None:
     now = timezone.now()
     try:
         Worker.objects.update_or_create(name=name, defaults={**status, "last_heartbeat": now})
-        # Rows of workers that stopped long ago (each restart is a new host:pid).
+        # Rows of workers that stopped long ago (each start is a new name).
         Worker.objects.filter(last_heartbeat__lt=now - timedelta(days=1)).delete()
     except Exception:
         log.warning("Could not record the worker's state in the database", exc_info=True)

@@ -28,6 +28,7 @@ from engine.training.settings import TrainingSettings
 from generation import selectors
 from generation.models import Comparison, ModelConfig, TrainingJob
 from generation.services import model_config_save
+from generation.training.selectors import stories_trainable_by
 from generation.worker.engines import engines
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ def use_training_threads() -> None:
 
 
 def documents_of(job: TrainingJob) -> list[corpora.Document]:
-    documents = [corpora.Document(f'"{story.title}" (story {story.id})', story.text) for story in job.stories.all()]
+    """The job's stories and files as documents. A story is read only if it may still be
+    trained on when the job runs: its writer may have taken the permission back (or
+    trashed it) while the job waited."""
+    stories = job.stories.filter(pk__in=stories_trainable_by(job.created_by).values("pk"))
+    documents = [corpora.Document(f'"{story.title}" (story {story.id})', story.text) for story in stories]
     documents += [corpora.Document(file.name, file.text) for file in job.files.all()]
     return documents
 

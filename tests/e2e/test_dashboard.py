@@ -92,7 +92,7 @@ def test_the_dashboard_draws_its_charts_from_the_servers_figures(
         ["host-b:12", "12,800 of 32,768 positions (39%)", "160 positions", "64% (640 of 1,000)"]
     )
     # The site's own worker, with the engine's default budget, once it has loaded the model.
-    own = caches.filter(has_text=f"{gethostname()}:{celery_worker.proc.pid}").locator("td")
+    own = caches.filter(has_text=f"{gethostname()}:{celery_worker.proc.pid}:").locator("td")
     expect(own.nth(1)).to_contain_text("of 32,768 positions", timeout=30_000)
 
     page.get_by_label("last day").check()

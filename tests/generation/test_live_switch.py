@@ -21,10 +21,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def _worker_reports(site, condition, what, timeout=60) -> Worker:
     """The site's worker's row once it meets `condition` (other workers report too)."""
-    name = f"{gethostname()}:{site.worker.proc.pid}"
+    name = f"{gethostname()}:{site.worker.proc.pid}:"  # then a mark of its own
     deadline = time.monotonic() + timeout
     while True:
-        worker = await Worker.objects.filter(name=name).afirst()
+        worker = await Worker.objects.filter(name__startswith=name).afirst()
         if worker is not None and condition(worker):
             return worker
         assert time.monotonic() < deadline, f"the worker never reported {what}; last: {worker and vars(worker)}"

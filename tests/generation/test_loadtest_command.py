@@ -6,7 +6,6 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from generation.management import loadtest
 from storyteller.stories.models import Story
 from storyteller.stories.services import story_create
 
@@ -42,10 +41,15 @@ def test_it_neither_uses_nor_deletes_a_writers_account_of_its_names(live_site, a
     # Made before sign-up kept the prefix, or by an operator in the admin.
     writer = User.objects.create_user("loadtest-1", password="a password of their own")
     story = story_create(owner=writer, title="Mine", text="Not a load test.")
-    with pytest.raises(CommandError, match="The account loadtest-1 is not the load test's"):
+    with pytest.raises(CommandError, match="The account loadtest-1 is not the load test's: someone can log in"):
         call_command("loadtest", "--url", live_site, "--clients", "2", "--idle", "0", "--duration", "1")
     writer.refresh_from_db()
     assert writer.check_password("a password of their own") and Story.objects.filter(pk=story.pk).exists()
-    # What it made before it stopped is its own, and goes as usual.
-    loadtest.writers_remove()
+    # What it made before it stopped (loadtest-0) went with it.
     assert list(User.objects.filter(username__startswith="loadtest-")) == [writer]
+
+
+def test_it_takes_in_and_removes_the_passwordless_writers_an_earlier_version_left(live_site):
+    left = User.objects.create_user("loadtest-0")  # no password, no group
+    call_command("loadtest", *("--url", live_site, "--clients", "1", "--idle", "0", "--duration", "1"))
+    assert not User.objects.filter(pk=left.pk).exists()

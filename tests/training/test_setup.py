@@ -12,6 +12,7 @@ from engine.training.settings import DEFAULTS, HELDOUT_PERCENT, SEQUENCE_LENGTH
 from generation import services
 from generation.management.commands.train import Command
 from generation.models import ModelConfig, TrainingJob
+from generation.training import services as training
 from generation.training import uploads
 from storyteller.stories.models import Story
 from tests.training.test_jobs import job_form
@@ -257,3 +258,14 @@ def test_the_command_refuses_stories_their_writers_did_not_allow(alice, style_st
     with pytest.raises(CommandError, match=rf"Not allowed for training by their writers: Diary \(story {private.pk}\)"):
         call_command("train", "--stories", ids, "--steps", "1")
     assert not TrainingJob.objects.exists()
+
+
+def test_a_story_whose_writer_takes_the_permission_back_before_the_job_runs_is_left_out(
+    admin_user, alice, style_stories
+):
+    from generation.worker.training import documents_of
+
+    job = training.training_job_create(name="Cats", base=None, stories=style_stories, user=admin_user)
+    Story.objects.filter(pk=style_stories[0].pk).update(allow_training=False)
+    names = {document.name for document in documents_of(job)}
+    assert names == {f'"{story.title}" (story {story.pk})' for story in style_stories[1:]}

@@ -29,11 +29,12 @@ class Command(BaseCommand):
             raise CommandError("--clients must be 1 or more, --idle and --pause 0 or more, --duration above 0.")
         try:
             loadtest.check_loopback(options["url"])
-            writers = loadtest.writers_make(options["clients"])
         except loadtest.LoadTestError as exc:
             raise CommandError(str(exc)) from None
         params = {"max_new_tokens": options["max_new_tokens"]}
         try:
+            # Inside the try: writers made before one is refused go with the rest.
+            writers = loadtest.writers_make(options["clients"])
             result = asyncio.run(
                 loadtest.run(
                     options["url"],
@@ -45,6 +46,8 @@ class Command(BaseCommand):
                     params=params,
                 )
             )
+        except loadtest.LoadTestError as exc:
+            raise CommandError(str(exc)) from None
         finally:
             if not options["keep"]:
                 loadtest.writers_remove()
