@@ -56,11 +56,12 @@ _CODES = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_a
 
 
 class ApiAnswersInJson:
-    """Middleware: every answer under /api/ is JSON, also the ones that Django itself makes
-    before or around a view: a method a view does not take (405, with its Allow header), an
-    address without its final slash (CommonMiddleware would redirect, and a redirected POST
-    loses its body: 404 naming the right address instead), another redirect (kept, with a
-    JSON body), and any other error page."""
+    """Middleware, just inside SecurityMiddleware: every answer under /api/ is JSON, also
+    the ones that Django makes before or around a view: a method a view does not take (405,
+    with its Allow header), an address without its final slash (CommonMiddleware would
+    redirect, and a redirected POST loses its body: 404 naming the right address instead),
+    any other redirect (kept, with a JSON body) and any other error page. (SecurityMiddleware's
+    own redirect to https:// goes out as it is.)"""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -77,18 +78,19 @@ class ApiAnswersInJson:
             return response
         status = response.status_code
         if status == 405:
-            allowed = response.get("Allow", "")
-            answer = api_error(405, _CODES[405], f"{request.method} is not allowed here; use {allowed}.")
-            answer["Allow"] = allowed
-            return answer
-        if response.has_header("Location"):
+            answer = api_error(405, _CODES[405], f"{request.method} is not allowed here; use {response['Allow']}.")
+        elif response.has_header("Location"):
             # Elsewhere (to https://, in production): said in JSON too, the redirect kept.
-            moved = response["Location"]
-            answer = api_error(status, "moved", f"This address has moved to {moved}.")
-            answer["Location"] = moved
-            return answer
-        code = _CODES.get(status, "internal" if status >= 500 else "invalid")
-        return api_error(status, code, response.reason_phrase)
+            answer = api_error(status, "moved", f"This address has moved to {response['Location']}.")
+        else:
+            answer = api_error(
+                status, _CODES.get(status, "internal" if status >= 500 else "invalid"), response.reason_phrase
+            )
+        # The other middleware's headers (X-Frame-Options, Vary, Allow, Location...) stay.
+        for header, value in response.items():
+            if header.lower() not in ("content-type", "content-length"):
+                answer[header] = value
+        return answer
 
 
 def _slash_meant(path: str) -> bool:

@@ -88,9 +88,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: it turns whatever the others answer under /api/ into JSON.
-    "storyteller.http.ApiAnswersInJson",
     "django.middleware.security.SecurityMiddleware",
+    # Next: it turns whatever those below it answer under /api/ into JSON (keeping their
+    # headers), and SecurityMiddleware's headers go on its answers too.
+    "storyteller.http.ApiAnswersInJson",
     # Static files, answered before sessions or the database are touched.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

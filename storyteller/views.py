@@ -26,6 +26,7 @@ def _is_api(request) -> bool:
 def csrf_failure(request, reason=""):
     """The API answers a missing or wrong CSRF token in JSON, like every other API error."""
     if _is_api(request):
+        reason = reason.rstrip(".")
         return api_error(403, "csrf", f"CSRF check failed: {reason}. Send the csrftoken cookie's value in X-CSRFToken.")
     return html_csrf_failure(request, reason=reason)
 

@@ -122,6 +122,8 @@ def test_it_answers_a_method_an_api_address_does_not_take_in_json(alice_client, 
         "message": "PATCH is not allowed here; use GET, PUT, DELETE.",
     }
     assert response["Allow"] == "GET, PUT, DELETE"
+    # The site's security headers, as on every other answer.
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
 
 
 def test_an_api_address_without_its_final_slash_is_named_not_redirected(alice_client):

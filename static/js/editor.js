@@ -482,7 +482,7 @@ const storySocket = createStorySocket(story.id, {
     // late `queued` that says it runs does not hide how far the model has read.
     if (message.position > 1) genState.textContent = `Queued (${message.position - 1} ahead)`;
     else if (message.position === 1) genState.textContent = "Waiting for the model...";
-    else genState.textContent = current?.reading || "Writing...";
+    else genState.textContent = current?.reading || (current?.text ? "Writing..." : "Starting...");
   },
   reading(message) {
     current.reading = `Reading your story... ${Math.round((100 * message.done) / message.total)}%`;
@@ -629,9 +629,13 @@ function insert(text) {
     if (!text) return;
     current.replaying = false;
   }
+  // The words are shown as they come: from the first, and after it as long as the writer
+  // keeps them on screen (one who scrolls away to read is left there).
+  const follow = !current.text || editor.isOnScreen(current.insertAt);
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
   current.text += text;
+  if (follow) editor.reveal(current.insertAt);
 }
 
 function finish(message) {

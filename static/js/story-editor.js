@@ -183,6 +183,19 @@ export function createStoryEditor(container, text) {
     insertModelText(at, value) {
       quill.insertText(at, value, { model: true }, "api");
     },
+    // Whether the character at `index` is on screen (the page scrolls, not the editor).
+    isOnScreen(index) {
+      const top = quill.root.getBoundingClientRect().top + quill.getBounds(index).top;
+      return top >= 0 && top < window.innerHeight;
+    },
+    // Scrolls the page just enough to show the line of the character at `index`.
+    reveal(index) {
+      const bounds = quill.getBounds(index);
+      const bottom = quill.root.getBoundingClientRect().top + bounds.bottom;
+      const margin = 2 * bounds.height;
+      if (bottom + margin > window.innerHeight) window.scrollBy(0, bottom + margin - window.innerHeight);
+      else if (bottom - bounds.height < 0) window.scrollBy(0, bottom - bounds.height - margin);
+    },
     replaceModelText(at, length, value) {
       if (length) quill.deleteText(at, length, "api");
       if (value) quill.insertText(at, value, { model: true }, "api");

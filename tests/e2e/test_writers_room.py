@@ -434,3 +434,23 @@ def test_a_writer_over_a_limit_is_stopped_with_a_clear_message(writer, new_page,
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     expect_story_text(page, OPENING)
     assert db(Generation.objects.count) == 0
+
+
+ON_SCREEN = """at => {
+  const quill = Quill.find(document.getElementById('story'));
+  const top = quill.root.getBoundingClientRect().top + quill.getBounds(at).top;
+  return top >= 0 && top < window.innerHeight;
+}"""
+
+
+def test_the_words_stream_into_view_at_the_end_of_a_long_story(writer, new_page, context, live_site):
+    story = writer[0]
+    # Thousands of words: the end is pages below where the editor opens.
+    long_text = " ".join(f"Paragraph {n}: the tide came in over the old stones of the harbour.\n" for n in range(300))
+    db(lambda: draft_save(story=story, base_revision=1, text=long_text, settings={"max_new_tokens": 60}))
+    page = open_editor(new_page, context, live_site, story)
+    assert not page.evaluate(ON_SCREEN, len(long_text))
+    page.get_by_role("button", name="Generate").click()  # with no cursor placed: at the end
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    written = db(lambda: Generation.objects.get()).output
+    assert written and page.evaluate(ON_SCREEN, len(long_text) + len(written) - 1)
