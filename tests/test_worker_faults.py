@@ -96,15 +96,7 @@ async def _finished(pk):
     return row if row.status == "finished" else None
 
 
-@pytest.fixture
-def one_worker(slow_model_dir):
-    site = Site(slow_model_dir)
-    yield site
-    site.close()
-
-
-async def test_generations_taken_by_a_worker_that_dies_while_loading_run_on_another_once(one_worker, alice, tmp_path):
-    site = one_worker
+async def test_generations_taken_by_a_worker_that_dies_while_loading_run_on_another_once(site, alice, tmp_path):
     await UsageLimit.objects.acreate(user=alice, concurrent_generations=5)
     # The only worker is one that is slow to get ready: it converts the packaged GGUF model
     # into an empty models folder first (about 15 s here), and takes tasks meanwhile.
