@@ -230,6 +230,11 @@ STORYTELLER_WORKER_THREADS = env_int(
     max(1, (os.cpu_count() or 2) // STORYTELLER_GENERATION_WORKERS) if STORYTELLER_GENERATION_WORKERS > 1 else 0,
     minimum=0,
 )
+# Whether this worker sweeps the site's generations every few seconds (services.
+# generations_sweep: the lost end, the stranded go back to the queue). Every worker does;
+# only workers that share a database with another site's workers, on another Redis (the
+# test suite's session workers beside the sites its tests start), must not.
+STORYTELLER_WORKER_SWEEPS = env_bool("STORYTELLER_WORKER_SWEEPS", True)
 # CPU threads a training job uses: half the machine by default, so that the generation
 # worker beside it keeps the other half.
 STORYTELLER_TRAINING_THREADS = env_int("STORYTELLER_TRAINING_THREADS", max(1, (os.cpu_count() or 2) // 2), minimum=1)

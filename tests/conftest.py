@@ -8,7 +8,7 @@ import pytest
 
 from tests.harness import PASSWORD
 from tests.harness.models import TINY, shared_tiny_model
-from tests.harness.processes import SHARED_WORKERS, start_training_worker, start_web, start_worker, subprocess_env
+from tests.harness.processes import start_training_worker, start_web, start_worker, subprocess_env
 from tests.harness.redis import RedisServer
 
 # A site of its own for the tests that break things (tests/sites.py).
@@ -86,13 +86,18 @@ def no_session_left_on_the_test_database(django_db_setup, django_db_blocker):
             )
 
 
+def _shared_worker_env() -> dict:
+    """The session's shared workers work on the test database beside the sites that tests
+    start (tests/sites.py), each on a Redis of its own: they leave those sites' generations
+    to the sites' own workers, which publish where the sites' sockets listen."""
+    return {**subprocess_env(), "STORYTELLER_WORKER_SWEEPS": "0"}
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
     """A real Celery worker process on the test database and Redis."""
-    worker = start_worker(subprocess_env())
-    SHARED_WORKERS.append(worker)
+    worker = start_worker(_shared_worker_env())
     yield worker
-    SHARED_WORKERS.remove(worker)
     worker.stop()
 
 
@@ -100,10 +105,8 @@ def celery_worker(django_db_setup, django_db_blocker, default_model_is_tiny):
 def training_worker(django_db_setup, django_db_blocker, default_model_is_tiny, tmp_path_factory):
     """A real training worker; what it trains goes to a models folder of its own."""
     models = tmp_path_factory.mktemp("trained-models")
-    worker = start_training_worker({**subprocess_env(), "STORYTELLER_MODELS_DIR": str(models)})
-    SHARED_WORKERS.append(worker)
+    worker = start_training_worker({**_shared_worker_env(), "STORYTELLER_MODELS_DIR": str(models)})
     yield worker
-    SHARED_WORKERS.remove(worker)
     worker.stop()
 
 

@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 
 from tests.generation.conftest import queued_until_running, session_headers
 from tests.harness.models import SLOW, shared_tiny_model
-from tests.harness.processes import SHARED_WORKERS, start_web, start_worker, subprocess_env
+from tests.harness.processes import start_web, start_worker, subprocess_env
 from tests.harness.redis import RedisServer
 
 
@@ -25,21 +25,6 @@ def slow_model_dir(shared_models_dir):
 
 class Site:
     def __init__(self, model_dir, concurrency: int = 4, env: dict | None = None, worker_ready: str = r"Loaded model"):
-        # The session's shared workers hold still meanwhile (processes.SHARED_WORKERS).
-        self.paused = list(SHARED_WORKERS)
-        for worker in self.paused:
-            worker.pause()
-        try:
-            self._start(model_dir, concurrency, env, worker_ready)
-        except BaseException:
-            self._resume_shared()
-            raise
-
-    def _resume_shared(self):
-        for worker in self.paused:
-            worker.resume()
-
-    def _start(self, model_dir, concurrency, env, worker_ready):
         self.redis = RedisServer().start()
         self.env = {
             **subprocess_env(),
@@ -80,7 +65,6 @@ class Site:
                 worker.resume()  # a test may have paused it, and a paused process ignores SIGTERM
                 worker.stop()
         self.redis.remove()
-        self._resume_shared()
 
 
 @pytest.fixture

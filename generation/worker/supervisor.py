@@ -95,6 +95,8 @@ def _supervise(slot, wanted):
 
 def sweep() -> None:
     """services.generations_sweep, logged: lost generations end, stranded ones go back."""
+    if not settings.STORYTELLER_WORKER_SWEEPS:
+        return
     try:
         ended, put_back = services.generations_sweep()
     except Exception:

@@ -103,7 +103,8 @@ def test_stop_while_the_story_is_read_stops_it_with_nothing_written(alice, readi
 
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#gen-state")).to_have_text("Stopping...")
-    page.wait_for_timeout(1_000)
+    # Held long enough to be seen, not so long that a fast machine reads the story meanwhile.
+    page.wait_for_timeout(300)
     holding[0] = False
     assert held, "the page sent no cancel"
     for message in held:

@@ -37,6 +37,9 @@ def test_the_job_page_follows_training_live_and_offers_the_result(
         from storyteller.stories.services import story_create
 
         stories = [story_create(owner=alice, title=f"Lighthouse {i}", text=STYLE * 10) for i in range(3)]
+        for story in stories:  # their writer allowed training on them
+            story.allow_training = True
+            story.save(update_fields=["allow_training"])
         job = TrainingJob.objects.create(
             name="Lighthouse",
             base=services.model_config_active_saved(),

@@ -90,14 +90,6 @@ class ChildProcess:
             self.proc.kill()
 
 
-# The workers of the test session's shared site (tests/conftest.py), while they run. They
-# work on the same test database as a site of a test's own (tests/sites.py), and every
-# worker sweeps the generations of its database (services.generations_sweep): a site of
-# its own pauses them while it runs, so that its generations are swept by its own workers,
-# which publish to its Redis.
-SHARED_WORKERS: list["ChildProcess"] = []
-
-
 def start_worker(env: dict, concurrency: int = 4, ready: str = r"Loaded model") -> ChildProcess:
     """A real Celery worker process, threads pool, ready once its model has loaded (or
     once it logs `ready`)."""
