@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -31,6 +32,9 @@ class _Sent:
     request_id: str | None = None
     # While its prompt is read: the `done` of the last `reading` sent.
     read: int = -1
+    # When anything of it last came (time.monotonic()): while its events still come, its
+    # ending will too, however far behind this socket is.
+    heard_at: float = field(default_factory=time.monotonic)
 
 
 def _owned_story(user, story_id):
@@ -78,7 +82,10 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 if position is not None and position != sent.position and self.waiting(generation_id):
                     sent.position = position
                     await self.send_json(realtime.queued_event(generation_id, position, sent.request_id))
-                for event in ending:  # missed through Redis; forward() sends it once
+                # An ending missed through Redis (forward() sends it once); not while this
+                # socket still hears from it, behind as it may be.
+                quiet = sent is not None and time.monotonic() - sent.heard_at > services.ENDING_LATE_S
+                for event in ending if quiet else []:
                     await self.forward(event)
 
     def waiting(self, generation_id: int) -> bool:
@@ -221,6 +228,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
         sent = self.following.get(generation_id)
         if sent is None:
             return
+        sent.heard_at = time.monotonic()
         if event["type"] == "token":
             if event["seq"] <= sent.last_seq:
                 return  # already sent, from the log or the group
