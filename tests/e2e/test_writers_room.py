@@ -454,3 +454,15 @@ def test_the_words_stream_into_view_at_the_end_of_a_long_story(writer, new_page,
     expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
     written = db(lambda: Generation.objects.get()).output
     assert written and page.evaluate(ON_SCREEN, len(long_text) + len(written) - 1)
+
+
+def test_the_toolbar_keeps_its_one_line_whatever_the_status_says(writer, new_page, context, live_site):
+    page = open_editor(new_page, context, live_site, writer[0])
+    toolbar = page.locator(".toolbar")
+    height = toolbar.bounding_box()["height"]
+    # Every status the editor shows, the longest ones included.
+    statuses = ["Waiting for the model...", "Queued (12 ahead)", "Reading your story... 100%", "Starting...", "Done"]
+    for status in statuses:
+        page.evaluate("text => { document.getElementById('gen-state').textContent = text; }", status)
+        assert toolbar.bounding_box()["height"] == height, status
+    expect(page.locator("#word-count")).to_have_text("10 words")
