@@ -274,9 +274,30 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
 
 
-def workers_alive():
-    """The workers that reported within realtime.WORKER_ALIVE_S: what they report still holds."""
-    return Worker.objects.filter(last_heartbeat__gte=timezone.now() - timedelta(seconds=realtime.WORKER_ALIVE_S))
+def workers_alive(within_s: float = realtime.WORKER_ALIVE_S):
+    """The workers that reported within `within_s` (by default realtime.WORKER_ALIVE_S:
+    what they report still holds)."""
+    return Worker.objects.filter(last_heartbeat__gte=timezone.now() - timedelta(seconds=within_s))
+
+
+def workers_health(workers: list[dict]) -> tuple[str, list[dict]]:
+    """/healthz's view of the live workers' reports (their heartbeats, or their rows): "ok:
+    N" with N those that can generate (a model loaded; one loading another meanwhile still
+    serves with the one it has) or "down: why", and each one's state, model and load."""
+    ready = sum(worker.get("state") == "ready" for worker in workers)
+    if ready:
+        summary = f"ok: {ready}"
+    elif not workers:
+        summary = f"down: no worker heartbeat in the last {realtime.WORKER_ALIVE_S} s"
+    elif all(worker.get("state") == "error" for worker in workers):
+        summary = "down: no worker could load the model"
+    else:
+        summary = "down: no worker has loaded the model yet"
+    states = [
+        {"state": w.get("state", ""), "model": w.get("model_name", ""), "live_requests": w.get("live_requests", 0)}
+        for w in workers
+    ]
+    return summary, sorted(states, key=lambda w: (w["state"], w["model"]))
 
 
 def writers_with_usage(users):
@@ -301,12 +322,16 @@ def ending_events(generation: Generation) -> list[dict]:
     return events
 
 
-def generation_ending(generation_id: int) -> list[dict]:
+def generation_ending(generation_id: int, *, ended_before=None) -> list[dict]:
     """What a socket that follows a generation is sent when its event log is empty (expired,
     or not yet written by the process that ended it): the saved row's ending, once it has
-    ended."""
+    ended (with `ended_before`, only if it ended before that moment)."""
     generation = Generation.objects.filter(pk=generation_id).first()
-    return ending_events(generation) if generation is not None and not generation.is_active else []
+    if generation is None or generation.is_active:
+        return []
+    if ended_before is not None and not generation.finished_at < ended_before:
+        return []
+    return ending_events(generation)
 
 
 def load_now() -> dict:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from engine.config import MAX_MAP_WORDS
 from generation import params as sampling
 from generation import queue, realtime, selectors
-from generation.models import Generation, ModelConfig, Worker
+from generation.models import Generation, ModelConfig
 from storyteller import ratelimit
 from storyteller.stories.models import Story
 from storyteller.validators import Invalid, check_int, check_list, check_string
@@ -218,8 +218,7 @@ def generation_watch(generation_id: int, *, waiting: bool) -> tuple[int | None, 
     position = selectors.queue_position_of(generation_id) if waiting else None
     generation_finish_if_lost(generation_id)
     late = timezone.now() - timedelta(seconds=ENDING_LATE_S)
-    ended = Generation.objects.filter(pk=generation_id, status=Generation.Status.FINISHED, finished_at__lt=late).first()
-    return position, selectors.ending_events(ended) if ended is not None else []
+    return position, selectors.generation_ending(generation_id, ended_before=late)
 
 
 def generation_resume_checked(*, story: Story, generation_id, after_seq) -> Generation:
@@ -326,7 +325,7 @@ def generations_sweep() -> tuple[int, int]:
         status=Generation.Status.QUEUED, updated_at__lt=now - timedelta(seconds=STALE_QUEUED_S)
     )
     ended = sum(generation_finish_if_lost(pk) for pk in Generation.objects.filter(stale).values_list("pk", flat=True))
-    alive = Worker.objects.filter(last_heartbeat__gte=now - timedelta(seconds=WORKER_GONE_S)).values("name")
+    alive = selectors.workers_alive(WORKER_GONE_S).values("name")
     stranded = Generation.objects.filter(
         status=Generation.Status.QUEUED, updated_at__lt=now - timedelta(seconds=WORKER_GONE_S)
     ).exclude(worker="")

@@ -1,15 +1,12 @@
 import logging
-from datetime import timedelta
 
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect
-from django.utils import timezone
 from django.views import defaults
 from django.views.csrf import csrf_failure as html_csrf_failure
 
 from generation import realtime, selectors
-from generation.models import Worker
 from storyteller.http import api_error
 
 log = logging.getLogger(__name__)
@@ -83,41 +80,19 @@ def healthz(request):
         checks["redis"] = "down"
         # The workers' rows say what their Redis heartbeats would have.
         workers = _workers_from_the_database() if checks["database"] == "ok" else []
-    checks["workers"] = _workers_check(workers)
+    checks["workers"], states = selectors.workers_health(workers)
     try:
         checks["model"] = selectors.model_config_active().name
     except Exception as exc:
         log.warning("Health check: the active model configuration cannot be read: %s", exc)
         checks["model"] = "down"
-    states = sorted(
-        (
-            {"state": w.get("state", ""), "model": w.get("model_name", ""), "live_requests": w.get("live_requests", 0)}
-            for w in workers
-        ),
-        key=lambda w: (w["state"], w["model"]),
-    )
     healthy = all(not value.startswith("down") for value in checks.values())
     return JsonResponse({**checks, "worker_states": states}, status=200 if healthy else 503)
 
 
-def _workers_check(workers: list[dict]) -> str:
-    """Whether any live worker can generate: one whose model is loaded (a worker loading
-    another one meanwhile still serves with the one it has)."""
-    ready = sum(worker.get("state") == "ready" for worker in workers)
-    if ready:
-        return f"ok: {ready}"
-    if not workers:
-        return f"down: no worker heartbeat in the last {realtime.WORKER_ALIVE_S} s"
-    if all(worker.get("state") == "error" for worker in workers):
-        return "down: no worker could load the model"
-    return "down: no worker has loaded the model yet"
-
-
 def _workers_from_the_database() -> list[dict]:
-    alive_since = timezone.now() - timedelta(seconds=realtime.WORKER_ALIVE_S)
     try:
-        rows = Worker.objects.filter(last_heartbeat__gte=alive_since)
-        return list(rows.values("state", "model_name", "live_requests"))
+        return list(selectors.workers_alive().values("state", "model_name", "live_requests"))
     except Exception as exc:
         log.warning("Health check: the workers' rows cannot be read: %s", exc)
         return []

@@ -110,7 +110,7 @@ class _Hub(http.server.BaseHTTPRequestHandler):
     asked: list[str] = []
 
     def do_HEAD(self):  # noqa: N802 (http.server's name)
-        self.asked.append(f"HEAD {self.path}")
+        self.asked.append(f"{self.command} {self.path}")
         self.send_error(404)
 
     do_GET = do_HEAD  # noqa: N815
