@@ -15,7 +15,7 @@ import torch
 from engine.config import MAX_MAP_WORDS
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import InspectError
-from engine.weights import PackedEmbedding, PackedLinear
+from engine.weights import PackedEmbedding, PackedLinear, PackedPart
 
 # The longest passage the attention view reads, in tokens (its last ones).
 MAX_ATTENTION_TOKENS = 512
@@ -127,7 +127,7 @@ class Inspector:
                     twin = type(model)(config)
                 # Packed layers hold their weights outside the state dict: the twin takes them whole.
                 for name, module in model.named_modules():
-                    if isinstance(module, (PackedLinear, PackedEmbedding)):
+                    if isinstance(module, (PackedLinear, PackedPart, PackedEmbedding)):
                         owner, _, attribute = name.rpartition(".")
                         setattr(twin.get_submodule(owner), attribute, module)
                 twin.load_state_dict(model.state_dict(), assign=True, strict=True)

@@ -11,7 +11,7 @@ from engine.engine import Engine, Request
 from engine.errors import ModelLoadError
 from engine.events import Finished
 from engine.inspect import Inspector
-from engine.weights import PackedEmbedding, PackedLinear, pack_weights, weight_bytes
+from engine.weights import PackedEmbedding, PackedLinear, PackedPart, PackedSiblings, pack_weights, weight_bytes
 from tests.engine.helpers import run
 
 GREEDY = SamplingParams(max_new_tokens=40, temperature=0, top_k=0, top_p=1.0, ignore_eos=True)
@@ -57,6 +57,48 @@ def test_an_int8_row_gives_exactly_the_same_result_alone_and_in_any_batch():
     assert torch.equal(alone, together) and torch.equal(alone, reversed_batch)
 
 
+def three_siblings():
+    torch.manual_seed(1)
+    # q, k and v of grouped-query attention: k and v narrower than q; one without a bias.
+    return [torch.nn.Linear(96, 96), torch.nn.Linear(96, 32, bias=False), torch.nn.Linear(96, 32)]
+
+
+@pytest.mark.parametrize(("weights", "tolerance"), [("float16", 2e-3), ("int8", 3e-2)])
+def test_packed_siblings_give_each_its_own_product_whatever_the_order_of_the_calls(weights, tolerance):
+    linears = three_siblings()
+    siblings = PackedSiblings(linears, weights)
+    parts = [PackedPart(siblings, index) for index in range(3)]
+    _, x = a_linear()
+    y = x.flip(1)
+    with torch.inference_mode():
+        # In order on one input; then interleaved with another input, out of order, and twice.
+        calls = [(0, x), (1, x), (2, x), (2, y), (0, x), (1, y), (1, y), (0, y), (2, x), (1, x)]
+        for index, rows in calls:
+            got, expected = parts[index](rows), linears[index](rows)
+            assert got.shape == expected.shape
+            error = (got - expected).abs().amax(dim=-1) / expected.abs().amax(dim=-1)
+            assert float(error.max()) < tolerance, (index, float(error.max()))
+
+
+def test_siblings_called_in_order_on_one_input_make_one_product():
+    siblings = PackedSiblings(three_siblings(), "float16")
+    parts = [PackedPart(siblings, index) for index in range(3)]
+    products = []
+    real = siblings.packed.forward
+    siblings.packed.forward = lambda rows: products.append(rows) or real(rows)
+    _, x = a_linear()
+    with torch.inference_mode():
+        for part in parts:
+            part(x)
+        # The next step's input is a new tensor with the same values: a product of its own.
+        next_step = x.clone()
+        for part in parts:
+            part(next_step)
+    assert len(products) == 2
+    # Nothing is held once every sibling has had its part.
+    assert siblings._last is None
+
+
 def test_packing_replaces_every_linear_and_drops_the_float32_weights(tiny_model_dir):
     loaded = loader.load(ModelSpec(source=str(tiny_model_dir), dtype="float32", device="cpu"))
     model = loaded.model
@@ -64,6 +106,11 @@ def test_packing_replaces_every_linear_and_drops_the_float32_weights(tiny_model_
     before = weight_bytes(model)
     assert pack_weights(model, "int8") == linears > 0
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    # Each layer's q, k and v share one product, and its gate and up another.
+    layer = model.model.layers[0]
+    assert layer.self_attn.q_proj.siblings is layer.self_attn.v_proj.siblings
+    assert layer.mlp.gate_proj.siblings is layer.mlp.up_proj.siblings
+    assert isinstance(layer.self_attn.o_proj, PackedLinear) and isinstance(layer.mlp.down_proj, PackedLinear)
     assert weight_bytes(model) < 0.6 * before
     with pytest.raises(ValueError, match="Unknown weight format 'int4'"):
         pack_weights(model, "int4")
