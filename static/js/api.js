@@ -22,6 +22,10 @@ export async function api(method, url, body, { keepalive = false } = {}) {
   return { ok: response.ok, status: response.status, data };
 }
 
+// Answers of a proxy, or of a site being restarted: a save that gets one is kept in the
+// browser and tried again, as when there is no answer at all.
+export const UNAVAILABLE = [502, 503, 504];
+
 export function errorMessage(result) {
   return result.data && result.data.error ? result.data.error.message : `The server answered ${result.status}.`;
 }

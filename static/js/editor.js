@@ -3,7 +3,7 @@
 // The contract with the server is docs/protocol.md; the socket itself lives in
 // story-socket.js, the side panels in panels.js.
 
-import { api, errorMessage } from "./api.js";
+import { UNAVAILABLE, api, errorMessage } from "./api.js";
 import { initChoices } from "./choices.js";
 import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
@@ -29,11 +29,14 @@ const wordCount = document.getElementById("word-count");
 const generateButton = document.getElementById("generate");
 const stopButton = document.getElementById("stop");
 const conflictBanner = document.getElementById("conflict");
+const conflictReason = document.getElementById("conflict-reason");
 const warningsBanner = document.getElementById("context-warnings");
 const maxChars = Number(root.dataset.maxChars);
 
 const SAVE_DELAY_MS = 1000;
 const SAVE_AT_LEAST_EVERY_MS = 5000;
+// A save the server could not take is tried again this often, kept in the browser meanwhile.
+const SAVE_RETRY_MS = 3000;
 const backupKey = `storyteller:story:${story.id}:unsaved`;
 
 // ---- the story's fields ---------------------------------------------------------------
@@ -336,6 +339,10 @@ async function save({ keepalive = false } = {}) {
       } else if (result.status === 409) {
         forgetSent(sent);
         showConflict(result.data.story);
+      } else if (UNAVAILABLE.includes(result.status)) {
+        // The fingerprint stays: the save may have landed before its answer was lost.
+        setSaveState("Server unavailable: kept in this browser");
+        saveTimer = setTimeout(save, SAVE_RETRY_MS);
       } else {
         forgetSent(sent);
         again = markServerProblem(result);
@@ -343,7 +350,7 @@ async function save({ keepalive = false } = {}) {
       }
     } catch {
       setSaveState("Offline: kept in this browser");
-      saveTimer = setTimeout(save, 3000);
+      saveTimer = setTimeout(save, SAVE_RETRY_MS);
     } finally {
       saving = null;
     }
@@ -365,8 +372,14 @@ function markServerProblem(result) {
   return true;
 }
 
-function showConflict(theirs) {
+const CONFLICT_REASONS = {
+  elsewhere: "This story was changed in another tab or device.",
+  offline: "What you wrote here while offline was kept in this browser, and the story has changed on the server since.",
+};
+
+function showConflict(theirs, reason = "elsewhere") {
   conflict = theirs;
+  conflictReason.textContent = CONFLICT_REASONS[reason];
   conflictBanner.hidden = false;
   document.getElementById("conflict-mine").textContent = editor.text();
   document.getElementById("conflict-theirs").textContent = theirs.text;
@@ -388,6 +401,48 @@ document.getElementById("keep-mine").addEventListener("click", () => {
   conflict = null;
   conflictBanner.hidden = true;
   save();
+});
+
+// Both versions' words, for the writer to edit: what the two share once, then what only the
+// other version has, then what only this one has. They are cut apart at whitespace, so
+// that no word is split.
+function mergeTexts(mine, theirs) {
+  if (mine === theirs) return mine;
+  let start = 0;
+  while (start < mine.length && start < theirs.length && mine[start] === theirs[start]) start++;
+  let end = 0;
+  while (
+    end < mine.length - start &&
+    end < theirs.length - start &&
+    mine[mine.length - 1 - end] === theirs[theirs.length - 1 - end]
+  )
+    end++;
+  // A cut inside a word moves back to the word's start (and, at the end, on to its end).
+  const inWord = (before, after) => /\S/.test(before || " ") && /\S/.test(after || " ");
+  while (start > 0 && (inWord(mine[start - 1], mine[start]) || inWord(mine[start - 1], theirs[start]))) start--;
+  const mineCut = () => mine.length - end;
+  const theirsCut = () => theirs.length - end;
+  while (end > 0 && (inWord(mine[mineCut() - 1], mine[mineCut()]) || inWord(theirs[theirsCut() - 1], mine[mineCut()])))
+    end--;
+  const ours = mine.slice(start, mine.length - end);
+  const other = theirs.slice(start, theirs.length - end);
+  if (!ours.trim()) return theirs;
+  if (!other.trim()) return mine;
+  // Apart as the shared start ends (a new paragraph after a paragraph), or as paragraphs.
+  const breaks = mine.slice(0, start).match(/\n+$/);
+  const apart = breaks ? breaks[0] : /\n/.test(ours + other) ? "\n\n" : " ";
+  return mine.slice(0, start) + other.trimEnd() + apart + ours.trimStart() + mine.slice(mine.length - end);
+}
+
+document.getElementById("merge-both").addEventListener("click", () => {
+  const merged = mergeTexts(editor.text(), conflict.text);
+  revision = conflict.revision;
+  conflict = null;
+  conflictBanner.hidden = true;
+  editor.setText(merged);
+  // The model's passages cannot be followed through a merge; the text is the writer's now.
+  editor.setModelSpans([]);
+  scheduleSave();
 });
 
 document.getElementById("load-theirs").addEventListener("click", () => {
@@ -443,13 +498,23 @@ window.addEventListener("online", () => save());
 
 // A previous visit's changes that never reached the server come back first: on the version
 // they were made on, or on the one that visit's own last save made.
+// If the server's version has moved on since, they are shown as a conflict, never dropped.
 const backup = JSON.parse(localStorage.getItem(backupKey) || "null");
 if (backup && backup.revision + 1 === revision && isOwnSave(story)) backup.revision = revision;
-if (backup && backup.revision === revision && backup.changes) {
+if (backup && backup.changes) {
+  const moved = backup.revision !== revision;
+  // As for a conflict met while saving, the changes stay on the version they were made on
+  // (set first: the fields' changes below back them up again).
+  if (moved) revision = backup.revision;
   for (const [name, value] of Object.entries(backup.changes)) {
     if (name in fields) fields[name].set(value);
   }
-  scheduleSave();
+  if (!moved) scheduleSave();
+  else if (dirty()) showConflict(story, "offline");
+  else {
+    revision = story.revision;
+    localStorage.removeItem(backupKey);
+  }
 }
 updateWordCount();
 checkSettings();

@@ -1,7 +1,7 @@
 // The editor's side panels: Lorebook, History, Share and What the model saw. Memory, the
 // Author's Note and Settings are plain fields that editor.js saves with the story.
 
-import { api, errorMessage } from "./api.js";
+import { UNAVAILABLE, api, errorMessage } from "./api.js";
 
 export function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -37,10 +37,64 @@ export function initPanels({ story, save, loadStory, revision }) {
   const isOpen = (name) => !document.getElementById(`panel-${name}`).hidden;
 
   // ---- Lorebook ----
+  // An entry the server could not take (offline, or an answer of UNAVAILABLE) is kept in
+  // the browser, by entry, and sent again every few seconds, when the browser is back
+  // online, and on the next visit: {key: {id, keys, text, enabled, deleted}}, where the
+  // key is the entry's id, or "new-..." for an entry the server has not seen yet.
   const loreList = document.getElementById("lore-list");
   const loreState = document.getElementById("lore-state");
+  const unsavedLoreKey = `storyteller:story:${story.id}:lore-unsaved`;
+  const LORE_RETRY_MS = 3000;
+  const loreSenders = new Map();
+  let loreRetry = null;
 
-  function loreRow(entry) {
+  function unsavedLore() {
+    try {
+      return JSON.parse(localStorage.getItem(unsavedLoreKey) || "{}");
+    } catch {
+      return {};
+    }
+  }
+
+  function keepUnsavedLore(key, value) {
+    const all = unsavedLore();
+    if (value === null) delete all[key];
+    else all[key] = value;
+    try {
+      if (Object.keys(all).length > 0) localStorage.setItem(unsavedLoreKey, JSON.stringify(all));
+      else localStorage.removeItem(unsavedLoreKey);
+    } catch {
+      // The browser's storage is full or off: the retries below still run while the page is open.
+    }
+  }
+
+  function sendUnsavedLoreSoon() {
+    clearTimeout(loreRetry);
+    loreRetry = setTimeout(sendUnsavedLore, LORE_RETRY_MS);
+  }
+
+  function sendUnsavedLore() {
+    clearTimeout(loreRetry);
+    for (const key of Object.keys(unsavedLore())) {
+      const send = loreSenders.get(key);
+      if (send) send();
+    }
+  }
+
+  // Whether the server could not take it (kept and tried again), from an answer or a throw.
+  const unreachable = (result) => result === null || UNAVAILABLE.includes(result.status);
+
+  async function loreCall(method, url, body) {
+    try {
+      return await api(method, url, body);
+    } catch {
+      return null;
+    }
+  }
+
+  const newLoreKey = () => `new-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+  function loreRow(entry, key = entry.id ? String(entry.id) : newLoreKey()) {
     const row = element("li", { class: "lore-entry" });
     const keys = element("input", { "aria-label": "Keywords", placeholder: "keywords, separated by commas" });
     const text = element("textarea", { "aria-label": "Lore text", rows: "3", placeholder: "What the model should know" });
@@ -52,41 +106,108 @@ export function initPanels({ story, save, loadStory, revision }) {
     enabled.checked = entry.enabled !== false;
     enabledLabel.prepend(enabled);
     row.append(keys, text, enabledLabel, remove);
+    let sending = false;
 
     async function store() {
       const body = { keys: keys.value, text: text.value, enabled: enabled.checked };
       if (!entry.id && (!body.keys.trim() || !body.text.trim())) return;
+      // Kept before it is sent: a page closed while the request is on its way loses nothing.
+      keepUnsavedLore(key, { id: entry.id || null, ...body });
+      if (sending) return;
+      sending = true;
       loreState.textContent = "Saving...";
-      try {
-        const result = entry.id ? await api("PUT", `${base}/lore/${entry.id}/`, body) : await api("POST", `${base}/lore/`, body);
-        if (result.ok) {
-          entry.id = result.data.id;
-          loreState.textContent = "Lore saved";
-        } else {
-          loreState.textContent = `Not saved: ${errorMessage(result)}`;
-        }
-      } catch {
-        loreState.textContent = "Offline: the lore entry is not saved yet";
+      const result = entry.id
+        ? await loreCall("PUT", `${base}/lore/${entry.id}/`, body)
+        : await loreCall("POST", `${base}/lore/`, body);
+      sending = false;
+      if (unreachable(result)) {
+        loreState.textContent = result ? "Server unavailable: lore kept in this browser" : "Offline: lore kept in this browser";
+        sendUnsavedLoreSoon();
+        return;
+      }
+      const kept = unsavedLore()[key];
+      const changedSince = kept && (kept.keys !== body.keys || kept.text !== body.text || kept.enabled !== body.enabled);
+      if (result.ok) {
+        loreSenders.delete(key);
+        keepUnsavedLore(key, null);
+        entry.id = result.data.id;
+        key = String(entry.id);
+        loreSenders.set(key, resend);
+        loreState.textContent = "Lore saved";
+        if (changedSince) store();
+      } else {
+        if (!changedSince) keepUnsavedLore(key, null);
+        loreState.textContent = `Not saved: ${errorMessage(result)}`;
       }
     }
+
+    async function forget() {
+      keepUnsavedLore(key, { id: entry.id || null, deleted: true });
+      row.hidden = true;
+      if (!entry.id) {
+        keepUnsavedLore(key, null);
+        row.remove();
+        loreState.textContent = "Entry deleted";
+        return;
+      }
+      const result = await loreCall("DELETE", `${base}/lore/${entry.id}/`);
+      if (unreachable(result)) {
+        loreState.textContent = result ? "Server unavailable: lore kept in this browser" : "Offline: lore kept in this browser";
+        sendUnsavedLoreSoon();
+        return;
+      }
+      if (!result.ok && result.status !== 404) {
+        keepUnsavedLore(key, null);
+        row.hidden = false;
+        loreState.textContent = `Not deleted: ${errorMessage(result)}`;
+        return;
+      }
+      keepUnsavedLore(key, null);
+      loreSenders.delete(key);
+      row.remove();
+      loreState.textContent = "Entry deleted";
+    }
+
+    function resend() {
+      const kept = unsavedLore()[key];
+      return kept && kept.deleted ? forget() : store();
+    }
+
+    // Kept as it is typed; sent when the writer leaves the field.
+    function keep() {
+      const body = { keys: keys.value, text: text.value, enabled: enabled.checked };
+      if (entry.id || (body.keys.trim() && body.text.trim())) keepUnsavedLore(key, { id: entry.id || null, ...body });
+    }
+
+    loreSenders.set(key, resend);
+    keys.addEventListener("input", keep);
+    text.addEventListener("input", keep);
     keys.addEventListener("change", store);
     text.addEventListener("change", store);
     enabled.addEventListener("change", store);
-    remove.addEventListener("click", async () => {
-      if (entry.id) {
-        const result = await api("DELETE", `${base}/lore/${entry.id}/`);
-        if (!result.ok && result.status !== 404) {
-          loreState.textContent = `Not deleted: ${errorMessage(result)}`;
-          return;
-        }
-      }
-      row.remove();
-      loreState.textContent = "Entry deleted";
-    });
+    remove.addEventListener("click", forget);
     return row;
   }
 
-  for (const entry of story.lore) loreList.append(loreRow({ ...entry }));
+  // The server's entries, with what this browser kept of them on top; then the kept new ones.
+  const keptLore = unsavedLore();
+  for (const entry of story.lore) {
+    const kept = keptLore[String(entry.id)];
+    loreList.append(loreRow(kept && !kept.deleted ? { ...entry, ...kept, id: entry.id } : { ...entry }));
+    if (kept && kept.deleted) loreList.lastElementChild.hidden = true;
+  }
+  // New entries, and edits of an entry deleted elsewhere since, come back as new entries.
+  for (const [key, kept] of Object.entries(keptLore)) {
+    if (loreSenders.has(key)) continue;
+    keepUnsavedLore(key, null);
+    if (kept.deleted) continue;
+    const fresh = { keys: kept.keys, text: kept.text, enabled: kept.enabled };
+    const freshKey = key.startsWith("new-") ? key : newLoreKey();
+    keepUnsavedLore(freshKey, { id: null, ...fresh });
+    loreList.append(loreRow(fresh, freshKey));
+  }
+  sendUnsavedLore();
+  window.addEventListener("online", sendUnsavedLore);
   document.getElementById("lore-add").addEventListener("click", () => {
     const row = loreRow({});
     loreList.append(row);
