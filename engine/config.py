@@ -81,6 +81,21 @@ class SamplingParams:
     top_p: float = 0.95
     # Above 1 makes tokens already in the prompt or output less likely; 1.0 is off.
     repetition_penalty: float = 1.0
+    # Keep only tokens at least this fraction as likely as the likeliest; 0 keeps all.
+    min_p: float = 0.0
+    # DRY ("don't repeat yourself"): a token that would continue a run of tokens already
+    # seen earlier, `dry_allowed_length` long or longer, loses
+    # dry_multiplier x dry_base ^ (run length - dry_allowed_length) of its logit. A run
+    # never crosses a token whose text holds one of `dry_sequence_breakers`. 0 is off.
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
+    # XTC ("exclude top choices"): with this probability at each token, when two or more
+    # tokens are at least `xtc_threshold` likely, all but the least likely of them are
+    # left out, so the text takes a less obvious turn. 0 is off.
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
     # The random seed; the same seed, prompt and model give the same text.
     seed: int = 0
     # Generation ends before the first of these strings; it is not part of the output.

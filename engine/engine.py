@@ -29,7 +29,7 @@ from engine.config import BLOCK_SIZE, CPU_CONTEXT_WINDOW, EngineConfig, ModelSpe
 from engine.detokenize import IncrementalDetokenizer
 from engine.events import Delta, Finished, Reading, Started
 from engine.runner import Runner
-from engine.sampling import make_generator, sample_with_choices
+from engine.sampling import breaker_mask, make_generator, sample_with_choices
 from engine.scheduler import Scheduler
 from engine.stopping import StopText
 from engine.threads import release_openmp_threads
@@ -133,6 +133,8 @@ class _Live:
     # The token sampled last, which the next decode step feeds.
     pending: int | None = None
     seen_ids: torch.Tensor | None = None
+    # The tokens DRY's runs stop at, when the request asks for DRY.
+    breakers: torch.Tensor | None = None
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
     stop: StopText | None = None
@@ -179,6 +181,10 @@ class Engine:
         # cancel() looks in, and what makes a request id unique.
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
+        # Each token's text, and DRY's breaker masks by their strings (_breakers).
+        self._token_texts: list[str] | None = None
+        self._breaker_masks: dict[tuple[str, ...], torch.Tensor] = {}
+        self._breakers_lock = threading.Lock()
         # The requests the loop has taken from its inbox, until it forgets them; the loop's own.
         self._requests: dict[str, _Live] = {}
         self._wake = threading.Event()
@@ -207,6 +213,9 @@ class Engine:
             handle._put(_refusal(f"first_token {first} is not a token of this model (0 to {vocabulary - 1})."))
             return handle
         prompt_ids, truncated, max_new = self._prompt_ids(request)
+        breakers = None
+        if request.params.dry_multiplier > 0:
+            breakers = self._breakers(request.params.dry_sequence_breakers)
         live = _Live(
             request=request,
             handle=handle,
@@ -214,6 +223,7 @@ class Engine:
             truncated=truncated,
             max_new_tokens=max_new,
             submitted_at=time.monotonic(),
+            breakers=breakers,
         )
         # Under the lock, as in cancel(): the inbox then holds a request's submit and cancel
         # in the order they were made, even when its id is used again at once.
@@ -265,6 +275,20 @@ class Engine:
         """How many prompt tokens fit beside max_new_tokens of output in the context window."""
         max_new = min(max_new_tokens, self.context_window - 1)
         return self.context_window - max_new - (1 if self._bos is not None else 0)
+
+    def _breakers(self, breakers: tuple[str, ...]) -> torch.Tensor:
+        """DRY's breaker mask for these strings, made once for each set (the vocabulary's
+        texts are decoded once, on the first request that asks for DRY: 0.4 s for
+        SmolLM2's 49,152 tokens on 2 cores)."""
+        with self._breakers_lock:
+            if self._token_texts is None:
+                # The model's vocabulary may have rows past the tokenizer's last token.
+                vocabulary, known = self.loaded.model.config.vocab_size, len(self.tokenizer)
+                texts = self.tokenizer.batch_decode([[i] for i in range(min(vocabulary, known))])
+                self._token_texts = texts + [""] * (vocabulary - len(texts))
+            if breakers not in self._breaker_masks:
+                self._breaker_masks[breakers] = breaker_mask(self._token_texts, breakers, self.loaded.device)
+            return self._breaker_masks[breakers]
 
     def _prompt_ids(self, request: Request) -> tuple[list[int], bool, int]:
         """The prompt's token ids, trimmed from the start to leave room for the output."""
@@ -466,6 +490,7 @@ class Engine:
             [live.request.params for live in lives],
             [live.seen_ids for live in lives],
             [live.generator for live in lives],
+            [live.breakers for live in lives],
         )
         for live, token, candidates in zip(lives, tokens, choices, strict=True):
             first = live.request.params.first_token

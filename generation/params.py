@@ -14,6 +14,10 @@ MAX_TOP_K = 1000
 MIN_PENALTY, MAX_PENALTY = 0.5, 2.0
 MAX_SEED = 2**63 - 1
 MAX_STOPS, MAX_STOP_CHARS = 8, 100
+MAX_DRY_MULTIPLIER, MAX_DRY_BASE, MAX_DRY_ALLOWED_LENGTH = 5, 4, 20
+MAX_DRY_BREAKERS, MAX_DRY_BREAKER_CHARS = 16, 20
+# Above 0.5 at most one token can reach the threshold, and XTC would never act.
+MAX_XTC_THRESHOLD = 0.5
 
 
 # A parameter that is not what it takes; `field` names it.
@@ -26,6 +30,16 @@ def _stop(name, value):
         value,
         max_length=MAX_STOPS,
         item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_STOP_CHARS),
+        unit="strings",
+    )
+
+
+def _breakers(name, value):
+    return check_list(
+        name,
+        value,
+        max_length=MAX_DRY_BREAKERS,
+        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_DRY_BREAKER_CHARS),
         unit="strings",
     )
 
@@ -43,6 +57,14 @@ _CHECKS = {
     "top_p": partial(check_number, low=0, high=1, low_open=True),
     "top_k": partial(check_int, low=0, high=MAX_TOP_K),
     "repetition_penalty": partial(check_number, low=MIN_PENALTY, high=MAX_PENALTY),
+    "min_p": partial(check_number, low=0, high=1),
+    "dry_multiplier": partial(check_number, low=0, high=MAX_DRY_MULTIPLIER),
+    # 1 makes the penalty the same for any run; above 1 it grows with the run.
+    "dry_base": partial(check_number, low=1, high=MAX_DRY_BASE),
+    "dry_allowed_length": partial(check_int, low=1, high=MAX_DRY_ALLOWED_LENGTH),
+    "dry_sequence_breakers": _breakers,
+    "xtc_threshold": partial(check_number, low=0, high=MAX_XTC_THRESHOLD),
+    "xtc_probability": partial(check_number, low=0, high=1),
     "seed": _optional(partial(check_int, low=0, high=MAX_SEED)),
     "stop": _stop,
     "record_choices": check_bool,
@@ -50,6 +72,19 @@ _CHECKS = {
     "first_token": _optional(partial(check_int, low=0, high=2**31)),
 }
 FIELDS = tuple(_CHECKS)
+
+# The samplers that are off unless a story, preset or request turns them on (the admin's
+# defaults cover the others): the engine's own defaults.
+_OFF = SamplingParams()
+SAMPLER_DEFAULTS = {
+    "min_p": _OFF.min_p,
+    "dry_multiplier": _OFF.dry_multiplier,
+    "dry_base": _OFF.dry_base,
+    "dry_allowed_length": _OFF.dry_allowed_length,
+    "dry_sequence_breakers": list(_OFF.dry_sequence_breakers),
+    "xtc_threshold": _OFF.xtc_threshold,
+    "xtc_probability": _OFF.xtc_probability,
+}
 
 
 def clean_params(raw) -> dict:
@@ -74,7 +109,7 @@ def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | No
     """Admin defaults, overridden by the story's settings, then by the request; a seed is
     drawn when none is given, so that every generation can be reproduced. `ranges`
     ({name: (lowest, highest)}) narrows what the active configuration lets writers choose."""
-    merged = {"stop": [], "seed": None, **defaults}
+    merged = {"stop": [], "seed": None, **SAMPLER_DEFAULTS, **defaults}
     # A chosen first token belongs to one request, never to the story.
     merged.update(clean_params({k: v for k, v in story_settings.items() if k in _CHECKS and k != "first_token"}))
     merged.update(clean_params(requested))
@@ -93,6 +128,13 @@ def to_sampling(params: dict) -> SamplingParams:
         top_k=params["top_k"],
         top_p=float(params["top_p"]),
         repetition_penalty=float(params["repetition_penalty"]),
+        min_p=float(params.get("min_p", SAMPLER_DEFAULTS["min_p"])),
+        dry_multiplier=float(params.get("dry_multiplier", SAMPLER_DEFAULTS["dry_multiplier"])),
+        dry_base=float(params.get("dry_base", SAMPLER_DEFAULTS["dry_base"])),
+        dry_allowed_length=int(params.get("dry_allowed_length", SAMPLER_DEFAULTS["dry_allowed_length"])),
+        dry_sequence_breakers=tuple(params.get("dry_sequence_breakers", SAMPLER_DEFAULTS["dry_sequence_breakers"])),
+        xtc_threshold=float(params.get("xtc_threshold", SAMPLER_DEFAULTS["xtc_threshold"])),
+        xtc_probability=float(params.get("xtc_probability", SAMPLER_DEFAULTS["xtc_probability"])),
         seed=params["seed"],
         stop=tuple(params.get("stop") or ()),
         record_choices=RECORDED_CHOICES if params.get("record_choices") else 0,

@@ -23,7 +23,7 @@ def params_defaults_for(story, config: ModelConfig | None = None) -> dict:
     """The sampling parameters a story starts from, before its own settings: the active
     configuration's defaults, then its preset's."""
     config = config or model_config_active()
-    return {**config.default_params(), **(story.preset.params if story.preset else {})}
+    return {**params.SAMPLER_DEFAULTS, **config.default_params(), **(story.preset.params if story.preset else {})}
 
 
 def setting_limits(config: ModelConfig) -> dict:
@@ -38,6 +38,12 @@ def setting_limits(config: ModelConfig) -> dict:
         "repetition_penalty": (params.MIN_PENALTY, params.MAX_PENALTY),
         "stops": params.MAX_STOPS,
         "stop_chars": params.MAX_STOP_CHARS,
+        "dry_multiplier": (0, params.MAX_DRY_MULTIPLIER),
+        "dry_base": (1, params.MAX_DRY_BASE),
+        "dry_allowed_length": (1, params.MAX_DRY_ALLOWED_LENGTH),
+        "dry_breakers": params.MAX_DRY_BREAKERS,
+        "dry_breaker_chars": params.MAX_DRY_BREAKER_CHARS,
+        "xtc_threshold": (0, params.MAX_XTC_THRESHOLD),
     }
 
 

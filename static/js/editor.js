@@ -41,13 +41,15 @@ const backupKey = `storyteller:story:${story.id}:unsaved`;
 
 // ---- the story's fields ---------------------------------------------------------------
 
-// Stop sequences are typed one per line, with \n for a line break.
-const escapeStop = (stop) => stop.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
-const unescapeStop = (line) => line.replace(/\\(n|\\)/g, (_, c) => (c === "n" ? "\n" : "\\"));
+// Lists of strings (stop sequences, DRY's sequence breakers) are typed one per line, in a
+// textarea, with \n for a line break.
+const escapeLine = (item) => item.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+const unescapeLine = (line) => line.replace(/\\(n|\\)/g, (_, c) => (c === "n" ? "\n" : "\\"));
+const isList = (input) => input.tagName === "TEXTAREA";
 
 function readSetting(input) {
-  if (input.dataset.setting === "stop") {
-    return input.value.split("\n").filter((line) => line.length > 0).map(unescapeStop);
+  if (isList(input)) {
+    return input.value.split("\n").filter((line) => line.length > 0).map(unescapeLine);
   }
   if (input.type === "checkbox") return input.checked;
   return input.value.trim() === "" ? NaN : Number(input.value);
@@ -69,7 +71,7 @@ const settingLabel = (input) => input.labels[0].firstChild.textContent.trim();
 function settingProblem(input) {
   const name = input.dataset.setting;
   const label = settingLabel(input);
-  if (name === "stop") {
+  if (isList(input)) {
     const lines = readSetting(input);
     const most = Number(input.dataset.maxLines);
     const longest = Number(input.dataset.maxChars);
@@ -128,7 +130,7 @@ function writeSettings(values) {
   const shown = { ...siteDefaults, ...(preset ? preset.params : {}), ...values };
   for (const input of settingInputs) {
     const value = shown[input.dataset.setting];
-    if (input.dataset.setting === "stop") input.value = (value || []).map(escapeStop).join("\n");
+    if (isList(input)) input.value = (value || []).map(escapeLine).join("\n");
     else if (input.type === "checkbox") input.checked = Boolean(value);
     else input.value = value ?? "";
   }
@@ -183,6 +185,9 @@ const fields = {
   // After text: the spans index into it.
   model_spans: { get: () => editor.modelSpans(), set: (v) => editor.setModelSpans(v) },
 };
+
+// The page shows the settings in its inputs' own terms (a list's line breaks as \n).
+writeSettings(story.settings);
 
 let revision = story.revision;
 let saved = Object.fromEntries(Object.keys(fields).map((name) => [name, story[name]]));

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from generation.params import SAMPLER_DEFAULTS
 from generation.selectors import (
     generation_unseen_for_story,
     model_config_active,
@@ -97,7 +98,7 @@ def editor(request, story_id):
     context = {
         "defaults": {**params_defaults_for(story, config), **story.settings},
         "limits": setting_limits(config),
-        "site_defaults": config.default_params(),
+        "site_defaults": {**SAMPLER_DEFAULTS, **config.default_params()},
         "presets": preset_list(),
         "story": story,
         "story_json": {**selectors.story_as_dict(story), "unseen_generation": generation_unseen_for_story(story)},

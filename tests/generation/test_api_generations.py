@@ -21,7 +21,8 @@ def start(client, story, **body):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("celery_worker")
 def test_a_generation_started_over_http_is_written_and_read_back(alice_client, story):
-    answer = start(alice_client, story, request_id="h1", params={"max_new_tokens": 12, "seed": 4})
+    samplers = {"min_p": 0.05, "dry_multiplier": 0.8, "dry_sequence_breakers": ["\n"], "xtc_probability": 0.5}
+    answer = start(alice_client, story, request_id="h1", params={"max_new_tokens": 12, "seed": 4, **samplers})
     assert answer.status_code == 202
     started = answer.json()
     # Next in line: nothing waits ahead of it, and it does not run yet.
@@ -36,6 +37,7 @@ def test_a_generation_started_over_http_is_written_and_read_back(alice_client, s
     assert read["text"] == saved.output and read["text"]
     assert read["finish_reason"] in ("length", "eos") and read["stats"]["new_tokens"] == saved.new_tokens
     assert read["params"]["seed"] == 4
+    assert {name: read["params"][name] for name in samplers} == samplers
 
 
 @pytest.mark.django_db
@@ -44,6 +46,9 @@ def test_a_generation_started_over_http_is_written_and_read_back(alice_client, s
     [
         ({"text": 5}, 400, "invalid", "text must be a string"),
         ({"params": {"temperature": 9}}, 400, "invalid", "temperature"),
+        ({"params": {"min_p": -0.5}}, 400, "invalid", "min_p"),
+        ({"params": {"dry_sequence_breakers": "\n"}}, 400, "invalid", "dry_sequence_breakers"),
+        ({"params": {"xtc_probability": 2}}, 400, "invalid", "xtc_probability"),
         ({"request_id": 7}, 400, "invalid", "request_id"),
         ({"params": {"max_new_tokens": 50}}, 429, "limit", "at most 40 new tokens"),
     ],
