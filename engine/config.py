@@ -96,6 +96,11 @@ class SamplingParams:
     # left out, so the text takes a less obvious turn. 0 is off.
     xtc_probability: float = 0.0
     xtc_threshold: float = 0.1
+    # Phrases the continuation never contains, matched case-insensitively (engine/banning.py).
+    banned: tuple[str, ...] = ()
+    # (word, amount) pairs: each word's first tokens get `amount` added to their logits
+    # before any sampler, so a positive one makes the word likelier and a negative one rarer.
+    bias: tuple[tuple[str, float], ...] = ()
     # The random seed; the same seed, prompt and model give the same text.
     seed: int = 0
     # Generation ends before the first of these strings; it is not part of the output.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine import loader
+from engine.banning import BannedText
 from engine.blocks import BlockPool, blocks_for, digests
 from engine.config import BLOCK_SIZE, CPU_CONTEXT_WINDOW, EngineConfig, ModelSpec, SamplingParams
 from engine.detokenize import IncrementalDetokenizer
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 _ATTENTION_SPAN = 2048
 # The first piece read before the engine has timed one.
 _FIRST_PIECE_TOKENS = 64
+# How often one request may go back over a banned phrase before it ends with an error: each
+# time bans one more token at one place, so this is never reached unless nearly every
+# likely continuation is banned.
+MAX_GOING_BACK = 500
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,13 @@ class _Live:
     seen_ids: torch.Tensor | None = None
     # The tokens DRY's runs stop at, when the request asks for DRY.
     breakers: torch.Tensor | None = None
+    # The request's word bias: token ids and what is added to their logits.
+    bias: tuple[torch.Tensor, torch.Tensor] | None = None
+    # Its banned phrases' watch over the output, and the tokens banned at each place of
+    # the output after a phrase completed there; how often it went back.
+    banned: BannedText | None = None
+    bans: dict[int, set[int]] = field(default_factory=dict)
+    went_back: int = 0
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
     stop: StopText | None = None
@@ -216,6 +228,7 @@ class Engine:
         breakers = None
         if request.params.dry_multiplier > 0:
             breakers = self._breakers(request.params.dry_sequence_breakers)
+        bias = self._bias(request.params.bias) if request.params.bias else None
         live = _Live(
             request=request,
             handle=handle,
@@ -224,6 +237,8 @@ class Engine:
             max_new_tokens=max_new,
             submitted_at=time.monotonic(),
             breakers=breakers,
+            bias=bias,
+            banned=BannedText(request.params.banned) if request.params.banned else None,
         )
         # Under the lock, as in cancel(): the inbox then holds a request's submit and cancel
         # in the order they were made, even when its id is used again at once.
@@ -289,6 +304,24 @@ class Engine:
             if breakers not in self._breaker_masks:
                 self._breaker_masks[breakers] = breaker_mask(self._token_texts, breakers, self.loaded.device)
             return self._breaker_masks[breakers]
+
+    def _bias(self, bias: tuple[tuple[str, float], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens that start each word, as it is written inside a sentence (after a
+        space) and at its start, capitalized or not, with the word's bias; a token that
+        starts two words gets the larger in size."""
+        chosen: dict[int, float] = {}
+        for word, amount in bias:
+            forms = {word, word.lower(), word[:1].upper() + word[1:]}
+            for form in forms:
+                for text in (form, " " + form):
+                    ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                    if ids and abs(amount) > abs(chosen.get(ids[0], 0.0)):
+                        chosen[ids[0]] = amount
+        device = self.loaded.device
+        return (
+            torch.tensor(list(chosen), dtype=torch.long, device=device),
+            torch.tensor(list(chosen.values()), dtype=torch.float, device=device),
+        )
 
     def _prompt_ids(self, request: Request) -> tuple[list[int], bool, int]:
         """The prompt's token ids, trimmed from the start to leave room for the output."""
@@ -485,6 +518,14 @@ class Engine:
         live.remembered = full
 
     def _sample_and_take(self, lives: list[_Live], logits: torch.Tensor) -> None:
+        # Before every sampler: the word bias, and the tokens banned at this place.
+        for row, live in enumerate(lives):
+            if live.bias is not None:
+                ids, amounts = live.bias
+                logits[row, ids] += amounts.to(logits.dtype)
+            banned_here = live.bans.get(live.new_tokens)
+            if banned_here:
+                logits[row, list(banned_here)] = float("-inf")
         tokens, choices = sample_with_choices(
             logits,
             [live.request.params for live in lives],
@@ -494,7 +535,7 @@ class Engine:
         )
         for live, token, candidates in zip(lives, tokens, choices, strict=True):
             first = live.request.params.first_token
-            if first is not None and live.new_tokens == 0 and live.first_token_at is None:
+            if first is not None and live.new_tokens == 0 and first not in live.bans.get(0, ()):
                 token = first  # the writer chose it; the candidates stay what the model weighed
             if live.request.params.record_choices:
                 live.choices.append(tuple(candidates))
@@ -513,15 +554,41 @@ class Engine:
         piece = live.detokenizer.push(token)
         if live.request.params.record_choices:
             live.pieces.append(piece)
+        tokens = 1
+        if live.banned is not None:
+            piece, tokens, back = live.banned.push(live.new_tokens - 1, piece)
+            if back is not None:
+                self._go_back(live, back)
+                return
         text = live.stop.feed(piece)
         if text:
-            live.handle._put(Delta(text=text, tokens=1))
+            live.handle._put(Delta(text=text, tokens=tokens))
         if live.stop.stopped:
             self._finish(live, "stop")
         elif live.new_tokens >= live.max_new_tokens:
             self._finish(live, "length")
         else:
             live.pending = token
+
+    def _go_back(self, live: _Live, index: int) -> None:
+        """Takes the output back to its first `index` tokens, after a banned phrase
+        completed from token `index` on, and bans that token there: the next step samples
+        that place again. Nothing from there on was released (BannedText held it)."""
+        live.went_back += 1
+        if live.went_back > MAX_GOING_BACK:
+            self._finish(live, "error", error=f"Could not write around the banned phrases in {MAX_GOING_BACK} tries.")
+            return
+        live.bans = {place: ids for place, ids in live.bans.items() if place < index}
+        live.bans.setdefault(index, set()).add(live.new_ids[index])
+        live.banned.go_back(index)
+        del live.new_ids[index:], live.pieces[index:], live.choices[index:]
+        live.new_tokens = index
+        ids = [*live.prompt_ids, *live.new_ids]
+        live.detokenizer = IncrementalDetokenizer(self.tokenizer, ids)
+        # The step feeds the token before that place again, at its own position, for the
+        # logits of the place (a prompt's last token, when it is the first).
+        live.pending, live.length = ids[-1], len(ids) - 1
+        live.seen_ids = torch.tensor(ids[:-1], dtype=torch.long, device=self.loaded.device)
 
     def _finish(self, live: _Live, reason: str, error: str | None = None) -> None:
         """Sends the request's Finished, unless cancel() already has, and forgets it."""
@@ -544,6 +611,8 @@ class Engine:
             held = live.detokenizer.flush()
             if held and live.pieces:
                 live.pieces[-1] += held
+            if live.banned is not None:
+                held = live.banned.finish() + held
             rest = live.stop.feed(held) + live.stop.finish()
             if rest:
                 live.handle._put(Delta(text=rest, tokens=0))

@@ -1,5 +1,6 @@
 """Choosing the next tokens, in this order: repetition penalty -> DRY -> temperature ->
-top-k -> top-p -> min-p -> XTC -> sample.
+top-k -> top-p -> min-p -> XTC -> sample (the engine adds a request's word bias and its
+banned tokens to the logits before this).
 
 One call samples every row of a decode step: the filters run on the whole batch at once
 (DRY and XTC row by row, for the rows that ask for them), and each row then draws from its

@@ -18,6 +18,8 @@ MAX_DRY_MULTIPLIER, MAX_DRY_BASE, MAX_DRY_ALLOWED_LENGTH = 5, 4, 20
 MAX_DRY_BREAKERS, MAX_DRY_BREAKER_CHARS = 16, 20
 # Above 0.5 at most one token can reach the threshold, and XTC would never act.
 MAX_XTC_THRESHOLD = 0.5
+MAX_BANNED, MAX_BANNED_CHARS = 100, 100
+MAX_BIAS_WORDS, MAX_BIAS_WORD_CHARS, MAX_BIAS = 100, 100, 10
 
 
 # A parameter that is not what it takes; `field` names it.
@@ -44,6 +46,27 @@ def _breakers(name, value):
     )
 
 
+def _banned(name, value):
+    return check_list(
+        name,
+        value,
+        max_length=MAX_BANNED,
+        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_BANNED_CHARS, blank=False),
+        unit="strings",
+    )
+
+
+def _bias(name, value):
+    """{"word": amount}: at most MAX_BIAS_WORDS words, each amount from -MAX_BIAS to MAX_BIAS."""
+    check_dict(name, value)
+    if len(value) > MAX_BIAS_WORDS:
+        raise Invalid(name, f"{name} takes at most {MAX_BIAS_WORDS} words; got {len(value)}.")
+    for word, amount in value.items():
+        check_string(f"{name} word {word!r}", word, min_length=1, max_length=MAX_BIAS_WORD_CHARS, blank=False)
+        check_number(f"{name}[{word!r}]", amount, low=-MAX_BIAS, high=MAX_BIAS)
+    return value
+
+
 def _optional(check):
     return lambda name, value: None if value is None else check(name, value)
 
@@ -65,6 +88,8 @@ _CHECKS = {
     "dry_sequence_breakers": _breakers,
     "xtc_threshold": partial(check_number, low=0, high=MAX_XTC_THRESHOLD),
     "xtc_probability": partial(check_number, low=0, high=1),
+    "banned": _banned,
+    "bias": _bias,
     "seed": _optional(partial(check_int, low=0, high=MAX_SEED)),
     "stop": _stop,
     "record_choices": check_bool,
@@ -84,6 +109,8 @@ SAMPLER_DEFAULTS = {
     "dry_sequence_breakers": list(_OFF.dry_sequence_breakers),
     "xtc_threshold": _OFF.xtc_threshold,
     "xtc_probability": _OFF.xtc_probability,
+    "banned": [],
+    "bias": {},
 }
 
 
@@ -135,6 +162,8 @@ def to_sampling(params: dict) -> SamplingParams:
         dry_sequence_breakers=tuple(params.get("dry_sequence_breakers", SAMPLER_DEFAULTS["dry_sequence_breakers"])),
         xtc_threshold=float(params.get("xtc_threshold", SAMPLER_DEFAULTS["xtc_threshold"])),
         xtc_probability=float(params.get("xtc_probability", SAMPLER_DEFAULTS["xtc_probability"])),
+        banned=tuple(params.get("banned") or ()),
+        bias=tuple((word, float(amount)) for word, amount in (params.get("bias") or {}).items()),
         seed=params["seed"],
         stop=tuple(params.get("stop") or ()),
         record_choices=RECORDED_CHOICES if params.get("record_choices") else 0,

@@ -44,6 +44,10 @@ def setting_limits(config: ModelConfig) -> dict:
         "dry_breakers": params.MAX_DRY_BREAKERS,
         "dry_breaker_chars": params.MAX_DRY_BREAKER_CHARS,
         "xtc_threshold": (0, params.MAX_XTC_THRESHOLD),
+        "banned": params.MAX_BANNED,
+        "banned_chars": params.MAX_BANNED_CHARS,
+        "bias_words": params.MAX_BIAS_WORDS,
+        "bias_most": params.MAX_BIAS,
     }
 
 

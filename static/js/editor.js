@@ -45,9 +45,25 @@ const backupKey = `storyteller:story:${story.id}:unsaved`;
 // textarea, with \n for a line break.
 const escapeLine = (item) => item.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
 const unescapeLine = (line) => line.replace(/\\(n|\\)/g, (_, c) => (c === "n" ? "\n" : "\\"));
-const isList = (input) => input.tagName === "TEXTAREA";
+const isBias = (input) => input.dataset.setting === "bias";
+const isList = (input) => input.tagName === "TEXTAREA" && !isBias(input);
+
+// Word bias is typed one word a line, "word = amount"; a line that is not is kept as it
+// is, for settingProblem to name.
+function readBias(input) {
+  const bias = {};
+  const wrong = [];
+  input.value.split("\n").forEach((line, at) => {
+    if (!line.trim()) return;
+    const match = line.match(/^(.*\S)\s*=\s*(-?\d+(?:\.\d+)?)\s*$/);
+    if (match && match[1].trim()) bias[match[1].trim()] = Number(match[2]);
+    else wrong.push(at + 1);
+  });
+  return { bias, wrong };
+}
 
 function readSetting(input) {
+  if (isBias(input)) return readBias(input).bias;
   if (isList(input)) {
     return input.value.split("\n").filter((line) => line.length > 0).map(unescapeLine);
   }
@@ -71,7 +87,15 @@ const settingLabel = (input) => input.labels[0].firstChild.textContent.trim();
 function settingProblem(input) {
   const name = input.dataset.setting;
   const label = settingLabel(input);
-  if (isList(input)) {
+  if (isBias(input)) {
+    const { bias, wrong } = readBias(input);
+    const most = Number(input.dataset.max);
+    const words = Object.keys(bias);
+    if (wrong.length) return `${label}: line ${wrong[0]} must be a word, "=" and a number, such as "dragon = -5".`;
+    if (words.length > Number(input.dataset.maxLines)) return `${label}: at most ${input.dataset.maxLines} words.`;
+    const outside = words.find((word) => Math.abs(bias[word]) > most);
+    if (outside) return `${label}: ${outside} must be from -${most} to ${most}.`;
+  } else if (isList(input)) {
     const lines = readSetting(input);
     const most = Number(input.dataset.maxLines);
     const longest = Number(input.dataset.maxChars);
@@ -130,7 +154,8 @@ function writeSettings(values) {
   const shown = { ...siteDefaults, ...(preset ? preset.params : {}), ...values };
   for (const input of settingInputs) {
     const value = shown[input.dataset.setting];
-    if (isList(input)) input.value = (value || []).map(escapeLine).join("\n");
+    if (isBias(input)) input.value = Object.entries(value || {}).map(([word, amount]) => `${word} = ${amount}`).join("\n");
+    else if (isList(input)) input.value = (value || []).map(escapeLine).join("\n");
     else if (input.type === "checkbox") input.checked = Boolean(value);
     else input.value = value ?? "";
   }

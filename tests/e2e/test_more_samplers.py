@@ -86,3 +86,39 @@ def test_a_preset_can_carry_the_samplers(writer, new_page, context, live_site):
     params = db(lambda: Generation.objects.get(story=story).params)
     assert (params["dry_multiplier"], params["min_p"], params["stop"]) == (1.2, 0.1, ["\n\n"])
     expect(page.locator("#gen-state")).to_have_text(re.compile("Done|Stopped"))
+
+
+def test_banned_phrases_and_word_bias_are_typed_checked_and_kept_out_of_the_text(writer, new_page, context, live_site):
+    story = writer[0]
+    # Greedy, so the second continuation would repeat the first but for the ban.
+    db(lambda: Story.objects.filter(pk=story.pk).update(settings={"temperature": 0, "max_new_tokens": 60}))
+    page = open_editor(new_page, context, live_site, story)
+    generate_and_wait(page)
+    first = db(lambda: Generation.objects.get(story=story).output)
+    # The tiny model writes long runs without spaces: a word of a writer's length.
+    word = max((w for w in (w.strip(".,!?\"'") for w in first.split()) if len(w) <= 30), key=len)
+    assert len(word) >= 3
+
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_text("Banned phrases and word bias").click()
+    bias = page.get_by_label(re.compile(r"^Word bias"))
+    bias.fill("sea = 2\nharbour -3")
+    expect(page.locator("#bias-problem")).to_contain_text('line 2 must be a word, "=" and a number')
+    bias.fill("sea = 2\nharbour = -30")
+    expect(page.locator("#bias-problem")).to_contain_text("harbour must be from -10 to 10.")
+    bias.fill("sea = 2\nharbour = -3")
+    page.get_by_label(re.compile(r"^Banned words and phrases")).fill(word.upper())
+    expect(page.locator("#settings-problems")).to_be_hidden()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    settings = saved_settings(story)
+    assert (settings["banned"], settings["bias"]) == ([word.upper()], {"sea": 2, "harbour": -3})
+
+    page.reload()
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_text("Banned phrases and word bias").click()
+    expect(page.get_by_label(re.compile(r"^Word bias"))).to_have_value("sea = 2\nharbour = -3")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    second = db(lambda: Generation.objects.filter(story=story).latest("pk"))
+    assert second.params["banned"] == [word.upper()]
+    assert word.lower() not in second.output.lower() and second.output

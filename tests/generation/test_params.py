@@ -57,6 +57,14 @@ def test_a_seed_is_drawn_and_recorded_when_none_is_given():
         ({"xtc_threshold": -0.1}, "xtc_threshold"),
         ({"xtc_probability": 1.1}, "xtc_probability"),
         ({"xtc_probability": True}, "xtc_probability"),
+        ({"banned": "dragon"}, "banned"),
+        ({"banned": ["a"] * 101}, "banned"),
+        ({"banned": ["x" * 101]}, "banned"),
+        ({"banned": [" "]}, "banned"),
+        ({"bias": {"dragon": -10.5}}, "bias"),
+        ({"bias": {"dragon": "down"}}, "bias"),
+        ({"bias": {f"w{i}": 1 for i in range(101)}}, "bias"),
+        ({"bias": {"y" * 101: 1}}, "bias"),
     ],
 )
 def test_it_refuses_wrong_values_naming_the_field(raw, field):
@@ -75,12 +83,15 @@ def test_the_samplers_edge_values_are_accepted_and_reach_the_engine():
         "dry_sequence_breakers": ["\n", "..."],
         "xtc_threshold": 0.5,
         "xtc_probability": 1,
+        "banned": ["x" * 100] * 100,
+        "bias": {"dragon": -10, "sea": 10},
     }
     assert clean_params(raw) == raw
     params = to_sampling(resolve_params(defaults=DEFAULTS, story_settings={"min_p": 0.1}, requested=raw))
     assert (params.min_p, params.dry_multiplier, params.dry_base, params.dry_allowed_length) == (1, 5, 4, 20)
     assert params.dry_sequence_breakers == ("\n", "...")
     assert (params.xtc_threshold, params.xtc_probability) == (0.5, 1)
+    assert params.banned == ("x" * 100,) * 100 and params.bias == (("dragon", -10.0), ("sea", 10.0))
 
 
 def test_a_generation_saved_before_the_samplers_existed_still_maps_to_the_engine():
