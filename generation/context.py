@@ -38,6 +38,12 @@ MIN_STORY_TOKENS = 32
 NOTE_TEMPLATE = "[Author's note: {}]"
 
 
+def note_line(note: str) -> str:
+    """The note as the model reads it: in NOTE_TEMPLATE, unless the writer already put it
+    in brackets ("[Style: terse, dark]"), which the model then reads as written."""
+    return note if note.startswith("[") and note.endswith("]") else NOTE_TEMPLATE.format(note)
+
+
 class ContextTooLarge(Exception):
     """Memory and the author's note do not fit; the message says by how much."""
 
@@ -146,7 +152,7 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
     note_text = ""
     if note:
         lead = "" if not before or before.endswith("\n") else "\n"
-        note_text = f"{lead}{NOTE_TEMPLATE.format(note)}\n"
+        note_text = f"{lead}{note_line(note)}\n"
     note_part = ("note", "Author's Note", note_text, encode(note_text)) if note else None
     essential = [p for p in (memory_part, note_part) if p]
     if tokens_of(essential) > fixed_room:

@@ -607,8 +607,8 @@ function updateButtons() {
   generateButton.disabled = Boolean(current) || !connected();
   retryButton.disabled = Boolean(current) || !connected() || !last;
   stopButton.disabled = !current || storySocket.stopping();
-  document.getElementById("undo").disabled = Boolean(current);
-  document.getElementById("redo").disabled = Boolean(current);
+  document.getElementById("undo").disabled = Boolean(current) || !editor.canUndo();
+  document.getElementById("redo").disabled = Boolean(current) || !editor.canRedo();
   alternatives.hidden = !last || last.versions.length < 2;
   if (last) altPosition.textContent = `${last.shown + 1} of ${last.versions.length}`;
   document.getElementById("alt-prev").disabled = Boolean(current) || !last || last.shown === 0;
@@ -670,9 +670,31 @@ function afterWord(text, at) {
   return at;
 }
 
+// Openings offered to a writer who pressed Generate on an empty story.
+const EXAMPLE_OPENINGS = [
+  "The lighthouse keeper found the letter on the stairs, though no boat had come in a week.",
+  "Mara had promised her grandmother she would never open the blue door. On the morning of the storm, it was open.",
+  "The last train out of the city was late, and the man across from me had not blinked since we left.",
+];
+const emptyHint = document.getElementById("empty-hint");
+
+document.getElementById("use-example").addEventListener("click", () => {
+  editor.setText(EXAMPLE_OPENINGS[Math.floor(Math.random() * EXAMPLE_OPENINGS.length)]);
+  emptyHint.hidden = true;
+  editor.focusEnd();
+});
+editor.onChange(() => {
+  if (!emptyHint.hidden && editor.text().trim()) emptyHint.hidden = true;
+});
+
 function generate() {
   if (current || !connected() || !settingsReady()) return;
   const text = editor.text();
+  // Nothing to continue: the model would write whatever it likes. Say what helps instead.
+  if (!text.trim()) {
+    emptyHint.hidden = false;
+    return;
+  }
   const insertAt = atCursor.checked ? afterWord(text, editor.cursor()) : text.length;
   last = null;
   start({ insertAt, prompt: text.slice(0, insertAt), retry: false });
@@ -827,12 +849,56 @@ document.getElementById("alt-prev").addEventListener("click", () => show(last.sh
 document.getElementById("alt-next").addEventListener("click", () => show(last.shown + 1));
 document.getElementById("undo").addEventListener("click", () => editor.undo());
 document.getElementById("redo").addEventListener("click", () => editor.redo());
+// Undo and Redo are offered only when there is something to undo or redo. The history
+// changes after Quill's own text-change handlers, so the buttons follow a moment later.
+editor.onChange(() => setTimeout(updateButtons));
+editor.onHistory(() => setTimeout(updateButtons));
+
+// ---- keyboard shortcuts, and a quieter page to write in ----------------------------------
+
+const shortcutsDialog = document.getElementById("shortcuts");
+const focusButton = document.getElementById("focus-mode");
+const typingIn = (target) => target.closest("input, textarea, select, [contenteditable=true]") !== null;
+
+function setFocusMode(on) {
+  document.body.classList.toggle("focus-mode", on);
+  focusButton.setAttribute("aria-pressed", String(on));
+  localStorage.setItem("storyteller:focus-mode", on ? "on" : "off");
+}
+
+focusButton.addEventListener("click", () => setFocusMode(!document.body.classList.contains("focus-mode")));
+if (localStorage.getItem("storyteller:focus-mode") === "on") setFocusMode(true);
+document.getElementById("shortcuts-open").addEventListener("click", () => shortcutsDialog.showModal());
+document.getElementById("shortcuts-close").addEventListener("click", () => shortcutsDialog.close());
+
+// Ctrl+R stays the browser's reload; Retry is Alt+R. On a Mac, Option+R types a character,
+// so the keys are matched by where they are (event.code), not by what they type.
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+  const command = event.ctrlKey || event.metaKey;
+  if (shortcutsDialog.open) return;
+  if (event.key === "Enter" && command) {
     event.preventDefault();
     generate();
   } else if (event.key === "Escape") {
     stop();
+  } else if (event.altKey && !command && event.code === "KeyR") {
+    event.preventDefault();
+    if (!retryButton.disabled) retry();
+  } else if (event.altKey && !command && (event.code === "BracketLeft" || event.code === "BracketRight")) {
+    event.preventDefault();
+    const button = document.getElementById(event.code === "BracketLeft" ? "alt-prev" : "alt-next");
+    if (!alternatives.hidden && !button.disabled) button.click();
+  } else if (event.altKey && !command && event.code === "KeyF") {
+    event.preventDefault();
+    focusButton.click();
+  } else if (command && event.code === "KeyZ" && !typingIn(event.target)) {
+    // In the story Quill undoes by itself; from elsewhere on the page the story's history too.
+    event.preventDefault();
+    if (event.shiftKey) editor.redo();
+    else editor.undo();
+  } else if (event.key === "?" && !command && !typingIn(event.target)) {
+    event.preventDefault();
+    shortcutsDialog.showModal();
   }
 });
 

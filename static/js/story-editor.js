@@ -214,6 +214,12 @@ export function createStoryEditor(container, text) {
     },
     undo: () => quill.history.undo(),
     redo: () => quill.history.redo(),
+    focusEnd() {
+      quill.focus();
+      quill.setSelection(quill.getLength() - 1, 0, "api");
+    },
+    canUndo: () => quill.history.stack.undo.length > 0,
+    canRedo: () => quill.history.stack.redo.length > 0,
     onChange: (listener) => quill.on("text-change", () => listener()),
     onBlur: (listener) => root.addEventListener("blur", listener),
     onUserEdit: (listener) => userEditListeners.push(listener),

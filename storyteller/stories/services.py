@@ -1,3 +1,4 @@
+import itertools
 import secrets
 from datetime import timedelta
 
@@ -290,6 +291,20 @@ def _check_lore_entry(name: str, entry) -> None:
 
 
 @transaction.atomic
+def _imported_title(owner, title: str) -> str:
+    """The title, marked "(imported)" (then "(imported 2)", ...) when the writer's library
+    already holds a story of that title: an import never sits unmarked beside its twin."""
+    title = title.strip() or DEFAULT_TITLE
+    taken = set(Story.objects.filter(owner=owner, deleted_at__isnull=True).values_list("title", flat=True))
+    if title not in taken:
+        return title
+    for number in itertools.count(1):
+        mark = " (imported)" if number == 1 else f" (imported {number})"
+        marked = title[: TITLE_MAX_LENGTH - len(mark)] + mark
+        if marked not in taken:
+            return marked
+
+
 def story_import(*, owner, data: dict) -> Story:
     """Creates a story from a `json` export; a foreign or newer file gets a ValidationError
     and creates nothing."""
@@ -317,7 +332,7 @@ def story_import(*, owner, data: dict) -> Story:
     )
     story = story_create(
         owner=owner,
-        title=data.get("title") or "",
+        title=_imported_title(owner, data.get("title") or ""),
         text=data.get("text") or "",
         story_settings=context.pop("settings", {}),
     )

@@ -30,7 +30,12 @@ def library(request):
         else:
             return redirect("stories:editor", story_id=story.id)
     query = request.GET.get("q", "")
+    # The story deleted a moment ago, offered back once (Undo).
+    trashed_id = request.session.pop("just_trashed", None)
+    just_trashed = selectors.story_trash_for(request.user).filter(pk=trashed_id).first() if trashed_id else None
     context = {
+        "just_trashed": just_trashed,
+        "trash_days": TRASH_DAYS,
         "stories": selectors.story_list_for(request.user, query=query),
         "query": query,
         "form": form,
@@ -55,7 +60,8 @@ def rename(request, story_id):
 @require_http_methods(["POST"])
 def trash(request, story_id):
     story = services.story_trash(selectors.story_get_for(request.user, story_id))
-    messages.info(request, f"“{story.title}” is in the trash for {TRASH_DAYS} days.")
+    # The library says so, with Undo.
+    request.session["just_trashed"] = story.id
     return redirect("stories:library")
 
 

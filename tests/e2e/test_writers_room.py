@@ -121,8 +121,9 @@ def test_an_exported_story_imports_as_the_same_story(writer, new_page, context, 
     expect_story_text(page, OPENING)
     expect(page.get_by_label("Memory text")).to_have_value("A grey cat.", timeout=5_000)
     copy = db(lambda: Story.objects.exclude(pk=story.pk).get())
+    # Beside the story it came from, marked as the imported one.
     assert (copy.title, copy.text, copy.memory, copy.note, copy.note_depth) == (
-        "Whiskers",
+        "Whiskers (imported)",
         OPENING,
         "A grey cat.",
         "Calm.",

@@ -56,6 +56,22 @@ def test_memory_comes_first_and_the_note_sits_depth_paragraphs_before_the_end(to
 
 
 @pytest.mark.parametrize(
+    ("note", "line"),
+    [
+        ("Keep it gentle.", "[Author's note: Keep it gentle.]"),
+        # Already in brackets, as writers coming from other tools write it: read as written.
+        ("[Style: terse, dark]", "[Style: terse, dark]"),
+        ("  [Genre: horror]  ", "[Genre: horror]"),
+        # Brackets inside, not around: still wrapped.
+        ("Mara [the fisher] is tired.", "[Author's note: Mara [the fisher] is tired.]"),
+    ],
+)
+def test_a_bracketed_note_is_read_as_written_and_any_other_is_wrapped(tokenizer, note, line):
+    prompt = assemble(tokenizer, STORY, StoryContext(note=note, note_depth=1), budget=400)
+    assert [p.text for p in prompt.parts if p.kind == "note"] == [line + "\n"]
+
+
+@pytest.mark.parametrize(
     ("depth", "before", "after"),
     [
         (0, "a\nb\nc", ""),

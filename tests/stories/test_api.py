@@ -185,7 +185,12 @@ def test_a_json_export_imports_back_as_the_same_story(alice_client, story):
     assert response.status_code == 201
     body = response.json()
     assert body["id"] != story.id
-    assert (body["title"], body["text"], body["settings"]) == ("Whiskers", "Once upon a time.", {"temperature": 0.5})
+    # Beside the story it came from, the copy's title says it is the imported one.
+    assert (body["title"], body["text"], body["settings"]) == (
+        "Whiskers (imported)",
+        "Once upon a time.",
+        {"temperature": 0.5},
+    )
 
 
 @pytest.mark.parametrize(

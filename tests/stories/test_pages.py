@@ -132,6 +132,39 @@ def test_delete_moves_to_the_trash_and_restore_brings_back(alice_client, alice, 
     assert alice_client.get(f"/stories/{story.id}/").status_code == 200
 
 
+def test_a_deleted_story_is_offered_back_once_with_undo(alice_client, alice):
+    story = story_create(owner=alice, title="Whiskers", text="")
+    page = alice_client.post(f"/stories/{story.id}/trash/", follow=True).content.decode()
+    assert "“Whiskers” is in the trash for 30 days." in page
+    assert f'action="/stories/{story.id}/restore/"' in page and ">Undo</button>" in page
+    # Once: the next visit to the library does not offer it again.
+    assert ">Undo</button>" not in alice_client.get("/stories/").content.decode()
+
+    alice_client.post(f"/stories/{story.id}/restore/")
+    assert Story.objects.get(pk=story.pk).deleted_at is None
+
+
+def test_the_library_says_just_now_for_a_story_changed_within_a_minute(alice_client, alice):
+    story_create(owner=alice, title="Whiskers", text="Words.")
+    older = story_create(owner=alice, title="Older", text="Words.")
+    Story.objects.filter(pk=older.pk).update(updated_at=timezone.now() - timedelta(hours=3))
+    page = alice_client.get("/stories/").content.decode()
+    assert "changed just now" in page and "0 minutes" not in page
+    assert "changed 3\xa0hours ago" in page
+
+
+def test_an_import_beside_a_story_of_the_same_title_is_marked(alice_client, alice):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    story_create(owner=alice, title="Whiskers", text="Mine.")
+    data = {"format": "storyteller.story", "version": 1, "title": "Whiskers", "text": "Theirs."}
+    for _ in range(2):
+        upload = SimpleUploadedFile("story.json", json.dumps(data).encode(), content_type="application/json")
+        alice_client.post("/stories/import/", {"file": upload})
+    titles = sorted(Story.objects.filter(owner=alice).values_list("title", flat=True))
+    assert titles == ["Whiskers", "Whiskers (imported 2)", "Whiskers (imported)"]
+
+
 def test_an_uploaded_export_opens_as_a_new_story(alice_client, alice):
     from django.core.files.uploadedfile import SimpleUploadedFile
 

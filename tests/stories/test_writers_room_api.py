@@ -288,8 +288,9 @@ def test_a_json_export_imports_as_the_same_story(alice_client, story):
     assert imported.status_code == 201
     original = alice_client.get(f"/api/stories/{story.id}/").json()
     copy = imported.json()
-    same = ("title", "text", "memory", "note", "note_depth", "settings")
+    same = ("text", "memory", "note", "note_depth", "settings")
     assert {k: copy[k] for k in same} == {k: original[k] for k in same}
+    assert copy["title"] == original["title"] + " (imported)"
     assert [(e["keys"], e["text"], e["enabled"]) for e in copy["lore"]] == [("pier", "It creaks.", False)]
 
 

@@ -1,0 +1,146 @@
+"""Keyboard and reading comfort in a real browser: shortcuts and their help, Undo and Redo
+only when there is something to undo, focus mode, a dark page when the system asks for
+one, a phone's width, and what an empty story's Generate says."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from generation.models import Generation
+from storyteller.stories.models import Story
+from storyteller.stories.services import story_create
+from tests.e2e.conftest import OPENING, open_at_the_end, open_editor, outside_the_event_loop, story_text
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+db = outside_the_event_loop
+PARAGRAPH = "The rain fell on the old town, and the lamps of the harbour burned low. " * 8
+
+
+def test_the_shortcuts_generate_retry_and_browse_and_are_listed(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=12)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    first = story_text(page)
+    assert first != OPENING
+
+    # Alt+R is Retry (Ctrl+R stays the browser's reload).
+    page.keyboard.press("Alt+r")
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    expect(page.locator("#alt-position")).to_have_text("2 of 2")
+    assert db(Generation.objects.count) == 2
+    second = story_text(page)
+    page.keyboard.press("Alt+BracketLeft")
+    expect(page.locator("#alt-position")).to_have_text("1 of 2")
+    assert story_text(page) == first
+    page.keyboard.press("Alt+BracketRight")
+    expect(page.locator("#alt-position")).to_have_text("2 of 2")
+    assert story_text(page) == second
+
+    # "?" outside the story lists them; Escape closes the list and stops nothing.
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("?")
+    dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Alt+R")
+    expect(dialog).to_contain_text("Ctrl+Enter")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Keyboard shortcuts").click()
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    # "?" typed in the story is a question mark.
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Why?")
+    expect(dialog).to_be_hidden()
+    assert story_text(page).endswith(" Why?")
+
+
+def test_undo_and_redo_are_offered_only_when_there_is_something_to_undo(writer, new_page, context, live_site):
+    page = open_editor(new_page, context, live_site, writer[0])
+    undo, redo = page.get_by_role("button", name="Undo"), page.get_by_role("button", name="Redo")
+    expect(undo).to_be_disabled()
+    expect(redo).to_be_disabled()
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" More.")
+    expect(undo).to_be_enabled()
+    expect(redo).to_be_disabled()
+    undo.click()
+    expect(redo).to_be_enabled()
+    expect(undo).to_be_disabled()
+    assert story_text(page) == OPENING
+    redo.click()
+    expect(redo).to_be_disabled()
+    assert story_text(page) == OPENING + " More."
+
+
+def test_focus_mode_leaves_the_story_and_its_toolbar_and_is_remembered(writer, new_page, context, live_site):
+    page = open_editor(new_page, context, live_site, writer[0])
+    focus = page.get_by_role("button", name="Focus")
+    page.keyboard.press("Alt+f")
+    expect(focus).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("toolbar", name="Panels")).to_be_hidden()
+    expect(page.get_by_role("textbox", name="Story")).to_be_visible()
+    expect(page.get_by_role("button", name="Generate")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("toolbar", name="Panels")).to_be_hidden()
+    page.get_by_role("button", name="Focus").click()
+    expect(page.get_by_role("toolbar", name="Panels")).to_be_visible()
+
+
+def test_the_page_is_dark_when_the_system_asks(writer, browser, live_site):
+    context = browser.new_context(color_scheme="dark")
+    context.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
+    page = context.new_page()
+    page.goto(f"{live_site}/stories/{writer[0].id}/")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    editor = page.evaluate("getComputedStyle(document.querySelector('.story-editor')).backgroundColor")
+    ink = page.evaluate("getComputedStyle(document.querySelector('.ql-editor')).color")
+
+    def brightness(colour):
+        red, green, blue = (int(v) for v in re.findall(r"\d+", colour)[:3])
+        return (red + green + blue) / 3
+
+    assert brightness(background) < 60 and brightness(editor) < 60 and brightness(ink) > 180
+    context.close()
+
+
+@pytest.mark.parametrize("where", ["editor", "library", "trash"])
+def test_a_phone_sees_no_page_wider_than_its_screen(where, alice, writer, new_page, context, live_site):
+    story = db(lambda: story_create(owner=alice, title="A long title " * 8, text="\n\n".join([PARAGRAPH] * 20)))
+    page = new_page(context)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(
+        f"{live_site}/stories/{story.id}/"
+        if where == "editor"
+        else f"{live_site}/stories/{'trash/' if where == 'trash' else ''}"
+    )
+    if where == "editor":
+        page.get_by_role("button", name="Settings").click()
+        page.get_by_text("More samplers").click()
+    page.wait_for_load_state("networkidle")
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    if where == "editor":
+        for name in ("Generate", "Stop", "Retry", "Undo"):
+            box = page.get_by_role("button", name=name).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
+
+
+def test_generate_on_an_empty_story_says_what_helps_and_offers_an_opening(alice, writer, new_page, context, live_site):
+    story = db(lambda: story_create(owner=alice, title="Blank", text=""))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Generate").click()
+    hint = page.locator("#empty-hint")
+    expect(hint).to_be_visible()
+    expect(hint).to_contain_text("give it a sentence or two first")
+    assert db(Generation.objects.count) == 0
+    page.get_by_role("button", name="Start from an example").click()
+    expect(hint).to_be_hidden()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert len(db(lambda: Story.objects.get(pk=story.pk).text)) > 40
