@@ -32,9 +32,11 @@ def a_long_story(alice):
     return db(lambda: story_create(owner=alice, title="Harbour", text=LONG_STORY))
 
 
-def write_offline_and_leave(page, context, words):
+def write_offline_and_leave(page, context, words, meanwhile):
     """Types words at the end of the story and the memory while no save can reach the
-    server, then closes the page, as a writer on a train does."""
+    server, then closes the page, as a writer on a train does; `meanwhile` runs before the
+    browser is back online (the closing page's keep-alive save, held while offline, may be
+    sent once it is, and then meets the other version as a conflict)."""
     context.set_offline(True)
     page.get_by_role("textbox", name="Story").focus()
     page.keyboard.press("Control+End")
@@ -43,6 +45,7 @@ def write_offline_and_leave(page, context, words):
     page.get_by_label("Memory text").fill("Mara keeps a lantern.")
     expect(page.locator("#save-state")).to_have_text("Offline: kept in this browser")
     page.close()
+    meanwhile()
     context.set_offline(False)
 
 
@@ -51,15 +54,15 @@ def another_device_appends(story, words):
         current = Story.objects.get(pk=story.pk)
         draft_save(story=current, base_revision=current.revision, text=current.text + words)
 
-    db(save)
+    return lambda: db(save)
 
 
 def test_words_kept_offline_meet_a_newer_version_as_a_conflict_and_the_writer_keeps_them(
     alice, writer, new_page, context, live_site
 ):
     story = a_long_story(alice)
-    write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
-    another_device_appends(story, "\n\n" + THEIRS)
+    page = open_editor(new_page, context, live_site, story)
+    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
 
     page = open_editor(new_page, context, live_site, story)
     expect(page.locator("#conflict")).to_be_visible()
@@ -80,8 +83,8 @@ def test_words_kept_offline_meet_a_newer_version_as_a_conflict_and_the_writer_ke
 
 def test_a_conflict_left_unanswered_comes_back_after_another_reload(alice, writer, new_page, context, live_site):
     story = a_long_story(alice)
-    write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
-    another_device_appends(story, "\n\n" + THEIRS)
+    page = open_editor(new_page, context, live_site, story)
+    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
     open_editor(new_page, context, live_site, story).close()
 
     page = open_editor(new_page, context, live_site, story)
@@ -93,8 +96,8 @@ def test_a_conflict_left_unanswered_comes_back_after_another_reload(alice, write
 
 def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context, live_site):
     story = a_long_story(alice)
-    write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
-    another_device_appends(story, "\n\n" + THEIRS)
+    page = open_editor(new_page, context, live_site, story)
+    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
 
     page = open_editor(new_page, context, live_site, story)
     page.get_by_role("button", name="Merge the two").click()
@@ -107,8 +110,8 @@ def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context
 
 def test_loading_the_other_version_clears_what_was_kept(alice, writer, new_page, context, live_site):
     story = a_long_story(alice)
-    write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
-    another_device_appends(story, "\n\n" + THEIRS)
+    page = open_editor(new_page, context, live_site, story)
+    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
 
     page = open_editor(new_page, context, live_site, story)
     page.get_by_role("button", name="Load the other version").click()
