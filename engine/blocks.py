@@ -90,6 +90,16 @@ class BlockPool:
             taken.append(block)
         return taken
 
+    def cached_run(self, block_digests: list[bytes]) -> int:
+        """How many of these blocks, from the first, are cached now; takes none. Read without
+        the engine loop's lock (a preview can bear a block's difference)."""
+        count = 0
+        for digest in block_digests:
+            if digest not in self._by_digest:
+                break
+            count += 1
+        return count
+
     def record_lookup(self, *, prompt_tokens: int, found_tokens: int) -> None:
         """Counts one request's prompt for the hit rate."""
         self.prompt_tokens += prompt_tokens

@@ -85,16 +85,19 @@ class SamplingParams:
     min_p: float = 0.0
     # DRY ("don't repeat yourself"): a token that would continue a run of tokens already
     # seen earlier, `dry_allowed_length` long or longer, loses
-    # dry_multiplier x dry_base ^ (run length - dry_allowed_length) of its logit. A run
-    # never crosses a token whose text holds one of `dry_sequence_breakers`. 0 is off.
+    # dry_multiplier x dry_base ^ (run length - dry_allowed_length) of its logit. 0 is off.
     dry_multiplier: float = 0.0
+    # How fast DRY's penalty grows with the run's length; 1 keeps it the same for any run.
     dry_base: float = 1.75
+    # The longest run that may repeat without a penalty.
     dry_allowed_length: int = 2
+    # A run never crosses a token whose text holds one of these.
     dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
-    # XTC ("exclude top choices"): with this probability at each token, when two or more
-    # tokens are at least `xtc_threshold` likely, all but the least likely of them are
-    # left out, so the text takes a less obvious turn. 0 is off.
+    # XTC ("exclude top choices"): the chance at each token that, when two or more tokens
+    # are at least `xtc_threshold` likely, all but the least likely of them are left out,
+    # so the text takes a less obvious turn. 0 is off.
     xtc_probability: float = 0.0
+    # How likely a token must be to count as one of XTC's top choices.
     xtc_threshold: float = 0.1
     # Phrases the continuation never contains, matched case-insensitively (engine/banning.py).
     banned: tuple[str, ...] = ()

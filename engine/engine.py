@@ -286,6 +286,11 @@ class Engine:
     def _bos(self) -> int | None:
         return self.tokenizer.bos_token_id if getattr(self.tokenizer, "add_bos_token", False) else None
 
+    def cached_tokens(self, ids: list[int]) -> int:
+        """How many of a prompt's first tokens a request would find in the prefix cache now
+        (whole blocks; the last token is always read, as _start does)."""
+        return self._pool.cached_run(digests(ids[: len(ids) - 1])) * BLOCK_SIZE
+
     def prompt_budget(self, max_new_tokens: int) -> int:
         """How many prompt tokens fit beside max_new_tokens of output in the context window."""
         max_new = min(max_new_tokens, self.context_window - 1)
@@ -310,7 +315,8 @@ class Engine:
         space) and at its start, capitalized or not, with the word's bias; a token that
         starts two words gets the larger in size."""
         chosen: dict[int, float] = {}
-        for word, amount in bias:
+        for written, amount in bias:
+            word = written.strip()
             forms = {word, word.lower(), word[:1].upper() + word[1:]}
             for form in forms:
                 for text in (form, " " + form):
@@ -535,6 +541,8 @@ class Engine:
         )
         for live, token, candidates in zip(lives, tokens, choices, strict=True):
             first = live.request.params.first_token
+            # At the first place, also after going back there over a banned phrase, unless
+            # the chosen token itself began the phrase.
             if first is not None and live.new_tokens == 0 and first not in live.bans.get(0, ()):
                 token = first  # the writer chose it; the candidates stay what the model weighed
             if live.request.params.record_choices:

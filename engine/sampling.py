@@ -91,7 +91,8 @@ def sample_with_choices(
         p = params[row]
         if p.xtc_probability > 0:
             coin = torch.rand(1, generator=generators[row], device=generators[row].device)
-            likely = int((probs[position] >= p.xtc_threshold).sum())
+            # Tokens already ruled out (probability 0) never count, even at a threshold of 0.
+            likely = int(((probs[position] > 0) & (probs[position] >= p.xtc_threshold)).sum())
             if float(coin) < p.xtc_probability and likely >= 2:
                 values[position, : likely - 1] = float("-inf")
                 probs[position] = torch.softmax(values[position], dim=-1)

@@ -219,6 +219,7 @@ def pack_weights(model, weights: str) -> int:
 
 
 def _packable_together(linears: list) -> bool:
+    """Whether a parent's named siblings are all CPU linear layers reading one width of input."""
     return all(isinstance(linear, torch.nn.Linear) and linear.weight.device.type == "cpu" for linear in linears) and (
         len({linear.in_features for linear in linears}) == 1
     )

@@ -135,6 +135,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             "cancel": self.on_cancel,
             "resume": self.on_resume,
             "inspect": self.on_inspect,
+            "context": self.on_context,
         }.get(message["type"])
         if handler is None:
             await self.send_error("invalid", f"Unknown message type {message['type']!r}.")
@@ -196,6 +197,21 @@ class StoryConsumer(AsyncWebsocketConsumer):
         try:
             await database_sync_to_async(services.inspection_start)(
                 user=self.scope["user"], reply_to=self.channel_name, message=message, request_id=request_id
+            )
+        except services.GenerationRefused as refused:
+            await self.send_error(refused.code, refused.message, request_id=request_id)
+
+    async def on_context(self, message):
+        valid, request_id = await self.request_id(message)
+        if not valid:
+            return
+        try:
+            await database_sync_to_async(services.context_preview_start)(
+                user=self.scope["user"],
+                story=self.story,
+                reply_to=self.channel_name,
+                message=message,
+                request_id=request_id,
             )
         except services.GenerationRefused as refused:
             await self.send_error(refused.code, refused.message, request_id=request_id)

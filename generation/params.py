@@ -149,21 +149,23 @@ def resolve_params(*, defaults: dict, story_settings: dict, requested: dict | No
 
 
 def to_sampling(params: dict) -> SamplingParams:
+    # A generation saved before a sampler existed ran without it.
+    params = {**SAMPLER_DEFAULTS, **params}
     return SamplingParams(
         max_new_tokens=params["max_new_tokens"],
         temperature=float(params["temperature"]),
         top_k=params["top_k"],
         top_p=float(params["top_p"]),
         repetition_penalty=float(params["repetition_penalty"]),
-        min_p=float(params.get("min_p", SAMPLER_DEFAULTS["min_p"])),
-        dry_multiplier=float(params.get("dry_multiplier", SAMPLER_DEFAULTS["dry_multiplier"])),
-        dry_base=float(params.get("dry_base", SAMPLER_DEFAULTS["dry_base"])),
-        dry_allowed_length=int(params.get("dry_allowed_length", SAMPLER_DEFAULTS["dry_allowed_length"])),
-        dry_sequence_breakers=tuple(params.get("dry_sequence_breakers", SAMPLER_DEFAULTS["dry_sequence_breakers"])),
-        xtc_threshold=float(params.get("xtc_threshold", SAMPLER_DEFAULTS["xtc_threshold"])),
-        xtc_probability=float(params.get("xtc_probability", SAMPLER_DEFAULTS["xtc_probability"])),
-        banned=tuple(params.get("banned") or ()),
-        bias=tuple((word, float(amount)) for word, amount in (params.get("bias") or {}).items()),
+        min_p=float(params["min_p"]),
+        dry_multiplier=float(params["dry_multiplier"]),
+        dry_base=float(params["dry_base"]),
+        dry_allowed_length=params["dry_allowed_length"],
+        dry_sequence_breakers=tuple(params["dry_sequence_breakers"]),
+        xtc_threshold=float(params["xtc_threshold"]),
+        xtc_probability=float(params["xtc_probability"]),
+        banned=tuple(params["banned"]),
+        bias=tuple((word, float(amount)) for word, amount in params["bias"].items()),
         seed=params["seed"],
         stop=tuple(params.get("stop") or ()),
         record_choices=RECORDED_CHOICES if params.get("record_choices") else 0,

@@ -19,11 +19,17 @@ def model_config_active() -> ModelConfig:
     return config or ModelConfig(name="Default", source=settings.STORYTELLER_DEFAULT_MODEL, is_active=True)
 
 
+def site_params_defaults(config: ModelConfig) -> dict:
+    """The sampling parameters of a story with neither settings nor preset: the samplers
+    that are off unless asked for, and the configuration's defaults."""
+    return {**params.SAMPLER_DEFAULTS, **config.default_params()}
+
+
 def params_defaults_for(story, config: ModelConfig | None = None) -> dict:
-    """The sampling parameters a story starts from, before its own settings: the active
-    configuration's defaults, then its preset's."""
+    """The sampling parameters a story starts from, before its own settings: the site's
+    (site_params_defaults), then its preset's."""
     config = config or model_config_active()
-    return {**params.SAMPLER_DEFAULTS, **config.default_params(), **(story.preset.params if story.preset else {})}
+    return {**site_params_defaults(config), **(story.preset.params if story.preset else {})}
 
 
 def setting_limits(config: ModelConfig) -> dict:

@@ -374,3 +374,30 @@ def inspection_start(*, user, reply_to: str, message: dict, request_id: str | No
     if wait is not None:
         raise GenerationRefused("limit", f"That is {INSPECTIONS_PER_MINUTE} looks inside in a minute; wait {wait} s.")
     queue.enqueue("generation.inspect", reply_to, request, request_id)
+
+
+# Context bar previews a writer may ask for per minute (the editor asks at most once a
+# second while the story changes, and only when it changed).
+CONTEXT_PREVIEWS_PER_MINUTE = 120
+
+
+def context_preview_start(*, user, story, reply_to: str, message: dict, request_id: str | None) -> None:
+    """Checks a `context` message (docs/protocol.md) and queues it for a worker, which
+    answers the socket `reply_to` directly with how the model's window would be spent on
+    `text` with the story's saved memory, note and lore; nothing is recorded."""
+    try:
+        text = check_string("text", message.get("text"), max_length=settings.STORYTELLER_MAX_TEXT_CHARS)
+        requested = message.get("max_new_tokens")
+        if requested is None:
+            params = {**selectors.params_defaults_for(story), **story.settings}
+            max_new_tokens = params.get("max_new_tokens", ModelConfig().max_new_tokens)
+        else:
+            max_new_tokens = check_int("max_new_tokens", requested, low=1, high=sampling.MAX_NEW_TOKENS)
+    except Invalid as exc:
+        raise _refused(exc) from None
+    wait = ratelimit.hit("context", str(user.pk), limit=CONTEXT_PREVIEWS_PER_MINUTE, window_s=60)
+    if wait is not None:
+        raise GenerationRefused(
+            "limit", f"That is {CONTEXT_PREVIEWS_PER_MINUTE} context counts in a minute; wait {wait} s."
+        )
+    queue.enqueue("generation.context", reply_to, story.id, text, max_new_tokens, request_id)

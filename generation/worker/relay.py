@@ -92,7 +92,7 @@ class Relay:
             prompt = context.assemble(
                 engine.tokenizer,
                 generation.prompt_text,
-                _story_context(generation.story),
+                story_context(generation.story),
                 engine.prompt_budget(params.max_new_tokens),
             )
         except context.ContextTooLarge as exc:
@@ -191,7 +191,7 @@ class Relay:
         services.generation_end(generation, reason=finished.reason, error=finished.error or "", stream=self.stream)
 
 
-def _story_context(story) -> context.StoryContext:
+def story_context(story) -> context.StoryContext:
     lore = tuple(
         context.LoreEntry(keys=tuple(entry.key_list), text=entry.text, name=entry.keys)
         for entry in story.lore.filter(enabled=True)

@@ -361,6 +361,8 @@ async function save({ keepalive = false } = {}) {
         for (const name of Object.keys(fields)) if (name in body) saved[name] = body[name];
         if (!dirty()) localStorage.removeItem(backupKey);
         setSaveState(dirty() ? "Unsaved changes" : "Saved");
+        // Memory, the note and the settings are read from the saved story.
+        scheduleContext();
       } else if (result.status === 409 && isOwnSave(result.data.story)) {
         // An earlier save of this tab landed after this page had loaded.
         forgetSent(sent);
@@ -469,6 +471,9 @@ document.getElementById("merge-both").addEventListener("click", () => {
   revision = conflict.revision;
   conflict = null;
   conflictBanner.hidden = true;
+  // The last continuation's place in the text is gone: no Retry or alternatives of it.
+  last = null;
+  updateButtons();
   editor.setText(merged);
   // The model's passages cannot be followed through a merge; the text is the writer's now.
   editor.setModelSpans([]);
@@ -480,6 +485,8 @@ document.getElementById("load-theirs").addEventListener("click", () => {
   conflict = null;
   conflictBanner.hidden = true;
   loadStory(theirs);
+  last = null;
+  updateButtons();
 });
 
 // The story's own settings give way to its preset's (and the site's) values, shown and saved.
@@ -498,9 +505,13 @@ presetSelect.addEventListener("change", () => {
 });
 showPresetDescription();
 
+// The story's length in tokens, as the model's tokenizer counted it last (the context bar).
+let storyTokens = null;
+
 function updateWordCount() {
   const words = editor.text().trim().split(/\s+/).filter(Boolean).length;
-  wordCount.textContent = `${words} ${words === 1 ? "word" : "words"}`;
+  const tokens = storyTokens === null ? "" : ` · ${storyTokens.toLocaleString()} ${storyTokens === 1 ? "token" : "tokens"}`;
+  wordCount.textContent = `${words} ${words === 1 ? "word" : "words"}${tokens}`;
 }
 
 editor.onChange(scheduleSave);
@@ -567,6 +578,7 @@ const storySocket = createStorySocket(story.id, {
   open() {
     genState.textContent = current ? "Reconnected" : "";
     updateButtons();
+    scheduleContext();
   },
   close() {
     generateButton.disabled = retryButton.disabled = true;
@@ -600,6 +612,7 @@ const storySocket = createStorySocket(story.id, {
     genState.textContent = message.message;
   },
   inspection: (message) => inspect.handle(message),
+  context: (message) => showContext(message),
 });
 const connected = () => storySocket.connected();
 
@@ -854,6 +867,79 @@ document.getElementById("redo").addEventListener("click", () => editor.redo());
 editor.onChange(() => setTimeout(updateButtons));
 editor.onHistory(() => setTimeout(updateButtons));
 
+// ---- the context bar: how the model's window would be spent on the story now ------------
+// Asked of a worker over the socket (the model's own tokenizer counts), a moment after the
+// story, its settings or what is saved beside it last changed; only the latest answer counts.
+
+const CONTEXT_DELAY_MS = 800;
+const contextBar = document.getElementById("context-bar");
+const contextMeter = contextBar.querySelector(".context-meter");
+const contextCached = contextBar.querySelector(".context-cached");
+const contextLegend = document.getElementById("context-legend");
+const contextWarning = document.getElementById("context-warning");
+let contextTimer = null;
+let contextAsked = null;
+let contextKey = null;
+
+function scheduleContext() {
+  clearTimeout(contextTimer);
+  contextTimer = setTimeout(askContext, CONTEXT_DELAY_MS);
+}
+
+function askContext() {
+  const text = editor.text();
+  const length = readSetting(document.getElementById("max-new-tokens"));
+  const maxNew = Number.isInteger(length) && length >= 1 ? length : undefined;
+  const key = `${revision}:${maxNew}:${fingerprint(text)}`;
+  if (key === contextKey) return;
+  const asked = storySocket.context(text, maxNew);
+  if (asked) [contextAsked, contextKey] = [asked, key];
+}
+
+const CONTEXT_PARTS = { memory: "Memory", lore: "Lore", note: "Author's Note", story: "Story read" };
+
+function showContext(message) {
+  if (message.request_id !== contextAsked) return;
+  if (message.type === "error") {
+    contextKey = null;
+    contextBar.hidden = true;
+    return;
+  }
+  const size = message.window;
+  const share = (tokens) => `${Math.min(100, (100 * tokens) / size).toFixed(2)}%`;
+  const segments = message.parts.map((part) => {
+    const segment = document.createElement("span");
+    segment.className = `context-${part.kind}`;
+    segment.style.width = share(part.tokens);
+    segment.title = `${part.label}: ${part.tokens.toLocaleString()} tokens`;
+    return segment;
+  });
+  const room = document.createElement("span");
+  room.className = "context-room";
+  room.style.width = share(message.max_new_tokens);
+  room.title = `Room for the continuation: ${message.max_new_tokens.toLocaleString()} tokens`;
+  contextMeter.replaceChildren(...segments, room, contextCached);
+  contextCached.style.width = share(message.cached_tokens);
+  const totals = {};
+  for (const part of message.parts) {
+    const label = part.kind === "lore" ? part.label : CONTEXT_PARTS[part.kind] || part.label;
+    totals[label] = (totals[label] || 0) + part.tokens;
+  }
+  const spent = Object.entries(totals).map(([label, tokens]) => `${label} ${tokens.toLocaleString()}`);
+  if (message.story_left_out) spent.push(`left out ${message.story_left_out.toLocaleString()}`);
+  spent.push(`room for the continuation ${message.max_new_tokens.toLocaleString()}`);
+  const cached = message.cached_tokens ? `; ${message.cached_tokens.toLocaleString()} already read and kept by the model` : "";
+  contextLegend.textContent = `${spent.join(" · ")}, of ${size.toLocaleString()} tokens${cached}.`;
+  contextWarning.textContent = message.warnings.join(" ");
+  contextWarning.hidden = message.warnings.length === 0;
+  contextBar.hidden = false;
+  storyTokens = message.story_tokens;
+  updateWordCount();
+}
+
+editor.onChange(scheduleContext);
+document.getElementById("max-new-tokens").addEventListener("input", scheduleContext);
+
 // ---- keyboard shortcuts, and a quieter page to write in ----------------------------------
 
 const shortcutsDialog = document.getElementById("shortcuts");
@@ -892,10 +978,11 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     focusButton.click();
   } else if (command && event.code === "KeyZ" && !typingIn(event.target)) {
-    // In the story Quill undoes by itself; from elsewhere on the page the story's history too.
+    // In the story Quill undoes by itself; from elsewhere on the page the story's history
+    // too, when its button would (not while a continuation streams in).
     event.preventDefault();
-    if (event.shiftKey) editor.redo();
-    else editor.undo();
+    const button = document.getElementById(event.shiftKey ? "redo" : "undo");
+    if (!button.disabled) button.click();
   } else if (event.key === "?" && !command && !typingIn(event.target)) {
     event.preventDefault();
     shortcutsDialog.showModal();
@@ -939,6 +1026,11 @@ function offerUnseen(unseen) {
 }
 
 offerUnseen(story.unseen_generation);
-const panels = initPanels({ story, save, loadStory, revision: () => revision });
+// The lorebook is saved apart from the story: the context bar counts again after it.
+const loreChanged = () => {
+  contextKey = null;
+  scheduleContext();
+};
+const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged });
 updateButtons();
 storySocket.connect();

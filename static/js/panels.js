@@ -14,7 +14,7 @@ function when(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-export function initPanels({ story, save, loadStory, revision }) {
+export function initPanels({ story, save, loadStory, revision, loreChanged }) {
   const base = `/api/stories/${story.id}`;
   const loaders = {};
 
@@ -107,8 +107,10 @@ export function initPanels({ story, save, loadStory, revision }) {
     enabledLabel.prepend(enabled);
     row.append(keys, text, enabledLabel, remove);
     let sending = false;
+    let deleted = false;
 
     async function store() {
+      if (deleted) return;
       const body = { keys: keys.value, text: text.value, enabled: enabled.checked };
       if (!entry.id && (!body.keys.trim() || !body.text.trim())) return;
       // Kept before it is sent: a page closed while the request is on its way loses nothing.
@@ -120,6 +122,18 @@ export function initPanels({ story, save, loadStory, revision }) {
         ? await loreCall("PUT", `${base}/lore/${entry.id}/`, body)
         : await loreCall("POST", `${base}/lore/`, body);
       sending = false;
+      if (deleted) {
+        // Deleted while this was on its way: a new entry that landed is deleted as well.
+        if (!unreachable(result) && result.ok && !entry.id) {
+          loreSenders.delete(key);
+          keepUnsavedLore(key, null);
+          entry.id = result.data.id;
+          key = String(entry.id);
+          loreSenders.set(key, resend);
+        }
+        forget();
+        return;
+      }
       if (unreachable(result)) {
         loreState.textContent = result ? "Server unavailable: lore kept in this browser" : "Offline: lore kept in this browser";
         sendUnsavedLoreSoon();
@@ -134,6 +148,7 @@ export function initPanels({ story, save, loadStory, revision }) {
         key = String(entry.id);
         loreSenders.set(key, resend);
         loreState.textContent = "Lore saved";
+        loreChanged();
         if (changedSince) store();
       } else {
         if (!changedSince) keepUnsavedLore(key, null);
@@ -142,8 +157,11 @@ export function initPanels({ story, save, loadStory, revision }) {
     }
 
     async function forget() {
+      deleted = true;
       keepUnsavedLore(key, { id: entry.id || null, deleted: true });
       row.hidden = true;
+      // A save on its way decides first: store() comes back here once it is answered.
+      if (sending) return;
       if (!entry.id) {
         keepUnsavedLore(key, null);
         row.remove();
@@ -158,6 +176,7 @@ export function initPanels({ story, save, loadStory, revision }) {
       }
       if (!result.ok && result.status !== 404) {
         keepUnsavedLore(key, null);
+        deleted = false;
         row.hidden = false;
         loreState.textContent = `Not deleted: ${errorMessage(result)}`;
         return;
@@ -166,6 +185,7 @@ export function initPanels({ story, save, loadStory, revision }) {
       loreSenders.delete(key);
       row.remove();
       loreState.textContent = "Entry deleted";
+      loreChanged();
     }
 
     function resend() {

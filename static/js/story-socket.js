@@ -10,8 +10,8 @@ const LONGEST_RECONNECT_MS = 10000;
 // `on` holds the editor's handlers: open(), close(), queued(message), reading(message) (how
 // far the model has read the story, until its first token, and never once Stop is pressed),
 // token(message), done(message), refused(message) (an error before the generation had an
-// id: it never started), error(message) (any other) and inspection(message) (the Inspect
-// panel's answers). Message types this page does not know are ignored, as the protocol asks.
+// id: it never started), error(message) (any other), inspection(message) (the Inspect
+// panel's answers) and context(message) (the context bar's answers and their errors). Message types this page does not know are ignored, as the protocol asks.
 export function createStorySocket(storyId, on) {
   let socket = null;
   let reconnectDelay = FIRST_RECONNECT_MS;
@@ -53,6 +53,10 @@ export function createStorySocket(storyId, on) {
   function dispatch(message) {
     if (String(message.request_id || "").startsWith("inspect-") || message.type === "inspection") {
       on.inspection(message);
+      return;
+    }
+    if (String(message.request_id || "").startsWith("context-") || message.type === "context") {
+      on.context(message);
       return;
     }
     switch (message.type) {
@@ -111,5 +115,13 @@ export function createStorySocket(storyId, on) {
     },
     // Sends the Inspect panel's question; returns whether it could.
     inspect: (message) => connected() && (send(message), true),
+    // Asks how the model's window would be spent on this text (the context bar); returns
+    // the request's id, or null when not connected.
+    context(text, maxNewTokens) {
+      if (!connected()) return null;
+      const requestId = `context-${++requestCounter}`;
+      send({ type: "context", request_id: requestId, text, max_new_tokens: maxNewTokens });
+      return requestId;
+    },
   };
 }

@@ -22,6 +22,11 @@ def story_trash_for(user) -> QuerySet[Story]:
     return Story.objects.filter(owner=user, deleted_at__gte=trash_since()).order_by("-deleted_at")
 
 
+def story_in_trash(user, story_id) -> Story | None:
+    """The user's story `story_id` if it is in the trash and can still be restored."""
+    return story_trash_for(user).filter(pk=story_id).first() if story_id is not None else None
+
+
 def trash_since():
     """When a story must have gone to the trash to be in it still."""
     return timezone.now() - timedelta(days=TRASH_DAYS)

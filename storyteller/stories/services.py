@@ -290,8 +290,7 @@ def _check_lore_entry(name: str, entry) -> None:
     check_bool(f"{name}.enabled", entry.get("enabled", True))
 
 
-@transaction.atomic
-def _imported_title(owner, title: str) -> str:
+def _imported_title(*, owner, title: str) -> str:
     """The title, marked "(imported)" (then "(imported 2)", ...) when the writer's library
     already holds a story of that title: an import never sits unmarked beside its twin."""
     title = title.strip() or DEFAULT_TITLE
@@ -305,6 +304,7 @@ def _imported_title(owner, title: str) -> str:
             return marked
 
 
+@transaction.atomic
 def story_import(*, owner, data: dict) -> Story:
     """Creates a story from a `json` export; a foreign or newer file gets a ValidationError
     and creates nothing."""
@@ -332,7 +332,7 @@ def story_import(*, owner, data: dict) -> Story:
     )
     story = story_create(
         owner=owner,
-        title=_imported_title(owner, data.get("title") or ""),
+        title=_imported_title(owner=owner, title=data.get("title") or ""),
         text=data.get("text") or "",
         story_settings=context.pop("settings", {}),
     )

@@ -5,13 +5,13 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from generation.params import SAMPLER_DEFAULTS
 from generation.selectors import (
     generation_unseen_for_story,
     model_config_active,
     params_defaults_for,
     preset_list,
     setting_limits,
+    site_params_defaults,
 )
 from storyteller.stories import selectors, services
 from storyteller.stories.forms import ImportForm, StoryForm
@@ -31,10 +31,8 @@ def library(request):
             return redirect("stories:editor", story_id=story.id)
     query = request.GET.get("q", "")
     # The story deleted a moment ago, offered back once (Undo).
-    trashed_id = request.session.pop("just_trashed", None)
-    just_trashed = selectors.story_trash_for(request.user).filter(pk=trashed_id).first() if trashed_id else None
     context = {
-        "just_trashed": just_trashed,
+        "just_trashed": selectors.story_in_trash(request.user, request.session.pop("just_trashed", None)),
         "trash_days": TRASH_DAYS,
         "stories": selectors.story_list_for(request.user, query=query),
         "query": query,
@@ -104,7 +102,7 @@ def editor(request, story_id):
     context = {
         "defaults": {**params_defaults_for(story, config), **story.settings},
         "limits": setting_limits(config),
-        "site_defaults": {**SAMPLER_DEFAULTS, **config.default_params()},
+        "site_defaults": site_params_defaults(config),
         "presets": preset_list(),
         "story": story,
         "story_json": {**selectors.story_as_dict(story), "unseen_generation": generation_unseen_for_story(story)},

@@ -95,19 +95,21 @@ def test_focus_mode_leaves_the_story_and_its_toolbar_and_is_remembered(writer, n
 
 def test_the_page_is_dark_when_the_system_asks(writer, browser, live_site):
     context = browser.new_context(color_scheme="dark")
-    context.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
-    page = context.new_page()
-    page.goto(f"{live_site}/stories/{writer[0].id}/")
-    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    editor = page.evaluate("getComputedStyle(document.querySelector('.story-editor')).backgroundColor")
-    ink = page.evaluate("getComputedStyle(document.querySelector('.ql-editor')).color")
+    try:
+        context.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
+        page = context.new_page()
+        page.goto(f"{live_site}/stories/{writer[0].id}/")
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        editor = page.evaluate("getComputedStyle(document.querySelector('.story-editor')).backgroundColor")
+        ink = page.evaluate("getComputedStyle(document.querySelector('.ql-editor')).color")
+    finally:
+        context.close()
 
     def brightness(colour):
         red, green, blue = (int(v) for v in re.findall(r"\d+", colour)[:3])
         return (red + green + blue) / 3
 
     assert brightness(background) < 60 and brightness(editor) < 60 and brightness(ink) > 180
-    context.close()
 
 
 @pytest.mark.parametrize("where", ["editor", "library", "trash"])
@@ -144,3 +146,33 @@ def test_generate_on_an_empty_story_says_what_helps_and_offers_an_opening(alice,
     expect(hint).to_be_hidden()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert len(db(lambda: Story.objects.get(pk=story.pk).text)) > 40
+
+
+def test_the_context_bar_shows_how_the_window_is_spent_and_warns_what_is_left_out(
+    alice, writer, new_page, context, live_site
+):
+    story = db(lambda: story_create(owner=alice, title="Harbour", text=PARAGRAPH.strip()))
+    page = open_editor(new_page, context, live_site, story)
+    bar = page.get_by_role("region", name="Context")
+    expect(bar).to_be_visible(timeout=15_000)
+    expect(page.locator("#context-legend")).to_contain_text("Story read")
+    expect(page.locator("#context-legend")).to_contain_text("room for the continuation")
+    expect(page.locator("#context-warning")).to_be_hidden()
+    expect(page.locator("#word-count")).to_have_text(re.compile(r"^\d+ words · \d[\d,]* tokens$"))
+    first = page.locator("#word-count").text_content()
+
+    # The writer pastes much more: the bar says what the model will not read, as they type.
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.insert_text("\n\n" + "\n\n".join([PARAGRAPH] * 6))
+    expect(page.locator("#context-warning")).to_contain_text("are left out", timeout=15_000)
+    expect(page.locator("#context-legend")).to_contain_text("left out")
+    assert page.locator("#word-count").text_content() != first
+    # Each part of the window is drawn, and the room for the continuation after them.
+    expect(bar.locator(".context-story")).to_have_count(1)
+    expect(bar.locator(".context-room")).to_have_count(1)
+
+    # After a continuation, what the model already read and kept is shown too.
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gen-state")).to_have_text(re.compile("Done|Stopped"), timeout=60_000)
+    expect(page.locator("#context-legend")).to_contain_text("already read and kept", timeout=15_000)

@@ -56,6 +56,25 @@ def test_prompts_that_share_a_prefix_write_what_they_write_cold(engine):
         warm.shutdown()
 
 
+def test_the_cached_count_is_what_a_request_then_finds_and_takes_nothing(engine):
+    warm = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=4096))
+    try:
+        assert warm.cached_tokens(list(STORY)) == 0
+        first = tokens(warm, "first", STORY)
+        continued = list(STORY + first)
+        # Asking twice changes nothing: nothing is taken or counted as a lookup.
+        ready = warm.cached_tokens(continued)
+        assert ready == warm.cached_tokens(continued) and ready >= len(STORY) // 16 * 16
+        assert warm.cache_stats()["held_tokens"] == 0
+        before = found(warm)
+        tokens(warm, "continued", continued)
+        assert found(warm) - before == ready
+        # A prompt that differs from the first token finds nothing.
+        assert warm.cached_tokens([STORY[0] + 1, *STORY[1:]]) == 0
+    finally:
+        warm.shutdown()
+
+
 def test_requests_sharing_a_prefix_at_once_and_after_eviction_write_what_they_write_cold(engine):
     cold = Engine(engine.loaded, EngineConfig(prefix_cache_tokens=0))
     # Room for one story's prefix: each new story pushes the last one out.

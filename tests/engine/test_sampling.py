@@ -91,6 +91,13 @@ def test_xtc_leaves_out_the_likely_tokens_but_the_least_likely_of_them():
     assert distribution(logits, never) == {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}
 
 
+def test_xtc_at_a_threshold_of_zero_counts_only_the_tokens_still_in_play():
+    logits = probabilities_of(0.4, 0.3, 0.2, 0.1)
+    # Top-k leaves two tokens; the two left out have probability 0 and are not "likely".
+    zero = SamplingParams(temperature=1.0, top_k=2, top_p=1.0, xtc_probability=1.0, xtc_threshold=0.0)
+    assert distribution(logits, zero) == {1: 1.0}
+
+
 def test_xtc_acts_on_its_probability_of_steps_drawn_from_the_rows_seed():
     logits = probabilities_of(0.4, 0.3, 0.2, 0.1)
     half = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, xtc_probability=0.5, xtc_threshold=0.25)

@@ -153,6 +153,19 @@ def test_the_library_says_just_now_for_a_story_changed_within_a_minute(alice_cli
     assert "changed 3\xa0hours ago" in page
 
 
+def test_an_import_whose_lore_is_refused_creates_nothing(alice_client, alice):
+    data = {
+        "format": "storyteller.story",
+        "version": 1,
+        "title": "Whiskers",
+        "text": "Theirs.",
+        "lore": [{"keys": " ", "text": "A pier."}],
+    }
+    answer = alice_client.post("/api/stories/import", data=data, content_type="application/json")
+    assert answer.status_code == 400
+    assert not Story.objects.filter(owner=alice).exists()
+
+
 def test_an_import_beside_a_story_of_the_same_title_is_marked(alice_client, alice):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
