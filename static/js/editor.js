@@ -17,6 +17,8 @@ const presets = JSON.parse(document.getElementById("presets").textContent);
 const presetSelect = document.getElementById("preset");
 const editor = createStoryEditor(document.getElementById("story"), story.text);
 editor.setModelSpans(story.model_spans, { silent: true });
+// Colouring the model's words is not a change of the writer's to undo.
+editor.historyClear();
 const titleInput = document.getElementById("title");
 const memoryInput = document.getElementById("memory");
 const noteInput = document.getElementById("note");
@@ -435,35 +437,51 @@ document.getElementById("keep-mine").addEventListener("click", () => {
   save();
 });
 
-// Both versions' words, for the writer to edit: what the two share once, then what only the
-// other version has, then what only this one has. They are cut apart at whitespace, so
-// that no word is split.
+// Both versions' words, for the writer to edit, line by line: the lines the two share,
+// once and in order (their longest common run), and where they differ, the other version's
+// lines, then this page's, a blank line apart.
 function mergeTexts(mine, theirs) {
   if (mine === theirs) return mine;
-  let start = 0;
-  while (start < mine.length && start < theirs.length && mine[start] === theirs[start]) start++;
-  let end = 0;
-  while (
-    end < mine.length - start &&
-    end < theirs.length - start &&
-    mine[mine.length - 1 - end] === theirs[theirs.length - 1 - end]
-  )
-    end++;
-  // A cut inside a word moves back to the word's start (and, at the end, on to its end).
-  const inWord = (before, after) => /\S/.test(before || " ") && /\S/.test(after || " ");
-  while (start > 0 && (inWord(mine[start - 1], mine[start]) || inWord(mine[start - 1], theirs[start]))) start--;
-  const mineCut = () => mine.length - end;
-  const theirsCut = () => theirs.length - end;
-  while (end > 0 && (inWord(mine[mineCut() - 1], mine[mineCut()]) || inWord(theirs[theirsCut() - 1], mine[mineCut()])))
-    end--;
-  const ours = mine.slice(start, mine.length - end);
-  const other = theirs.slice(start, theirs.length - end);
-  if (!ours.trim()) return theirs;
-  if (!other.trim()) return mine;
-  // Apart as the shared start ends (a new paragraph after a paragraph), or as paragraphs.
-  const breaks = mine.slice(0, start).match(/\n+$/);
-  const apart = breaks ? breaks[0] : /\n/.test(ours + other) ? "\n\n" : " ";
-  return mine.slice(0, start) + other.trimEnd() + apart + ours.trimStart() + mine.slice(mine.length - end);
+  const ours = mine.split("\n");
+  const other = theirs.split("\n");
+  const width = other.length + 1;
+  // shared[i * width + j]: the longest common run of ours from i and other from j.
+  const shared = new Uint32Array((ours.length + 1) * width);
+  for (let i = ours.length - 1; i >= 0; i--) {
+    for (let j = other.length - 1; j >= 0; j--) {
+      shared[i * width + j] =
+        ours[i] === other[j]
+          ? shared[(i + 1) * width + j + 1] + 1
+          : Math.max(shared[(i + 1) * width + j], shared[i * width + j + 1]);
+    }
+  }
+  const merged = [];
+  let onlyOurs = [];
+  let onlyOther = [];
+  const settle = () => {
+    const apart = onlyOther.length && onlyOurs.length && onlyOther.at(-1) !== "" && onlyOurs[0] !== "";
+    merged.push(...onlyOther, ...(apart ? [""] : []), ...onlyOurs);
+    onlyOurs = [];
+    onlyOther = [];
+  };
+  let i = 0;
+  let j = 0;
+  while (i < ours.length && j < other.length) {
+    if (ours[i] === other[j]) {
+      settle();
+      merged.push(ours[i]);
+      i++;
+      j++;
+    } else if (shared[(i + 1) * width + j] >= shared[i * width + j + 1]) {
+      onlyOurs.push(ours[i++]);
+    } else {
+      onlyOther.push(other[j++]);
+    }
+  }
+  onlyOurs.push(...ours.slice(i));
+  onlyOther.push(...other.slice(j));
+  settle();
+  return merged.join("\n");
 }
 
 document.getElementById("merge-both").addEventListener("click", () => {

@@ -204,6 +204,7 @@ export function createStoryEditor(container, text) {
       quill.enable(!locked);
     },
     historyCut: () => quill.history.cutoff(),
+    historyClear: () => quill.history.clear(),
     // Every change from here to the next call is one undo step, however long it takes (a
     // continuation streams for many seconds; the page is locked meanwhile).
     historyGroup(grouping) {

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # A story of about 3,500 words, in paragraphs, as a writer's draft is.
 PARAGRAPH = "The rain fell on the old town, and the lamps of the harbour burned low. " * 8
-LONG_STORY = "\n\n".join([PARAGRAPH.strip()] * 30)
+LONG_STORY = "\n\n".join(f"Night {night}. {PARAGRAPH.strip()}" for night in range(1, 31))
 MINE = "Mara ran down to the pier with the lantern, and the cat followed her all the way."
 THEIRS = "On the other side of town, the baker lit his ovens before the sun came up."
 
@@ -106,6 +106,23 @@ def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context
     merged = saved_text(story)
     assert merged == LONG_STORY + "\n\n" + THEIRS + "\n\n" + MINE
     assert db(lambda: Story.objects.get(pk=story.pk).memory) == "Mara keeps a lantern."
+
+
+def test_merging_edits_at_both_ends_keeps_the_story_once(alice, writer, new_page, context, live_site):
+    """This page added at the end while the other version added at the start: the merge is
+    both additions around one copy of the story, not the story twice."""
+    story = a_long_story(alice)
+
+    def another_device_begins():
+        current = Story.objects.get(pk=story.pk)
+        draft_save(story=current, base_revision=current.revision, text=THEIRS + "\n\n" + current.text)
+
+    page = open_editor(new_page, context, live_site, story)
+    write_offline_and_leave(page, context, "\n\n" + MINE, lambda: db(another_device_begins))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Merge the two").click()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert saved_text(story) == THEIRS + "\n\n" + LONG_STORY + "\n\n" + MINE
 
 
 def test_loading_the_other_version_clears_what_was_kept(alice, writer, new_page, context, live_site):

@@ -4,6 +4,7 @@ in a batch; a word's bias moves its first tokens."""
 
 import pytest
 
+import engine.engine as engine_module
 from engine.banning import BannedText
 from engine.config import SamplingParams
 from engine.engine import Request
@@ -46,6 +47,27 @@ def test_every_banned_phrase_is_kept_out_however_often_the_model_comes_back_to_i
     assert banned.reason == "length"
     assert not [word for word in words if word.lower() in banned.text.lower()]
     assert "".join(deltas) == banned.text
+
+
+def test_a_generation_that_cannot_write_around_a_phrase_ends_before_it(engine, monkeypatch):
+    _, _, plain = run(engine, PROMPT, SamplingParams(**GREEDY))
+    phrase = a_phrase_across_tokens(engine, plain)
+    monkeypatch.setattr(engine_module, "MAX_GOING_BACK", 0)
+    _, deltas, finished = run(engine, PROMPT, SamplingParams(**GREEDY, banned=(phrase,)))
+    assert finished.reason == "error" and "banned phrases" in finished.error
+    # Neither the text nor the stream ever showed it; the text is the model's up to there.
+    assert phrase not in finished.text and "".join(deltas) == finished.text
+    assert plain.text.startswith(finished.text) and finished.text
+
+
+def test_a_phrase_one_token_holds_whole_is_never_drawn(engine):
+    _, _, plain = run(engine, PROMPT, SamplingParams(**GREEDY))
+    texts = [engine.tokenizer.decode([token]) for token in plain.token_ids]
+    whole = max(texts, key=lambda text: len(text.strip()))
+    assert len(whole.strip()) >= 3
+    _, deltas, finished = run(engine, PROMPT, SamplingParams(**GREEDY, banned=(whole.strip().upper(),)))
+    assert finished.reason == "length"
+    assert whole.strip().lower() not in finished.text.lower() and "".join(deltas) == finished.text
 
 
 def test_banned_phrases_give_in_a_batch_what_they_give_alone(engine):
