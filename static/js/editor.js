@@ -783,7 +783,7 @@ function insert(text) {
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
   current.text += text;
-  if (follow) editor.reveal(current.insertAt);
+  if (follow) editor.reveal(current.insertAt, document.querySelector(".toolbar").offsetHeight);
 }
 
 function finish(message) {

@@ -188,11 +188,12 @@ export function createStoryEditor(container, text) {
       const top = quill.root.getBoundingClientRect().top + quill.getBounds(index).top;
       return top >= 0 && top < window.innerHeight;
     },
-    // Scrolls the page just enough to show the line of the character at `index`.
-    reveal(index) {
+    // Scrolls the page just enough to show the line of the character at `index`, above
+    // `covered` pixels at the bottom of the window (the toolbar that stays there).
+    reveal(index, covered = 0) {
       const bounds = quill.getBounds(index);
       const bottom = quill.root.getBoundingClientRect().top + bounds.bottom;
-      const margin = 2 * bounds.height;
+      const margin = 2 * bounds.height + covered;
       if (bottom + margin > window.innerHeight) window.scrollBy(0, bottom + margin - window.innerHeight);
       else if (bottom - bounds.height < 0) window.scrollBy(0, bottom - bounds.height - margin);
     },
