@@ -26,34 +26,17 @@ MAX_BIAS_WORDS, MAX_BIAS_WORD_CHARS, MAX_BIAS = 100, 100, 10
 ParamError = Invalid
 
 
-def _stop(name, value):
-    return check_list(
-        name,
-        value,
-        max_length=MAX_STOPS,
-        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_STOP_CHARS),
-        unit="strings",
-    )
+def _strings(most: int, longest: int, *, blank: bool = True):
+    """A check of a list of at most `most` strings of 1 to `longest` characters (with
+    blank=False, not only spaces)."""
 
+    def check(name, value):
+        def item(n, v):
+            return check_string(n, v, min_length=1, max_length=longest, blank=blank)
 
-def _breakers(name, value):
-    return check_list(
-        name,
-        value,
-        max_length=MAX_DRY_BREAKERS,
-        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_DRY_BREAKER_CHARS),
-        unit="strings",
-    )
+        return check_list(name, value, max_length=most, item=item, unit="strings")
 
-
-def _banned(name, value):
-    return check_list(
-        name,
-        value,
-        max_length=MAX_BANNED,
-        item=lambda n, v: check_string(n, v, min_length=1, max_length=MAX_BANNED_CHARS, blank=False),
-        unit="strings",
-    )
+    return check
 
 
 def _bias(name, value):
@@ -85,13 +68,13 @@ _CHECKS = {
     # 1 makes the penalty the same for any run; above 1 it grows with the run.
     "dry_base": partial(check_number, low=1, high=MAX_DRY_BASE),
     "dry_allowed_length": partial(check_int, low=1, high=MAX_DRY_ALLOWED_LENGTH),
-    "dry_sequence_breakers": _breakers,
+    "dry_sequence_breakers": _strings(MAX_DRY_BREAKERS, MAX_DRY_BREAKER_CHARS),
     "xtc_threshold": partial(check_number, low=0, high=MAX_XTC_THRESHOLD),
     "xtc_probability": partial(check_number, low=0, high=1),
-    "banned": _banned,
+    "banned": _strings(MAX_BANNED, MAX_BANNED_CHARS, blank=False),
     "bias": _bias,
     "seed": _optional(partial(check_int, low=0, high=MAX_SEED)),
-    "stop": _stop,
+    "stop": _strings(MAX_STOPS, MAX_STOP_CHARS),
     "record_choices": check_bool,
     # The token the continuation starts with, chosen among a word's recorded candidates.
     "first_token": _optional(partial(check_int, low=0, high=2**31)),

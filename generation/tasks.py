@@ -33,18 +33,18 @@ def inspect_task(reply_to: str, request: dict, request_id: str | None) -> None:
         inspection.inspection_run(reply_to, request, request_id)
     except Exception as exc:
         log.exception("Inspection %s failed", request.get("view"))
-        inspection.inspection_failed(reply_to, request_id, f"Looking inside failed: {exc}")
+        inspection.request_failed(reply_to, request_id, f"Looking inside failed: {exc}")
 
 
 @shared_task(name="generation.context", ignore_result=True)
 def context_task(reply_to: str, story_id: int, text: str, max_new_tokens: int, request_id: str | None) -> None:
-    from generation.worker import preview
+    from generation.worker import inspection, preview
 
     try:
         preview.context_preview_run(reply_to, story_id, text, max_new_tokens, request_id)
     except Exception as exc:
         log.exception("The context preview of story %s failed", story_id)
-        preview.context_preview_failed(reply_to, request_id, f"Counting the context failed: {exc}")
+        inspection.request_failed(reply_to, request_id, f"Counting the context failed: {exc}")
 
 
 @shared_task(name="generation.train", ignore_result=True)

@@ -28,7 +28,7 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
     try:
         lease = slot.acquire(model_wanted)
     except ModelLoadError as exc:
-        realtime.reply(reply_to, _error(ids, "unavailable", f"The model could not be loaded: {exc}"))
+        realtime.reply(reply_to, error_answer(ids, "unavailable", f"The model could not be loaded: {exc}"))
         return
     try:
         inspector = inspector_for(lease.engine)
@@ -44,7 +44,7 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
             result = {"points": inspector.map(request["words"])}
         answer = {"type": "inspection", **ids, "view": view, "model": lease.engine.name, **result}
     except InspectError as exc:
-        answer = _error(ids, "invalid", str(exc))
+        answer = error_answer(ids, "invalid", str(exc))
     finally:
         slot.release(lease)
         # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
@@ -52,10 +52,12 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
     realtime.reply(reply_to, answer)
 
 
-def _error(ids: dict, code: str, message: str) -> dict:
+def error_answer(ids: dict, code: str, message: str) -> dict:
+    """A socket's `error` for one of its requests (`ids`: its request_id, if it gave one)."""
     return {"type": "error", **ids, "code": code, "message": message}
 
 
-def inspection_failed(reply_to: str, request_id: str | None, message: str) -> None:
+def request_failed(reply_to: str, request_id: str | None, message: str) -> None:
+    """Tells the socket that asked that its request (Inspect, the context bar) failed."""
     ids = {"request_id": request_id} if request_id is not None else {}
-    realtime.reply(reply_to, _error(ids, "internal", message))
+    realtime.reply(reply_to, error_answer(ids, "internal", message))

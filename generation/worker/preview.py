@@ -5,6 +5,7 @@ it the prefix cache already holds (docs/protocol.md, `context`)."""
 from engine.errors import ModelLoadError
 from engine.threads import release_openmp_threads
 from generation import context, realtime
+from generation.worker.inspection import error_answer
 from generation.worker.relay import story_context
 from generation.worker.serving import model_wanted, slot
 from storyteller.stories.models import Story
@@ -18,7 +19,7 @@ def context_preview_run(reply_to: str, story_id: int, text: str, max_new_tokens:
     try:
         lease = slot.acquire(model_wanted)
     except ModelLoadError as exc:
-        realtime.reply(reply_to, _error(ids, "unavailable", f"The model could not be loaded: {exc}"))
+        realtime.reply(reply_to, error_answer(ids, "unavailable", f"The model could not be loaded: {exc}"))
         return
     try:
         story = Story.objects.get(pk=story_id)
@@ -29,7 +30,7 @@ def context_preview_run(reply_to: str, story_id: int, text: str, max_new_tokens:
             **context_preview(lease.engine, story, text, max_new_tokens),
         }
     except Story.DoesNotExist:
-        answer = _error(ids, "not_found", "The story is gone.")
+        answer = error_answer(ids, "not_found", "The story is gone.")
     finally:
         slot.release(lease)
         # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
@@ -78,12 +79,3 @@ def context_preview(engine, story, text: str, max_new_tokens: int) -> dict:
         "warnings": warnings,
         "refused": False,
     }
-
-
-def _error(ids: dict, code: str, message: str) -> dict:
-    return {"type": "error", **ids, "code": code, "message": message}
-
-
-def context_preview_failed(reply_to: str, request_id, message: str) -> None:
-    ids = {"request_id": request_id} if request_id is not None else {}
-    realtime.reply(reply_to, _error(ids, "internal", message))
