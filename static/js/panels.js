@@ -216,11 +216,14 @@ export function initPanels({ story, save, loadStory, revision, loreChanged }) {
     loreList.append(loreRow(kept && !kept.deleted ? { ...entry, ...kept, id: entry.id } : { ...entry }));
     if (kept && kept.deleted) loreList.lastElementChild.hidden = true;
   }
-  // New entries, and edits of an entry deleted elsewhere since, come back as new entries.
+  // New entries, and edits of an entry deleted elsewhere since, come back as new entries;
+  // one the server already holds word for word is the same entry, whose save landed
+  // although its answer never came back.
+  const held = (kept) => story.lore.some((entry) => entry.keys === kept.keys && entry.text === kept.text);
   for (const [key, kept] of Object.entries(keptLore)) {
     if (loreSenders.has(key)) continue;
     keepUnsavedLore(key, null);
-    if (kept.deleted) continue;
+    if (kept.deleted || held(kept)) continue;
     const fresh = { keys: kept.keys, text: kept.text, enabled: kept.enabled };
     const freshKey = key.startsWith("new-") ? key : newLoreKey();
     keepUnsavedLore(freshKey, { id: null, ...fresh });

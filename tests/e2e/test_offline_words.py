@@ -32,11 +32,9 @@ def a_long_story(alice):
     return db(lambda: story_create(owner=alice, title="Harbour", text=LONG_STORY))
 
 
-def write_offline_and_leave(page, context, words, meanwhile):
+def write_offline_and_leave(page, context, words) -> str:
     """Types words at the end of the story and the memory while no save can reach the
-    server, then closes the page, as a writer on a train does; `meanwhile` runs before the
-    browser is back online (the closing page's keep-alive save, held while offline, may be
-    sent once it is, and then meets the other version as a conflict)."""
+    server, then leaves; returns what the browser kept (leave_offline)."""
     context.set_offline(True)
     page.get_by_role("textbox", name="Story").focus()
     page.keyboard.press("Control+End")
@@ -44,9 +42,43 @@ def write_offline_and_leave(page, context, words, meanwhile):
     page.get_by_role("button", name="Memory", exact=True).click()
     page.get_by_label("Memory text").fill("Mara keeps a lantern.")
     expect(page.locator("#save-state")).to_have_text("Offline: kept in this browser")
-    page.close()
-    meanwhile()
-    context.set_offline(False)
+    return leave_offline(page, context)
+
+
+def leave_offline(page, context) -> str:
+    """The writer leaves this browser while it is offline, as a laptop shut on a train, and
+    comes back on another start of it (reopen). Returns its storage, as JSON.
+
+    The old page is left open, and offline until the test ends: whatever it still tries to
+    send fails as it would on the train. (A page closed instead may send a last save as it
+    unloads, which the browser delivers past the offline emulation.)"""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.wait_for_timeout(300)
+    return page.evaluate("JSON.stringify(Object.fromEntries(Object.entries(localStorage)))")
+
+
+@pytest.fixture
+def reopen(browser, writer, live_site):
+    """The writer's browser, opened again with the storage it kept."""
+    opened = []
+
+    def open_again(kept: str):
+        later = browser.new_context()
+        later.add_cookies([{"name": "sessionid", "value": writer[1], "url": live_site}])
+        # Once: a page the test opens later in this browser finds what the last one left.
+        later.add_init_script(
+            script=f"""
+            if (!localStorage.getItem("test:reopened")) {{
+              for (const [key, value] of Object.entries({kept})) localStorage.setItem(key, value);
+              localStorage.setItem("test:reopened", "1");
+            }}"""
+        )
+        opened.append(later)
+        return later
+
+    yield open_again
+    for later in opened:
+        later.close()
 
 
 def another_device_appends(story, words):
@@ -54,17 +86,18 @@ def another_device_appends(story, words):
         current = Story.objects.get(pk=story.pk)
         draft_save(story=current, base_revision=current.revision, text=current.text + words)
 
-    return lambda: db(save)
+    db(save)
 
 
 def test_words_kept_offline_meet_a_newer_version_as_a_conflict_and_the_writer_keeps_them(
-    alice, writer, new_page, context, live_site
+    alice, writer, new_page, context, live_site, reopen
 ):
     story = a_long_story(alice)
-    page = open_editor(new_page, context, live_site, story)
-    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
+    kept = write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
+    another_device_appends(story, "\n\n" + THEIRS)
+    later = reopen(kept)
 
-    page = open_editor(new_page, context, live_site, story)
+    page = open_editor(new_page, later, live_site, story)
     expect(page.locator("#conflict")).to_be_visible()
     expect(page.locator("#conflict-reason")).to_contain_text("while offline")
     expect(page.locator("#save-state")).to_have_text("Not saved: conflict")
@@ -81,25 +114,29 @@ def test_words_kept_offline_meet_a_newer_version_as_a_conflict_and_the_writer_ke
     assert saved.memory == "Mara keeps a lantern."
 
 
-def test_a_conflict_left_unanswered_comes_back_after_another_reload(alice, writer, new_page, context, live_site):
+def test_a_conflict_left_unanswered_comes_back_after_another_reload(
+    alice, writer, new_page, context, live_site, reopen
+):
     story = a_long_story(alice)
-    page = open_editor(new_page, context, live_site, story)
-    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
-    open_editor(new_page, context, live_site, story).close()
+    kept = write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
+    another_device_appends(story, "\n\n" + THEIRS)
+    later = reopen(kept)
+    open_editor(new_page, later, live_site, story).close()
 
-    page = open_editor(new_page, context, live_site, story)
+    page = open_editor(new_page, later, live_site, story)
     expect(page.locator("#conflict")).to_be_visible()
     page.get_by_text("Compare the two versions").click()
     expect(page.locator("#conflict-mine")).to_have_text(LONG_STORY + "\n\n" + MINE)
     assert saved_text(story) == LONG_STORY + "\n\n" + THEIRS
 
 
-def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context, live_site):
+def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context, live_site, reopen):
     story = a_long_story(alice)
-    page = open_editor(new_page, context, live_site, story)
-    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
+    kept = write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
+    another_device_appends(story, "\n\n" + THEIRS)
+    later = reopen(kept)
 
-    page = open_editor(new_page, context, live_site, story)
+    page = open_editor(new_page, later, live_site, story)
     page.get_by_role("button", name="Merge the two").click()
     expect(page.locator("#conflict")).to_be_hidden()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
@@ -108,7 +145,7 @@ def test_merging_keeps_both_versions_words_once(alice, writer, new_page, context
     assert db(lambda: Story.objects.get(pk=story.pk).memory) == "Mara keeps a lantern."
 
 
-def test_merging_edits_at_both_ends_keeps_the_story_once(alice, writer, new_page, context, live_site):
+def test_merging_edits_at_both_ends_keeps_the_story_once(alice, writer, new_page, context, live_site, reopen):
     """This page added at the end while the other version added at the start: the merge is
     both additions around one copy of the story, not the story twice."""
     story = a_long_story(alice)
@@ -117,24 +154,25 @@ def test_merging_edits_at_both_ends_keeps_the_story_once(alice, writer, new_page
         current = Story.objects.get(pk=story.pk)
         draft_save(story=current, base_revision=current.revision, text=THEIRS + "\n\n" + current.text)
 
-    page = open_editor(new_page, context, live_site, story)
-    write_offline_and_leave(page, context, "\n\n" + MINE, lambda: db(another_device_begins))
-    page = open_editor(new_page, context, live_site, story)
+    kept = write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
+    db(another_device_begins)
+    page = open_editor(new_page, reopen(kept), live_site, story)
     page.get_by_role("button", name="Merge the two").click()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert saved_text(story) == THEIRS + "\n\n" + LONG_STORY + "\n\n" + MINE
 
 
-def test_loading_the_other_version_clears_what_was_kept(alice, writer, new_page, context, live_site):
+def test_loading_the_other_version_clears_what_was_kept(alice, writer, new_page, context, live_site, reopen):
     story = a_long_story(alice)
-    page = open_editor(new_page, context, live_site, story)
-    write_offline_and_leave(page, context, "\n\n" + MINE, another_device_appends(story, "\n\n" + THEIRS))
+    kept = write_offline_and_leave(open_editor(new_page, context, live_site, story), context, "\n\n" + MINE)
+    another_device_appends(story, "\n\n" + THEIRS)
+    later = reopen(kept)
 
-    page = open_editor(new_page, context, live_site, story)
+    page = open_editor(new_page, later, live_site, story)
     page.get_by_role("button", name="Load the other version").click()
     expect(page.locator("#conflict")).to_be_hidden()
     page.close()
-    again = open_editor(new_page, context, live_site, story)
+    again = open_editor(new_page, later, live_site, story)
     expect(again.locator("#conflict")).to_be_hidden()
     expect(again.locator("#save-state")).to_have_text("Saved")
     assert saved_text(story) == LONG_STORY + "\n\n" + THEIRS
@@ -166,7 +204,7 @@ def test_a_server_that_answers_unavailable_gets_the_save_again_when_it_is_back(
 
 
 def test_lore_written_and_deleted_offline_is_kept_and_sent_on_the_next_visit(
-    alice, writer, new_page, context, live_site
+    alice, writer, new_page, context, live_site, reopen
 ):
     story = a_long_story(alice)
     kept = db(lambda: lore_create(story=story, keys="harbour", text="The harbour is small."))
@@ -184,15 +222,16 @@ def test_lore_written_and_deleted_offline_is_kept_and_sent_on_the_next_visit(
     page.get_by_role("button", name="Add entry").click()
     rows.nth(2).get_by_label("Keywords").fill("lantern")
     rows.nth(2).get_by_label("Lore text").fill("Mara's lantern is brass.")
-    # The writer closes the page without leaving the field: what was typed is kept all the same.
-    page.close()
-    context.set_offline(False)
+    # Kept as it is typed, before the field is left.
+    unsaved = page.evaluate(f"localStorage.getItem('storyteller:story:{story.id}:lore-unsaved')")
+    assert "Mara's lantern is brass." in unsaved
+    later = reopen(leave_offline(page, context))
     assert db(lambda: list(LoreEntry.objects.filter(story=story).order_by("pk").values_list("keys", "text"))) == [
         ("harbour", "The harbour is small."),
         ("baker", "The baker is kind."),
     ]
 
-    again = open_editor(new_page, context, live_site, story)
+    again = open_editor(new_page, later, live_site, story)
     again.get_by_role("button", name="Lorebook").click()
     expect(again.locator(".lore-entry:visible")).to_have_count(2)
 
