@@ -191,27 +191,20 @@ class StoryConsumer(AsyncWebsocketConsumer):
         await self.follow(generation.id, after_seq=after_seq)
 
     async def on_inspect(self, message):
-        valid, request_id = await self.request_id(message)
-        if not valid:
-            return
-        try:
-            await database_sync_to_async(services.inspection_start)(
-                user=self.scope["user"], reply_to=self.channel_name, message=message, request_id=request_id
-            )
-        except services.GenerationRefused as refused:
-            await self.send_error(refused.code, refused.message, request_id=request_id)
+        await self.ask_worker(services.inspection_start, message)
 
     async def on_context(self, message):
+        await self.ask_worker(services.context_preview_start, message, story=self.story)
+
+    async def ask_worker(self, start, message, **story) -> None:
+        """Hands a request that a worker answers this socket alone (Inspect, the context bar)
+        to its service; a refusal is this socket's error."""
         valid, request_id = await self.request_id(message)
         if not valid:
             return
         try:
-            await database_sync_to_async(services.context_preview_start)(
-                user=self.scope["user"],
-                story=self.story,
-                reply_to=self.channel_name,
-                message=message,
-                request_id=request_id,
+            await database_sync_to_async(start)(
+                user=self.scope["user"], reply_to=self.channel_name, message=message, request_id=request_id, **story
             )
         except services.GenerationRefused as refused:
             await self.send_error(refused.code, refused.message, request_id=request_id)

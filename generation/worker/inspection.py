@@ -22,8 +22,9 @@ def inspector_for(engine) -> Inspector:
         return inspector
 
 
-def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None:
-    """Answers an inspect request with the model serving now, on this worker."""
+def answer_with_model(reply_to: str, request_id: str | None, answer) -> None:
+    """Replies to the socket `reply_to` with answer(engine, ids), made with the model serving
+    now on this worker (`ids`: the request_id to echo, if the socket gave one)."""
     ids = {"request_id": request_id} if request_id is not None else {}
     try:
         lease = slot.acquire(model_wanted)
@@ -31,8 +32,23 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
         realtime.reply(reply_to, error_answer(ids, "unavailable", f"The model could not be loaded: {exc}"))
         return
     try:
-        inspector = inspector_for(lease.engine)
-        view = request["view"]
+        message = answer(lease.engine, ids)
+    finally:
+        slot.release(lease)
+        # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
+        release_openmp_threads()
+    realtime.reply(reply_to, message)
+
+
+def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None:
+    """Answers an inspect request with the model serving now, on this worker."""
+    answer_with_model(reply_to, request_id, lambda engine, ids: _inspection(engine, request, ids))
+
+
+def _inspection(engine, request: dict, ids: dict) -> dict:
+    inspector = inspector_for(engine)
+    view = request["view"]
+    try:
         if view == "tokens":
             tokens = inspector.tokens(request["text"])
             result = {"tokens": tokens, "count": len(tokens)}
@@ -42,14 +58,9 @@ def inspection_run(reply_to: str, request: dict, request_id: str | None) -> None
             result = inspector.neighbours(request["word"])
         else:
             result = {"points": inspector.map(request["words"])}
-        answer = {"type": "inspection", **ids, "view": view, "model": lease.engine.name, **result}
     except InspectError as exc:
-        answer = error_answer(ids, "invalid", str(exc))
-    finally:
-        slot.release(lease)
-        # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
-        release_openmp_threads()
-    realtime.reply(reply_to, answer)
+        return error_answer(ids, "invalid", str(exc))
+    return {"type": "inspection", **ids, "view": view, "model": engine.name, **result}
 
 
 def error_answer(ids: dict, code: str, message: str) -> dict:

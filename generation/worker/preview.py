@@ -2,12 +2,9 @@
 on a story now, counted with the serving model's own tokenizer and budget, and how much of
 it the prefix cache already holds (docs/protocol.md, `context`)."""
 
-from engine.errors import ModelLoadError
-from engine.threads import release_openmp_threads
-from generation import context, realtime
-from generation.worker.inspection import error_answer
+from generation import context
+from generation.worker.inspection import answer_with_model, error_answer
 from generation.worker.relay import story_context
-from generation.worker.serving import model_wanted, slot
 from storyteller.stories.models import Story
 
 # Once the story's room is this full, the bar warns before anything is left out.
@@ -15,27 +12,13 @@ NEARLY_FULL = 0.9
 
 
 def context_preview_run(reply_to: str, story_id: int, text: str, max_new_tokens: int, request_id) -> None:
-    ids = {"request_id": request_id} if request_id is not None else {}
-    try:
-        lease = slot.acquire(model_wanted)
-    except ModelLoadError as exc:
-        realtime.reply(reply_to, error_answer(ids, "unavailable", f"The model could not be loaded: {exc}"))
-        return
-    try:
-        story = Story.objects.get(pk=story_id)
-        answer = {
-            "type": "context",
-            **ids,
-            "model": lease.engine.name,
-            **context_preview(lease.engine, story, text, max_new_tokens),
-        }
-    except Story.DoesNotExist:
-        answer = error_answer(ids, "not_found", "The story is gone.")
-    finally:
-        slot.release(lease)
-        # This thread lives on in the worker's pool: its OpenMP team would slow the engine.
-        release_openmp_threads()
-    realtime.reply(reply_to, answer)
+    def answer(engine, ids: dict) -> dict:
+        story = Story.objects.filter(pk=story_id).first()
+        if story is None:
+            return error_answer(ids, "not_found", "The story is gone.")
+        return {"type": "context", **ids, "model": engine.name, **context_preview(engine, story, text, max_new_tokens)}
+
+    answer_with_model(reply_to, request_id, answer)
 
 
 def context_preview(engine, story, text: str, max_new_tokens: int) -> dict:
