@@ -149,7 +149,8 @@ def bob(django_user_model):
 
 @pytest.fixture
 def alices(alice):
-    """Alice's story with two revisions, a lore entry, a share link and a generation."""
+    """Alice's story with two revisions, a lore entry, a share link, a generation and a
+    node of its tree (the current one)."""
     from generation.models import Generation
     from storyteller.stories import services
     from tests.generation.conftest import OPENING
@@ -160,6 +161,10 @@ def alices(alice):
     story = services.share_enable(story)
     generation = Generation.objects.create(
         story=story, user=alice, seed=1, status="finished", finish_reason="length", output=" and so on"
+    )
+    text = story.text + generation.output
+    services.tree_add(
+        story=story, kind="generation", text=text, start=len(story.text), end=len(text), generation_id=generation.id
     )
     return story, entry, generation
 

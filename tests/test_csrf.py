@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from tests.test_ownership import ROUTES
+from tests.test_ownership import ROUTES, filled
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,8 @@ def _call(client, method, url, body, **headers):
 def test_an_unsafe_request_without_the_token_is_refused_and_changes_nothing(guarded, alices, method, url, body):
     story, entry, generation = alices
     before = (story.title, story.text, story.revision, story.share_token, story.lore.count())
-    answer = _call(guarded, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
+    ids = {"story": story.id, "entry": entry.id, "generation": generation.id, "node": story.tree_node_id}
+    answer = _call(guarded, method, *filled(url, body, **ids))
     assert answer.status_code == 403
     if url.startswith("/api/"):
         assert answer.json()["error"]["code"] == "csrf"
@@ -49,11 +50,6 @@ def test_an_unsafe_request_without_the_token_is_refused_and_changes_nothing(guar
 def test_the_same_request_with_the_token_in_the_header_passes_the_check(guarded, alices, method, url, body):
     story, entry, generation = alices
     token = guarded.cookies["csrftoken"].value
-    answer = _call(
-        guarded,
-        method,
-        url.format(story=story.id, entry=entry.id, generation=generation.id),
-        body,
-        HTTP_X_CSRFTOKEN=token,
-    )
+    ids = {"story": story.id, "entry": entry.id, "generation": generation.id, "node": story.tree_node_id}
+    answer = _call(guarded, method, *filled(url, body, **ids), HTTP_X_CSRFTOKEN=token)
     assert answer.status_code != 403

@@ -32,6 +32,11 @@ ROUTES = [
     ("PUT", "/api/stories/{story}/lore/{entry}/", {"keys": "ship", "text": "Mine now"}),
     ("DELETE", "/api/stories/{story}/lore/{entry}/", None),
     ("GET", "/api/stories/{story}/context", None),
+    ("GET", "/api/stories/{story}/tree/", None),
+    ("POST", "/api/stories/{story}/tree/", {"kind": "generation", "text": "Mine now", "start": 0, "end": 8}),
+    ("PUT", "/api/stories/{story}/tree/current", {"node": "{node}"}),
+    ("GET", "/api/stories/{story}/tree/{node}/", None),
+    ("DELETE", "/api/stories/{story}/tree/{node}/", None),
     ("GET", "/api/stories/{story}/generations/{generation}/", None),
     ("GET", "/api/stories/{story}/generations/", None),
     ("POST", "/api/stories/{story}/generations/", {"text": "Mine now", "params": {"max_new_tokens": 5}}),
@@ -43,7 +48,26 @@ pytestmark = pytest.mark.django_db
 def _snapshot(story):
     story.refresh_from_db()
     lore = list(story.lore.values_list("keys", "text"))
-    return (story.title, story.text, story.revision, story.deleted_at, story.share_token, lore)
+    tree = list(story.tree.values_list("id", "text"))
+    return (
+        story.title,
+        story.text,
+        story.revision,
+        story.deleted_at,
+        story.share_token,
+        lore,
+        tree,
+        story.tree_node_id,
+    )
+
+
+def filled(url: str, body, **ids):
+    """The route's url and body with the ids in place of {story}, {entry}, {generation}, {node}."""
+    if isinstance(body, dict):
+        body = {
+            k: ids[v[1:-1]] if isinstance(v, str) and v[1:-1] in ids and v[0] == "{" else v for k, v in body.items()
+        }
+    return url.format(**ids), body
 
 
 def _call(client, method, url, body):
@@ -59,19 +83,23 @@ def _call(client, method, url, body):
 def test_another_writer_gets_404_and_changes_nothing(bob_client, alices, method, url, body):
     story, entry, generation = alices
     before = _snapshot(story)
-    answer = _call(bob_client, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
+    ids = {"story": story.id, "entry": entry.id, "generation": generation.id, "node": story.tree_node_id}
+    answer = _call(bob_client, method, *filled(url, body, **ids))
     assert answer.status_code == 404
     if url.startswith("/api/"):
         assert answer.json()["error"]["code"] == "not_found"
     assert _snapshot(story) == before
 
 
-@pytest.mark.parametrize(("method", "url", "body"), [r for r in ROUTES if "{entry}" in r[1]])
-def test_a_lore_entry_of_another_story_is_not_found_through_ones_own(bob_client, bob, alices, method, url, body):
+@pytest.mark.parametrize(("method", "url", "body"), [r for r in ROUTES if "{entry}" in r[1] or "{node}" in str(r)])
+def test_a_lore_entry_or_tree_node_of_another_story_is_not_found_through_ones_own(
+    bob_client, bob, alices, method, url, body
+):
     story, entry, generation = alices
     bobs = services.story_create(owner=bob, title="Bob's", text="Bob's story.")
     before = _snapshot(story)
-    answer = _call(bob_client, method, url.format(story=bobs.id, entry=entry.id, generation=generation.id), body)
+    ids = {"story": bobs.id, "entry": entry.id, "generation": generation.id, "node": story.tree_node_id}
+    answer = _call(bob_client, method, *filled(url, body, **ids))
     assert answer.status_code == 404
     assert _snapshot(story) == before
 
@@ -82,7 +110,8 @@ def test_the_owner_reaches_every_route(alice_client, alices):
     for method, url, body in ROUTES:
         if method == "DELETE" and "lore" in url:
             continue  # would remove what the PUT before it needs; covered by its own tests
-        answer = _call(alice_client, method, url.format(story=story.id, entry=entry.id, generation=generation.id), body)
+        ids = {"story": story.id, "entry": entry.id, "generation": generation.id, "node": story.tree_node_id}
+        answer = _call(alice_client, method, *filled(url, body, **ids))
         # 409: an earlier request in the list saved a newer revision than the body names.
         assert answer.status_code < 400 or answer.status_code == 409, (method, url, answer)
 
@@ -98,7 +127,7 @@ def test_every_story_route_is_checked_here():
     named = {p for p in walk(get_resolver().url_patterns) if "<int:story_id>" in p}
     covered = {url.split("?")[0].replace("{story}", "<int:story_id>") for _, url, _ in ROUTES}
     covered = {u.replace("{entry}", "<int:entry_id>").replace("/1/", "/<int:number>/") for u in covered}
-    covered = {u.replace("{generation}", "<int:generation_id>") for u in covered}
+    covered = {u.replace("{generation}", "<int:generation_id>").replace("{node}", "<int:node_id>") for u in covered}
     assert {"/" + p for p in named} == covered
 
 

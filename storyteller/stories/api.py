@@ -221,6 +221,62 @@ def lore_entry(request, story_id, entry_id):
 
 
 @api_view
+@require_http_methods(["GET", "POST"])
+def tree(request, story_id):
+    story = owned_story(request, story_id)
+    if request.method == "GET":
+        return JsonResponse(selectors.tree_as_dict(story))
+    data = _body(request)
+    fields = {
+        "kind": _field(data, "kind", check_string, required=True),
+        "text": _field(data, "text", check_string, required=True),
+        "start": _field(data, "start", check_int, required=True),
+        "end": _field(data, "end", check_int, required=True),
+        "label": _field(data, "label", check_string, required=False) or "",
+        "model_spans": _field(data, "model_spans", check_list, required=False),
+        "generation_id": _field(data, "generation_id", check_int, required=False, nullable=True),
+    }
+    # Absent, the tree finds the parent; null starts the tree anew.
+    if "parent" in data:
+        fields["parent"] = _field(data, "parent", check_int, required=True, nullable=True)
+    try:
+        node = services.tree_add(story=story, **fields)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    return JsonResponse(selectors.tree_node_as_dict(node, with_text=True), status=201)
+
+
+def _tree_node(story, node_id):
+    try:
+        return selectors.tree_node_get(story, node_id)
+    except Http404:
+        raise ApiError(404, "not_found", f"This story's tree has no node {node_id}.") from None
+
+
+@api_view
+@require_http_methods(["PUT"])
+def tree_current(request, story_id):
+    story = owned_story(request, story_id)
+    node_id = _field(_body(request), "node", check_int, required=True)
+    story = services.tree_make_current(story, _tree_node(story, node_id))
+    return JsonResponse({"current": story.tree_node_id})
+
+
+@api_view
+@require_http_methods(["GET", "DELETE"])
+def tree_node(request, story_id, node_id):
+    story = owned_story(request, story_id)
+    node = _tree_node(story, node_id)
+    if request.method == "GET":
+        return JsonResponse(selectors.tree_node_as_dict(node, with_text=True))
+    try:
+        deleted = services.tree_delete(node)
+    except ValidationError as exc:
+        raise ApiError(409, "conflict", exc.messages[0]) from None
+    return JsonResponse({"deleted": deleted})
+
+
+@api_view
 @require_http_methods(["GET"])
 def story_context(request, story_id):
     """What the model saw for the story's last generation."""

@@ -14,5 +14,8 @@ urlpatterns = [
     path("stories/<int:story_id>/share", api.share, name="api-share"),
     path("stories/<int:story_id>/lore/", api.lore, name="api-lore"),
     path("stories/<int:story_id>/lore/<int:entry_id>/", api.lore_entry, name="api-lore-entry"),
+    path("stories/<int:story_id>/tree/", api.tree, name="api-tree"),
+    path("stories/<int:story_id>/tree/current", api.tree_current, name="api-tree-current"),
+    path("stories/<int:story_id>/tree/<int:node_id>/", api.tree_node, name="api-tree-node"),
     path("stories/<int:story_id>/context", api.story_context, name="api-story-context"),
 ]

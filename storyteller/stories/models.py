@@ -39,6 +39,9 @@ class Story(models.Model):
     share_token = models.CharField(max_length=64, blank=True, db_index=True)
     # The writer lets the site's operators train models on this story (off until they do).
     allow_training = models.BooleanField(default=False)
+    # The node of the story's tree the text was last made from (a try, or one the writer
+    # made current); the Tree panel highlights the path to it.
+    tree_node = models.ForeignKey("TreeNode", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # In the trash since; purged 30 days later.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -100,3 +103,48 @@ class LoreEntry(models.Model):
     @property
     def key_list(self) -> list[str]:
         return [key.strip() for key in self.keys.split(",") if key.strip()]
+
+
+# A story's tree keeps at most this many tries, and this many characters of text in all;
+# past either, the oldest tries off the current path go first.
+TREE_MAX_NODES = 500
+TREE_MAX_CHARS = 20_000_000
+TREE_LABEL_MAX_CHARS = 100
+
+
+class TreeNode(models.Model):
+    """One try at the story: a generation, a retry, a candidate rewrite, a selection tool's
+    passage or a restore. It keeps the story's text as it was right after the try, with the
+    try's own words at [start, end) in UTF-16 code units (the editor's string indices)."""
+
+    class Kind(models.TextChoices):
+        GENERATION = "generation"
+        RETRY = "retry"
+        CANDIDATE = "candidate"
+        TOOL = "tool"
+        RESTORE = "restore"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="tree")
+    # The try this one went on from; None for a try that starts the tree (there may be several).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    # Tries with the same parent and the same text before their words are alternatives of
+    # each other, the editor's "1 of 3": the id of the first of them.
+    group = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # What the writer sees in the Tree panel beside the words: "Rewrite", "Revision 12", ...
+    label = models.CharField(max_length=TREE_LABEL_MAX_CHARS, blank=True)
+    text = models.TextField(blank=True)
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    # text[start:end], kept apart so that the whole tree is listed without every text.
+    words = models.TextField(blank=True)
+    model_spans = models.JSONField(default=list, blank=True)
+    generation = models.ForeignKey("generation.Generation", null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=models.Q(start__lte=models.F("end")), name="tree_node_span")]
+
+    def __str__(self):
+        return f"{self.story_id} node {self.id} ({self.kind})"

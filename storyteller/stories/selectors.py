@@ -5,7 +5,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 
-from storyteller.stories.models import TRASH_DAYS, LoreEntry, Revision, Story
+from storyteller.stories.models import TRASH_DAYS, LoreEntry, Revision, Story, TreeNode
 
 
 def story_list_for(user, *, query: str = "") -> QuerySet[Story]:
@@ -68,6 +68,38 @@ def revision_get(story: Story, number) -> Revision:
         return story.revisions.get(number=int(number))
     except (Revision.DoesNotExist, ValueError, TypeError, OverflowError):
         raise Http404("No such revision.") from None
+
+
+def tree_node_get(story: Story, node_id) -> TreeNode:
+    try:
+        return story.tree.get(pk=int(node_id))
+    except (TreeNode.DoesNotExist, ValueError, TypeError, OverflowError):
+        raise Http404("No such node.") from None
+
+
+def tree_node_as_dict(node: TreeNode, *, with_text: bool = False) -> dict:
+    data = {
+        "id": node.id,
+        "parent": node.parent_id,
+        "group": node.group,
+        "kind": node.kind,
+        "label": node.label,
+        "start": node.start,
+        "end": node.end,
+        "words": node.words,
+        "generation_id": node.generation_id,
+        "created_at": node.created_at.isoformat(),
+    }
+    if with_text:
+        data["text"] = node.text
+        data["model_spans"] = node.model_spans
+    return data
+
+
+def tree_as_dict(story: Story) -> dict:
+    """Every try of the story, oldest first, without their texts; and the current one."""
+    nodes = story.tree.defer("text", "model_spans").order_by("id")
+    return {"current": story.tree_node_id, "nodes": [tree_node_as_dict(node) for node in nodes]}
 
 
 def share_path(story: Story) -> str | None:

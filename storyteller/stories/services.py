@@ -1,10 +1,13 @@
+import bisect
 import itertools
 import secrets
+from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from generation.models import Preset
@@ -18,11 +21,15 @@ from storyteller.stories.models import (
     NOTE_MAX_DEPTH,
     TITLE_MAX_LENGTH,
     TRASH_DAYS,
+    TREE_LABEL_MAX_CHARS,
+    TREE_MAX_CHARS,
+    TREE_MAX_NODES,
     LoreEntry,
     Revision,
     Story,
+    TreeNode,
 )
-from storyteller.stories.text import utf16_length
+from storyteller.stories.text import utf16_length, utf16_slice
 from storyteller.validators import Invalid, check_bool, check_dict, check_int, check_list, check_string, is_int
 
 EXPORT_FORMAT = "storyteller.story"
@@ -345,3 +352,140 @@ def story_import(*, owner, data: dict) -> Story:
     for entry in lore:
         lore_create(story=story, keys=entry["keys"], text=entry["text"], enabled=entry.get("enabled", True))
     return story
+
+
+# ---- the story's tree: every try, saved ----------------------------------------------
+
+# tree_add's `parent` when the caller leaves it to the tree: the newest try whose text, up
+# to the end of its words, begins the new try's text before its words.
+FIND_PARENT = object()
+
+
+def _tree_node_of(story: Story, node_id, field: str) -> TreeNode:
+    node = story.tree.filter(pk=node_id).first() if is_int(node_id) else None
+    if node is None:
+        raise ValidationError({field: f"This story's tree has no node {node_id}."})
+    return node
+
+
+def _found_parent(story: Story, before: str) -> TreeNode | None:
+    for node in story.tree.order_by("-id").only("id", "text", "end").iterator():
+        if before.startswith(utf16_slice(node.text, 0, node.end)):
+            return node
+    return None
+
+
+@transaction.atomic
+def tree_add(
+    *,
+    story: Story,
+    kind: str,
+    text: str,
+    start: int,
+    end: int,
+    parent=FIND_PARENT,
+    label: str = "",
+    model_spans: list | None = None,
+    generation_id: int | None = None,
+) -> TreeNode:
+    """Saves one try as a node of the story's tree and makes it the current one. `parent`
+    is a node id, None for a try that starts the tree, or FIND_PARENT. ValidationError
+    names the first wrong field and saves nothing."""
+    if kind not in TreeNode.Kind.values:
+        raise ValidationError({"kind": f"kind is one of {', '.join(TreeNode.Kind.values)}."})
+    _check_text(text)
+    if len(label) > TREE_LABEL_MAX_CHARS:
+        raise ValidationError({"label": f"A label is at most {TREE_LABEL_MAX_CHARS} characters."})
+    try:
+        before, words = utf16_slice(text, 0, start), utf16_slice(text, start, end)
+    except ValueError as exc:
+        raise ValidationError({"start": f"start and end: {exc}"}) from None
+    model_spans = model_spans or []
+    _check_spans(model_spans, text)
+    generation = None
+    if generation_id is not None:
+        generation = story.generations.filter(pk=generation_id).first()
+        if generation is None:
+            raise ValidationError({"generation_id": f"This story has no generation {generation_id}."})
+    if parent is FIND_PARENT:
+        parent = _found_parent(story, before)
+    elif parent is not None:
+        parent = _tree_node_of(story, parent, "parent")
+    node = TreeNode.objects.create(
+        story=story,
+        parent=parent,
+        kind=kind,
+        label=label.strip(),
+        text=text,
+        start=start,
+        end=end,
+        words=words,
+        model_spans=model_spans,
+        generation=generation,
+    )
+    siblings = story.tree.filter(parent=parent, start=start).exclude(pk=node.pk).order_by("id")
+    node.group = next(
+        (
+            s.group
+            for s in siblings.only("id", "group", "text", "start").iterator()
+            if utf16_slice(s.text, 0, start) == before
+        ),
+        node.id,
+    )
+    node.save(update_fields=["group"])
+    Story.objects.filter(pk=story.pk).update(tree_node=node)
+    story.tree_node = node
+    tree_prune(story)
+    return node
+
+
+def tree_path(node: TreeNode | None) -> list[int]:
+    """The ids from the tree's start to `node`, both included."""
+    path = []
+    while node is not None:
+        path.append(node.id)
+        node = node.parent
+    return path[::-1]
+
+
+def tree_prune(story: Story) -> int:
+    """Deletes the oldest tries with no children, off the path to the current one, while the
+    tree holds more than TREE_MAX_NODES tries or TREE_MAX_CHARS characters; returns how many."""
+    rows = list(story.tree.annotate(size=Length("text")).values_list("id", "parent_id", "size"))
+    count, chars = len(rows), sum(size for _, _, size in rows)
+    if count <= TREE_MAX_NODES and chars <= TREE_MAX_CHARS:
+        return 0
+    kept = set(tree_path(story.tree_node))
+    children = Counter(parent_id for _, parent_id, _ in rows)
+    size = {node_id: size for node_id, _, size in rows}
+    parent_of = {node_id: parent_id for node_id, parent_id, _ in rows}
+    doomed = []
+    # Oldest first; a parent whose last child goes becomes a leaf, and may go in turn.
+    leaves = sorted(n for n in size if not children.get(n) and n not in kept)
+    while leaves and (count > TREE_MAX_NODES or chars > TREE_MAX_CHARS):
+        node_id = leaves.pop(0)
+        doomed.append(node_id)
+        count, chars = count - 1, chars - size[node_id]
+        parent_id = parent_of[node_id]
+        children[parent_id] -= 1
+        if parent_id is not None and not children[parent_id] and parent_id not in kept:
+            bisect.insort(leaves, parent_id)
+    TreeNode.objects.filter(pk__in=doomed).delete()
+    return len(doomed)
+
+
+def tree_make_current(story: Story, node: TreeNode) -> Story:
+    """The node the editor's text was made from now; its text is the client's to show."""
+    Story.objects.filter(pk=story.pk).update(tree_node=node)
+    story.tree_node = node
+    return story
+
+
+def tree_delete(node: TreeNode) -> int:
+    """Deletes a try and every try that went on from it; the path to the current try stays
+    (ValidationError). Returns how many were deleted."""
+    story = node.story
+    if node.id in tree_path(story.tree_node):
+        raise ValidationError({"node": "The current text goes on from this try: make another one current first."})
+    deleted, _ = node.delete()
+    return deleted
