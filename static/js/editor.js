@@ -9,6 +9,7 @@ import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
 import { createStorySocket } from "./story-socket.js";
+import { initTree } from "./tree.js";
 
 const root = document.querySelector(".editor");
 const story = JSON.parse(document.getElementById("story-data").textContent);
@@ -580,13 +581,14 @@ checkSettings();
 
 // ---- generating ---------------------------------------------------------------------
 
-// The generation streaming in, while storySocket follows it: {insertAt, text, retry,
+// The generation streaming in, while storySocket follows it: {insertAt, text, retry, kind,
 // recording, replaying, reading}; `reading` is what the status says while the model reads
-// the story, until its first word.
+// the story, until its first word; `kind` is the try's kind in the story's tree.
 let current = null;
 // The last continuation, while it is intact: where it starts, the text it followed, and
-// every version Retry has written, to browse.
-let last = null; // {start, prompt, versions: [text], shown}
+// every version of it, to browse: its alternatives in the story's tree, with their nodes'
+// ids (null until the server has saved the node).
+let last = null; // {start, prompt, versions: [text], ids: [id], shown}
 
 const retryButton = document.getElementById("retry");
 const alternatives = document.getElementById("alternatives");
@@ -622,7 +624,7 @@ const storySocket = createStorySocket(story.id, {
     const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
     showWarnings(message.context);
     if (current.recording) addChoices(message.generation_id);
-    finish(reasons[message.finish_reason] || "The model failed; try again");
+    finish(reasons[message.finish_reason] || "The model failed; try again", message.generation_id);
     panels.generationDone();
   },
   refused: (message) => finish(message.message),
@@ -663,7 +665,8 @@ function settingsReady() {
 }
 
 async function start({ insertAt, prompt, retry, firstToken = null }) {
-  current = { insertAt, text: "", retry, recording: false };
+  const kind = retry ? "retry" : firstToken !== null ? "candidate" : "generation";
+  current = { insertAt, text: "", retry, kind, recording: false };
   storySocket.begin();
   choices.pause(true);
   editor.lock(true);
@@ -743,6 +746,7 @@ function show(index) {
   if (current || !last || index < 0 || index >= last.versions.length) return;
   editor.replaceModelText(last.start, last.versions[last.shown].length, last.versions[index]);
   last.shown = index;
+  if (last.ids[index] !== null) tree.setCurrent(last.ids[index]);
   updateButtons();
 }
 
@@ -786,14 +790,20 @@ function insert(text) {
   if (follow) editor.reveal(current.insertAt, document.querySelector(".toolbar").offsetHeight);
 }
 
-function finish(message) {
+function finish(message, generationId = null) {
   const done = current;
   current = null;
   storySocket.end();
   if (done.text) {
-    if (done.retry && last) last.versions.push(done.text);
-    else last = { start: done.insertAt - done.text.length, prompt: editor.text().slice(0, done.insertAt - done.text.length), versions: [done.text] };
+    const start = done.insertAt - done.text.length;
+    if (done.retry && last) {
+      last.versions.push(done.text);
+      last.ids.push(null);
+    } else {
+      last = { start, prompt: editor.text().slice(0, start), versions: [done.text], ids: [null] };
+    }
     last.shown = last.versions.length - 1;
+    keepTry(done.kind, start, done.insertAt, generationId);
   } else if (done.retry && last) {
     // A retry that wrote nothing puts the version it replaced back.
     editor.replaceModelText(last.start, 0, last.versions[last.shown]);
@@ -804,6 +814,64 @@ function finish(message) {
   choices.pause(false);
   updateButtons();
   save();
+}
+
+// Every try is saved as a node of the story's tree, from the editor's text as it is when
+// the try ends; the arrows learn the node's id when the server answers.
+async function keepTry(kind, start, end, generationId = null) {
+  const entry = last;
+  const index = last.shown;
+  const node = await tree.add({ kind, start, end, generationId });
+  if (!node) return;
+  entry.ids[index] = node.id;
+  // The tree may hold more alternatives of this place than this page wrote (a try made
+  // there before, on this visit or another): the arrows show them all.
+  const versions = tree.alternatives(node.id);
+  if (last === entry && versions.length > entry.versions.length) {
+    entry.versions = versions.map((version) => version.words);
+    entry.ids = versions.map((version) => version.id);
+    entry.shown = entry.ids.indexOf(node.id);
+    updateButtons();
+  }
+}
+
+// The alternatives of a node of the tree, shown in the editor, for the arrows and Retry.
+function lastOf(node) {
+  const versions = tree.alternatives(node.id);
+  return {
+    start: node.start,
+    prompt: editor.text().slice(0, node.start),
+    versions: versions.map((version) => version.words),
+    ids: versions.map((version) => version.id),
+    shown: versions.findIndex((version) => version.id === node.id),
+  };
+}
+
+// A try opened in the Tree panel becomes the story's text, as one step Undo takes back.
+function makeCurrent(node) {
+  if (current) return;
+  editor.historyGroup(true);
+  editor.setText(node.text);
+  editor.setModelSpans(node.model_spans);
+  editor.historyGroup(false);
+  tree.setCurrent(node.id);
+  last = lastOf(node);
+  updateButtons();
+}
+
+// On a new visit, the arrows and Retry come back for the current try of the tree while its
+// words are still where it left them, the model's, after the same text.
+async function followTree() {
+  if (!(await tree.load())) return;
+  const node = tree.current();
+  if (!node || current || last || editor.text().slice(node.start, node.end) !== node.words) return;
+  const whole = await tree.get(node.id).catch(() => null);
+  if (!whole || !whole.ok || current || last) return;
+  const text = editor.text();
+  if (text.slice(0, node.end) !== whole.data.text.slice(0, node.end)) return;
+  for (let at = node.start; at < node.end; at++) if (text[at] !== "\n" && !editor.isModelAt(at)) return;
+  last = lastOf(node);
+  updateButtons();
 }
 
 // An undo or redo may take the continuation away or bring another back: Retry and the
@@ -1017,7 +1085,7 @@ function offerUnseen(unseen) {
     // Still writing: follow it from its first word (the socket's open handler sends
     // resume); the words the story already holds are passed over, not written twice.
     const start = Math.min(unseen.insert_at - unseen.skip, editor.text().length);
-    current = { insertAt: start, text: "", retry: false, replaying: true, recording: true };
+    current = { insertAt: start, text: "", retry: false, kind: "generation", replaying: true, recording: true };
     storySocket.follow(unseen.id);
     choices.pause(true);
     editor.lock(true);
@@ -1033,7 +1101,8 @@ function offerUnseen(unseen) {
     const same = alreadyThere(at, unseen.text);
     if (same < unseen.text.length) editor.insertModelText(at + same, unseen.text.slice(same));
     editor.historyCut();
-    last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], shown: 0 };
+    last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], ids: [null], shown: 0 };
+    keepTry("generation", at, at + unseen.text.length, unseen.id);
     banner.hidden = true;
     updateButtons();
   });
@@ -1049,6 +1118,15 @@ const loreChanged = () => {
   contextKey = null;
   scheduleContext();
 };
-const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged });
+// A restored revision of the History panel is a try of the tree, its text all its own.
+function restored(number) {
+  last = null;
+  updateButtons();
+  tree.add({ kind: "restore", start: 0, end: editor.text().length, label: `Revision ${number}` });
+}
+const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged, restored });
+const tree = initTree({ story, editor, busy: () => Boolean(current), makeCurrent, isOpen: () => panels.isOpen("tree") });
+panels.onOpen("tree", () => tree.load());
+followTree();
 updateButtons();
 storySocket.connect();

@@ -14,7 +14,7 @@ function when(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-export function initPanels({ story, save, loadStory, revision, loreChanged }) {
+export function initPanels({ story, save, loadStory, revision, loreChanged, restored }) {
   const base = `/api/stories/${story.id}`;
   const loaders = {};
 
@@ -274,6 +274,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged }) {
     const result = await api("POST", `${base}/revisions/${previewed}/restore`, { base_revision: revision() });
     if (result.ok) {
       loadStory(result.data);
+      restored(previewed);
       preview.hidden = true;
       loaders.history();
     } else {
@@ -331,6 +332,11 @@ export function initPanels({ story, save, loadStory, revision, loreChanged }) {
   };
 
   return {
+    isOpen,
+    // What opening the panel `name` loads, for a panel another module fills.
+    onOpen(name, loader) {
+      loaders[name] = loader;
+    },
     generationDone() {
       if (isOpen("seen")) loaders.seen();
       if (isOpen("history")) loaders.history();

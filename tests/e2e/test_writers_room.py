@@ -77,6 +77,10 @@ def test_history_shows_each_version_and_restores_one(writer, new_page, context, 
     expect(page.get_by_role("button", name="Revision 3")).to_be_visible()
     refreshed = db(lambda: Story.objects.get(pk=story.pk))
     assert (refreshed.text, refreshed.revision) == (OPENING, 3)
+    # The restore is a try of the story's tree, the current one.
+    page.get_by_role("button", name="Tree").click()
+    expect(page.locator("#tree-list .tree-kind")).to_have_text(["Revision 1"])
+    expect(page.locator("#tree-list [aria-current=true]")).to_have_count(1)
     page.reload()
     expect_story_text(page, OPENING)
 

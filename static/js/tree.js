@@ -1,0 +1,213 @@
+// The story's tree (docs/protocol.md, "The story's tree"): every try the writer made, saved
+// on the server, and the Tree panel that shows it. A run of tries that went on one from
+// another is one column; a try with several tries after it branches.
+
+import { api, errorMessage } from "./api.js";
+import { showDiff } from "./diff.js";
+import { element } from "./panels.js";
+
+const KIND_NAMES = { generation: "Generated", retry: "Retry", candidate: "Candidate", tool: "Tool", restore: "Restored" };
+// How much of a try's words its row shows, and how much of the story around them its preview.
+const ROW_CHARS = 80;
+const AROUND_CHARS = 600;
+
+const clip = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
+
+export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
+  const base = `/api/stories/${story.id}/tree`;
+  const list = document.getElementById("tree-list");
+  const empty = document.getElementById("tree-empty");
+  const preview = document.getElementById("tree-preview");
+  const previewTitle = document.getElementById("tree-preview-title");
+  const previewText = document.getElementById("tree-preview-text");
+  const diff = document.getElementById("tree-diff");
+  const compareButton = document.getElementById("tree-compare");
+  const currentButton = document.getElementById("tree-make-current");
+  const deleteButton = document.getElementById("tree-delete");
+  const state = document.getElementById("tree-state");
+
+  const nodes = new Map();
+  let current = null;
+  let opened = null;
+  let deleteArmed = false;
+
+  function take(data) {
+    nodes.clear();
+    for (const node of data.nodes) nodes.set(node.id, node);
+    current = data.current;
+  }
+
+  async function load() {
+    const result = await api("GET", `${base}/`).catch(() => null);
+    if (!result || !result.ok) {
+      state.textContent = result ? errorMessage(result) : "Offline: the tree will show when the connection is back.";
+      return false;
+    }
+    take(result.data);
+    state.textContent = "";
+    render();
+    return true;
+  }
+
+  const childrenOf = (id) => [...nodes.values()].filter((node) => node.parent === id);
+
+  function path() {
+    const ids = new Set();
+    for (let id = current; id !== null && nodes.has(id); id = nodes.get(id).parent) ids.add(id);
+    return ids;
+  }
+
+  const label = (node) => (node.kind === "tool" || node.kind === "restore") && node.label ? node.label : KIND_NAMES[node.kind];
+
+  function row(node, onPath) {
+    const item = element("li");
+    item.classList.toggle("on-path", onPath);
+    item.classList.toggle("opened", node.id === opened);
+    // The kind stays out of the button's name, which is the try's words: a row is never
+    // taken for the toolbar's Generate or Retry.
+    const words = node.words.trim() ? `“${clip(node.words.trim().replace(/\s+/g, " "), ROW_CHARS)}”` : "(no new words)";
+    const button = element("button", { type: "button", class: "link", "data-node": String(node.id) }, words);
+    button.addEventListener("click", () => open(node.id));
+    item.append(element("span", { class: "tree-kind" }, label(node)), " ", button);
+    if (node.id === current) {
+      button.setAttribute("aria-current", "true");
+      item.append(element("span", { class: "meta" }, " (current)"));
+    }
+    return item;
+  }
+
+  // A column of tries from `first` on, while each has exactly one try after it.
+  function column(first, onPath) {
+    const group = element("ul");
+    let node = first;
+    while (node) {
+      group.append(row(node, onPath.has(node.id)));
+      const next = childrenOf(node.id);
+      if (next.length === 1) {
+        node = next[0];
+        continue;
+      }
+      if (next.length > 1) {
+        const branches = element("li", { class: "branches" });
+        for (const child of next) branches.append(column(child, onPath));
+        group.append(branches);
+      }
+      node = null;
+    }
+    return group;
+  }
+
+  function render() {
+    if (!isOpen()) return;
+    const onPath = path();
+    list.replaceChildren();
+    const starts = childrenOf(null);
+    empty.hidden = starts.length > 0;
+    for (const first of starts) list.append(column(first, onPath));
+    const shown = list.querySelector("[aria-current=true]");
+    if (shown && !opened) shown.scrollIntoView({ block: "nearest" });
+  }
+
+  async function open(id) {
+    const result = await api("GET", `${base}/${id}/`);
+    if (!result.ok) {
+      state.textContent = errorMessage(result);
+      return;
+    }
+    const node = result.data;
+    opened = id;
+    preview.dataset.node = String(id);
+    previewTitle.textContent = `${label(node)}, ${new Date(node.created_at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}`;
+    const before = node.text.slice(0, node.start);
+    const after = node.text.slice(node.end);
+    previewText.replaceChildren(
+      before.length > AROUND_CHARS ? `[…] ${before.slice(-AROUND_CHARS)}` : before,
+      element("mark", {}, node.words),
+      after.length > AROUND_CHARS ? `${after.slice(0, AROUND_CHARS)} […]` : after,
+    );
+    preview.hidden = false;
+    diff.hidden = true;
+    compareButton.setAttribute("aria-expanded", "false");
+    disarmDelete();
+    preview.node = node;
+    render();
+    previewText.querySelector("mark").scrollIntoView({ block: "nearest" });
+  }
+
+  compareButton.addEventListener("click", () => {
+    const showing = diff.hidden;
+    diff.hidden = !showing;
+    compareButton.setAttribute("aria-expanded", String(showing));
+    if (showing) {
+      const changes = showDiff(diff.querySelector(".diff"), editor.text(), preview.node.text);
+      diff.querySelector(".meta").textContent =
+        changes === 0 ? "" : "From the text now to this try's: struck-through words would go, marked words would come.";
+    }
+  });
+
+  currentButton.addEventListener("click", async () => {
+    if (busy()) {
+      state.textContent = "Wait for the model to finish first.";
+      return;
+    }
+    makeCurrent(preview.node);
+    state.textContent = "This try is the story's text now; Undo takes it back.";
+  });
+
+  function disarmDelete() {
+    deleteArmed = false;
+    deleteButton.textContent = "Delete this try";
+  }
+
+  deleteButton.addEventListener("click", async () => {
+    const id = opened;
+    let count = 0;
+    for (const stack = [id]; stack.length; count++) stack.push(...childrenOf(stack.pop()).map((n) => n.id));
+    if (!deleteArmed) {
+      deleteArmed = true;
+      deleteButton.textContent = count > 1 ? `Delete it and the ${count - 1} after it? Press again` : "Delete it? Press again";
+      return;
+    }
+    disarmDelete();
+    const result = await api("DELETE", `${base}/${id}/`);
+    if (!result.ok) {
+      state.textContent = errorMessage(result);
+      return;
+    }
+    opened = null;
+    preview.hidden = true;
+    state.textContent = result.data.deleted === 1 ? "1 try deleted." : `${result.data.deleted} tries deleted.`;
+    await load();
+  });
+
+  return {
+    load,
+    render,
+    current: () => (current === null ? null : nodes.get(current) || null),
+    // The tries that are alternatives of `id` (itself included), oldest first.
+    alternatives(id) {
+      const node = nodes.get(id);
+      return node ? [...nodes.values()].filter((other) => other.group === node.group) : [];
+    },
+    get: (id) => api("GET", `${base}/${id}/`),
+    // Saves a try made on the editor's text as it is now; its words are at [start, end).
+    // Resolves to the node, or null when the server could not take it (the try stays in
+    // the editor; only its place in the tree is lost).
+    async add({ kind, start, end, label = "", generationId = null }) {
+      const body = { kind, text: editor.text(), start, end, model_spans: editor.modelSpans(), label, generation_id: generationId };
+      const result = await api("POST", `${base}/`, body).catch(() => null);
+      if (!result || !result.ok) return null;
+      const { text: _text, model_spans: _spans, ...summary } = result.data;
+      nodes.set(summary.id, summary);
+      current = summary.id;
+      render();
+      return summary;
+    },
+    async setCurrent(id) {
+      if (current === id) return;
+      current = id;
+      render();
+      await api("PUT", `${base}/current`, { node: id }).catch(() => null);
+    },
+  };
+}

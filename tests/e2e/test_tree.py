@@ -1,0 +1,144 @@
+"""The story's tree in a real browser, on a story of a few thousand words: every try is kept
+on the server, the alternatives come back after a reload, and any try can be opened,
+compared with the text and made current, which Undo takes back."""
+
+import pytest
+from playwright.sync_api import expect
+
+from generation.management.prose import join, story_sentences
+from storyteller.stories.models import Story
+from storyteller.stories.services import draft_save
+from tests.e2e.conftest import expect_story_text, generate_and_wait, open_at_the_end, outside_the_event_loop, story_text
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+db = outside_the_event_loop
+
+
+def a_long_story(story, number: int) -> str:
+    """The writer's story made about 2,500 words long; returns its text."""
+    text = join(story_sentences(number, 200))
+    db(lambda: draft_save(story=story, base_revision=Story.objects.get(pk=story.pk).revision, text=text))
+    return text
+
+
+def tree_of(story) -> list[tuple]:
+    return db(lambda: list(Story.objects.get(pk=story.pk).tree.values_list("id", "parent_id", "group", "kind")))
+
+
+def current_node(story):
+    return db(lambda: Story.objects.get(pk=story.pk).tree_node_id)
+
+
+def retry_and_wait(page, position: str):
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("#alt-position")).to_have_text(position, timeout=60_000)
+    expect(page.locator("#gen-state")).to_have_text("Done")
+
+
+def test_retries_are_kept_in_the_tree_and_come_back_after_a_reload(writer, new_page, context, live_site):
+    story = writer[0]
+    opening = a_long_story(story, 7)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=60)
+    generate_and_wait(page)
+    first = story_text(page)[len(opening) :]
+    retry_and_wait(page, "2 of 2")
+    second = story_text(page)[len(opening) :]
+    retry_and_wait(page, "3 of 3")
+    third = story_text(page)[len(opening) :]
+    assert len({first, second, third}) == 3
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+
+    nodes = tree_of(story)
+    assert [kind for *_, kind in nodes] == ["generation", "retry", "retry"]
+    assert {group for _, _, group, _ in nodes} == {nodes[0][0]} and {parent for _, parent, *_ in nodes} == {None}
+    assert current_node(story) == nodes[2][0]
+
+    # The alternatives were the page's; now they are the tree's, and survive a reload.
+    page.reload()
+    expect(page.locator("#alt-position")).to_have_text("3 of 3")
+    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
+    page.get_by_role("button", name="Previous continuation").click()
+    expect_story_text(page, opening + second)
+    page.get_by_role("button", name="Previous continuation").click()
+    expect_story_text(page, opening + first)
+    expect(page.locator("#alt-position")).to_have_text("1 of 3")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + first
+    # The browsed alternative is the tree's current try, on this visit and the next.
+    page.wait_for_timeout(500)
+    assert current_node(story) == nodes[0][0]
+
+    page.get_by_role("button", name="Tree").click()
+    rows = page.locator("#tree-list button[data-node]")
+    expect(rows).to_have_count(3)
+    kinds = page.locator("#tree-list .tree-kind")
+    expect(kinds).to_have_text(["Generated", "Retry", "Retry"])
+    expect(page.locator("#tree-list [aria-current=true]")).to_have_attribute("data-node", str(nodes[0][0]))
+
+
+def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it_back(
+    writer, new_page, context, live_site
+):
+    story = writer[0]
+    opening = a_long_story(story, 8)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=60)
+    generate_and_wait(page)
+    first = story_text(page)[len(opening) :]
+    # Going on from the first try, then retrying that: first -> (next, next retried).
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    generate_and_wait(page)
+    following = story_text(page)[len(opening + first) :]
+    retry_and_wait(page, "2 of 2")
+    retried = story_text(page)[len(opening + first) :]
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    nodes = tree_of(story)
+    assert [(parent, kind) for _, parent, _, kind in nodes] == [
+        (None, "generation"),
+        (nodes[0][0], "generation"),
+        (nodes[0][0], "retry"),
+    ]
+
+    page.get_by_role("button", name="Tree").click()
+    rows = page.locator("#tree-list button[data-node]")
+    expect(rows).to_have_count(3)
+    # The path the text follows: the first try and the retry, not the try it replaced.
+    on_path = page.locator("#tree-list li.on-path > button")
+    expect(on_path).to_have_count(2)
+    expect(on_path.nth(1)).to_have_attribute("aria-current", "true")
+    expect(page.locator(f'#tree-list li:not(.on-path) > button[data-node="{nodes[1][0]}"]')).to_have_count(1)
+
+    page.locator(f'#tree-list button[data-node="{nodes[0][0]}"]').click()
+    expect(page.locator("#tree-preview-text mark")).to_have_text(first)
+    page.get_by_role("button", name="Compare with current").click()
+    # From the text now to the first try's: the retried words would go (with the word they
+    # ended, when the model went on in the middle of one), and only that word would come.
+    expect(page.locator("#tree-diff del").first).to_be_visible()
+    removed = "".join(page.locator("#tree-diff del").all_text_contents())
+    added = "".join(page.locator("#tree-diff ins").all_text_contents())
+    assert removed.rstrip().endswith(retried.strip()) and added in first
+
+    page.get_by_role("button", name="Make current").click()
+    expect_story_text(page, opening + first)
+    expect(page.locator("#tree-list [aria-current=true]")).to_have_attribute("data-node", str(nodes[0][0]))
+    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + first
+
+    page.get_by_role("button", name="Undo").click()
+    expect_story_text(page, opening + first + retried)
+    page.get_by_role("button", name="Redo").click()
+    expect_story_text(page, opening + first)
+    # A try made from there goes on from the one made current, at the place of the two
+    # after it: the arrows show all three.
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    generate_and_wait(page)
+    expect(rows).to_have_count(4)
+    newest = tree_of(story)[-1]
+    assert newest[1] == nodes[0][0] and newest[2] == nodes[1][2]
+    expect(page.locator("#alt-position")).to_have_text("3 of 3")
+    page.get_by_role("button", name="Previous continuation").click()
+    expect_story_text(page, opening + first + retried)
+    assert following != retried
