@@ -8,7 +8,8 @@ const MAX_CELLS = 4_000_000;
 // An unchanged run longer than this shows only its two ends around the changes.
 const CONTEXT_CHARS = 240;
 
-const tokens = (text) => text.match(/\s+|[^\s]+/g) || [];
+// A word with the spaces after it: a lone space in common never splits a change in two.
+const tokens = (text) => text.match(/^\s+|\S+\s*/g) || [];
 
 // [{kind: "same" | "removed" | "added", text}], in order: `before` is the removed and kept
 // words, `after` the kept and added ones.

@@ -1124,7 +1124,7 @@ function restored(number) {
   updateButtons();
   tree.add({ kind: "restore", start: 0, end: editor.text().length, label: `Revision ${number}` });
 }
-const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged, restored });
+const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged, restored, currentText: () => editor.text() });
 const tree = initTree({ story, editor, busy: () => Boolean(current), makeCurrent, isOpen: () => panels.isOpen("tree") });
 panels.onOpen("tree", () => tree.load());
 followTree();

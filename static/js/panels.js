@@ -2,6 +2,7 @@
 // Author's Note and Settings are plain fields that editor.js saves with the story.
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
+import { showDiff } from "./diff.js";
 
 export function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -14,7 +15,7 @@ function when(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-export function initPanels({ story, save, loadStory, revision, loreChanged, restored }) {
+export function initPanels({ story, save, loadStory, revision, loreChanged, restored, currentText }) {
   const base = `/api/stories/${story.id}`;
   const loaders = {};
 
@@ -241,6 +242,20 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   const historyList = document.getElementById("history-list");
   const preview = document.getElementById("history-preview");
   let previewed = null;
+  let previewedText = "";
+  const historyDiff = document.getElementById("history-diff");
+  const historyCompare = document.getElementById("history-compare");
+
+  historyCompare.addEventListener("click", () => {
+    const showing = historyDiff.hidden;
+    historyDiff.hidden = !showing;
+    historyCompare.setAttribute("aria-expanded", String(showing));
+    if (showing) {
+      const changes = showDiff(historyDiff.querySelector(".diff"), currentText(), previewedText);
+      historyDiff.querySelector(".meta").textContent =
+        changes === 0 ? "" : "From the text now to this revision's: struck-through words would go, marked words would come.";
+    }
+  });
 
   loaders.history = async () => {
     await save();
@@ -250,14 +265,27 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
       historyList.append(element("li", {}, errorMessage(result)));
       return;
     }
-    for (const item of result.data) {
+    result.data.forEach((item, index) => {
       const button = element("button", { type: "button", class: "link" }, `Revision ${item.number}`);
-      const meta = element("span", { class: "meta" }, ` ${when(item.created_at)} · ${item.words} words · ${item.chars} characters`);
+      // What the save changed, against the revision before it (the list is newest first).
+      const before = result.data[index + 1];
+      const change = [];
+      if (before) {
+        const words = item.words - before.words;
+        if (words) change.push(`${words > 0 ? "+" : "−"}${Math.abs(words).toLocaleString()} ${Math.abs(words) === 1 ? "word" : "words"}`);
+        else if (item.chars !== before.chars) change.push("words changed");
+        if (item.title !== before.title) change.push(`renamed “${item.title}”`);
+      } else {
+        change.push("the oldest kept");
+      }
+      if (index === 0) change.unshift("now");
+      const label = change.length ? ` · ${change.join(", ")}` : "";
+      const meta = element("span", { class: "meta" }, ` ${when(item.created_at)} · ${item.words.toLocaleString()} words${label}`);
       button.addEventListener("click", () => showRevision(item.number));
       const row = element("li");
       row.append(button, meta);
       historyList.append(row);
-    }
+    });
   };
 
   async function showRevision(number) {
@@ -266,6 +294,9 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     previewed = number;
     document.getElementById("history-preview-title").textContent = `Revision ${number}: ${result.data.title}`;
     document.getElementById("history-preview-text").textContent = result.data.text;
+    previewedText = result.data.text;
+    historyDiff.hidden = true;
+    historyCompare.setAttribute("aria-expanded", "false");
     preview.hidden = false;
   }
 

@@ -69,8 +69,16 @@ def test_history_shows_each_version_and_restores_one(writer, new_page, context, 
     expect(page.locator("#save-state")).to_have_text("Saved")
 
     page.get_by_role("button", name="History").click()
+    # Each revision says what its save changed; the newest is the text now.
+    expect(page.locator("#history-list li").first).to_contain_text("now")
+    expect(page.locator("#history-list li").last).to_contain_text("the oldest kept")
+    words = len(OPENING.split()) - 3
+    expect(page.locator("#history-list li").first).to_contain_text(f"−{words} words")
     page.get_by_role("button", name="Revision 1").click()
     expect(page.locator("#history-preview-text")).to_have_text(OPENING)
+    page.get_by_role("button", name="Compare with current").click()
+    expect(page.locator("#history-diff del")).to_have_text(["A different beginning."])
+    expect(page.locator("#history-diff ins")).to_have_text([OPENING])
     page.get_by_role("button", name="Restore this version").click()
 
     expect_story_text(page, OPENING)
