@@ -78,10 +78,33 @@ def converted_dir(gguf_path: Path, models_dir: Path) -> Path:
     return models_dir / f"{gguf_path.stem}-{digest}"
 
 
+def gguf_chat_template(gguf_path: Path) -> str | None:
+    """The chat template a GGUF file carries in its metadata (`tokenizer.chat_template`),
+    which transformers' GGUF loader leaves out of the tokenizer; None when it has none."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf_path).fields.get("tokenizer.chat_template")
+    return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else None
+
+
+def _keep_chat_template(gguf_path: Path, folder: Path) -> None:
+    """Writes the GGUF file's chat template beside the converted tokenizer, where
+    AutoTokenizer finds it (chat_template.jinja), unless it is there already."""
+    target = folder / "chat_template.jinja"
+    if target.exists():
+        return
+    template = gguf_chat_template(gguf_path)
+    if template:
+        target.write_text(template, encoding="utf-8")
+
+
 def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -> Path:
-    """Converts a GGUF file to a safetensors model folder once; returns the folder."""
+    """Converts a GGUF file to a safetensors model folder once; returns the folder. The
+    folder's tokenizer has the file's chat template (the selection tools use it)."""
     target = converted_dir(gguf_path, models_dir)
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        # A folder converted before the template was carried over gets it now.
+        _keep_chat_template(gguf_path, target)
         return target
     if progress:
         hf_logging.enable_progress_bar()
@@ -103,6 +126,7 @@ def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    _keep_chat_template(gguf_path, partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     log.info("Converted %s in %.1f s", gguf_path.name, time.monotonic() - started)

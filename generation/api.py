@@ -31,6 +31,7 @@ def generations(request, story_id):
             text=data.get("text"),
             params=data.get("params"),
             request_id=request_id or "",
+            tool=data.get("tool"),
         )
     except services.GenerationRefused as refused:
         raise ApiError(STATUS.get(refused.code, 400), refused.code, refused.message, field=refused.field) from None

@@ -161,6 +161,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 text=message.get("text"),
                 params=message.get("params"),
                 request_id=request_id or "",
+                tool=message.get("tool"),
             )
         except services.GenerationRefused as refused:
             await self.send_error(refused.code, refused.message, request_id=request_id)

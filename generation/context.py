@@ -30,6 +30,8 @@ No Django here: the worker calls `assemble` with its engine's tokenizer and budg
 import re
 from dataclasses import dataclass, field
 
+from generation.tools import task_of
+
 # Lore keywords are looked for in this many characters at the end of the story.
 LORE_SCAN_CHARS = 3000
 # Memory, note and lore may use the budget up to this many tokens before the end of it:
@@ -69,7 +71,7 @@ class StoryContext:
 
 @dataclass(frozen=True)
 class Part:
-    kind: str  # memory, lore, story, note
+    kind: str  # memory, lore, story, note; tool (a selection tool's request)
     label: str
     text: str
     tokens: int
@@ -202,3 +204,62 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
     parts = [Part(kind, label, text, len(ids)) for kind, label, text, ids in ordered]
     ids = [token for *_, part_ids in ordered for token in part_ids]
     return Prompt(parts=parts, ids=ids, budget=budget, trimmed_tokens=trimmed, warnings=warnings)
+
+
+# ---- the selection tools: the instruct model asked, in its chat template -----------------
+
+TOOL_SYSTEM = "You are a writing assistant helping a writer with a story."
+# Where the story goes in the request, split out so that only the story is trimmed to fit.
+_STORY_MARK = "\x00story\x00"
+
+
+def _tool_messages(tool: dict, memory: str) -> list[dict]:
+    """The story goes with the system's words, the task and the passage are the writer's
+    message: the small instruct model then answers with the passage alone."""
+    if tool["action"] == "summarize":
+        return [
+            {"role": "system", "content": TOOL_SYSTEM},
+            {"role": "user", "content": f"{task_of(tool)}:\n\n{_STORY_MARK}"},
+        ]
+    notes = f" Notes on it: {memory.strip()}" if memory.strip() else ""
+    return [
+        {"role": "system", "content": f"{TOOL_SYSTEM}{notes} The story so far:\n{_STORY_MARK}"},
+        {"role": "user", "content": f"{task_of(tool)}:\n\n{tool['selection']}"},
+    ]
+
+
+def assemble_tool(tokenizer, story: str, tool: dict, context: StoryContext, budget: int) -> Prompt:
+    """The prompt of a selection tool (generation/tools.py): its task, the passage and the
+    story before it (all of the story, for a summary), in the model's chat template when
+    it has one (an instruct model's), else as plain text with "Answer:" at its end. The story's oldest tokens are
+    left out to fit; the rest never is (ContextTooLarge says by how much it is over)."""
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    messages = _tool_messages(tool, context.memory)
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        rendered = "".join(f"{message['content']}\n\n" for message in messages) + "Answer:\n"
+    head, tail = rendered.split(_STORY_MARK)
+    head_ids, tail_ids = encode(head), encode(tail)
+    needed = MIN_STORY_TOKENS if tool["action"] == "summarize" else 0
+    room = budget - len(head_ids) - len(tail_ids)
+    if room < needed:
+        what = "The request" if tool["action"] == "summarize" else "The passage and the request"
+        raise ContextTooLarge(
+            f"{what} take {len(head_ids) + len(tail_ids)} tokens, but this model reads {budget} tokens before "
+            f"its answer{f' and the story needs at least {needed} of them' if needed else ''}. "
+            "Select a shorter passage, or ask for fewer new tokens."
+        )
+    story_ids = encode(story)
+    trimmed = max(0, len(story_ids) - room)
+    kept = story_ids[trimmed:]
+    ordered = [("tool", "Request", head, head_ids)]
+    if kept:
+        ordered.append(("story", "Story", tokenizer.decode(kept) if trimmed else story, kept))
+    ordered.append(("tool", "Request (after the story)", tail, tail_ids))
+    parts = [Part(kind, label, text, len(ids)) for kind, label, text, ids in ordered]
+    ids = [token for *_, part_ids in ordered for token in part_ids]
+    return Prompt(parts=parts, ids=ids, budget=budget, trimmed_tokens=trimmed)

@@ -193,6 +193,9 @@ class Generation(models.Model):
     error_message = models.TextField(blank=True)
     # The text the continuation follows, as the client sent it.
     prompt_text = models.TextField(blank=True)
+    # A selection tool's request (generation/tools.py): {"action", "selection"?, "instruction"?};
+    # empty for a continuation.
+    tool = models.JSONField(default=dict, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     prompt_truncated = models.BooleanField(default=False)
     # What the model saw: generation/context.py's parts with their token counts, and warnings.

@@ -93,14 +93,15 @@ def generation_last_for_story(story) -> Generation | None:
 
 
 def generation_unseen_for_story(story) -> dict | None:
-    """The story's last generation when the writer has not seen all of it: still running,
-    or finished after the story was last saved (its tab was closed while it wrote).
+    """The story's last continuation when the writer has not seen all of it: still running,
+    or finished after the story was last saved (its tab was closed while it wrote). A
+    selection tool's answer is not one: it belongs in no place of the story by itself.
 
     `insert_at` is where its words belong: after the text it continued, past the part of
     its output that autosave already put in the story (`skip` characters of it). Both
     count UTF-16 code units, as the editor's JavaScript strings do."""
     generation = generation_last_for_story(story)
-    if generation is None:
+    if generation is None or generation.tool:
         return None
     finished_unseen = (
         generation.status == Generation.Status.FINISHED

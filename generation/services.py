@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from engine.config import MAX_MAP_WORDS
 from generation import params as sampling
-from generation import queue, realtime, selectors
+from generation import queue, realtime, selectors, tools
 from generation.models import Generation, ModelConfig
 from storyteller import ratelimit
 from storyteller.stories.models import Story
@@ -87,10 +87,14 @@ def model_config_activate(config: ModelConfig) -> ModelConfig:
     return model_config_save(config)
 
 
-def generation_start(*, story: Story, user, text: str, params: dict | None, request_id: str = "") -> Generation:
-    """Records a generation for the story and queues it for a worker once committed."""
+def generation_start(
+    *, story: Story, user, text: str, params: dict | None, request_id: str = "", tool=None
+) -> Generation:
+    """Records a generation for the story and queues it for a worker once committed: a
+    continuation of `text`, or with `tool` a selection tool's answer (generation/tools.py)."""
     try:
         check_string("text", text)
+        tool = tools.check_tool(tool) if tool is not None else {}
     except Invalid as exc:
         raise _refused(exc) from None
     limit = settings.STORYTELLER_MAX_TEXT_CHARS
@@ -138,6 +142,7 @@ def generation_start(*, story: Story, user, text: str, params: dict | None, requ
             user=user,
             request_id=request_id,
             prompt_text=text,
+            tool=tool,
             params=resolved,
             seed=resolved["seed"],
             model_name=config.name,

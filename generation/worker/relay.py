@@ -88,13 +88,16 @@ class Relay:
     def run(self) -> None:
         generation, engine = self.generation, self.engine
         params = sampling.to_sampling(generation.params)
+        budget = engine.prompt_budget(params.max_new_tokens)
         try:
-            prompt = context.assemble(
-                engine.tokenizer,
-                generation.prompt_text,
-                story_context(generation.story),
-                engine.prompt_budget(params.max_new_tokens),
-            )
+            if generation.tool:
+                prompt = context.assemble_tool(
+                    engine.tokenizer, generation.prompt_text, generation.tool, story_context(generation.story), budget
+                )
+            else:
+                prompt = context.assemble(
+                    engine.tokenizer, generation.prompt_text, story_context(generation.story), budget
+                )
         except context.ContextTooLarge as exc:
             services.generation_end(
                 generation, reason="error", error=str(exc), error_code="too_large", worker=generation.worker
