@@ -9,6 +9,7 @@ import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
 import { createStorySocket } from "./story-socket.js";
+import { initTools } from "./tools.js";
 import { initTree } from "./tree.js";
 
 const root = document.querySelector(".editor");
@@ -618,7 +619,12 @@ const storySocket = createStorySocket(story.id, {
   token(message) {
     current.reading = null;
     if (!storySocket.stopping()) genState.textContent = "Writing...";
-    insert(message.text);
+    if (current.tool) {
+      current.text += message.text;
+      tools.token(message.text);
+    } else {
+      insert(message.text);
+    }
   },
   done(message) {
     const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
@@ -646,6 +652,7 @@ function updateButtons() {
   if (last) altPosition.textContent = `${last.shown + 1} of ${last.versions.length}`;
   document.getElementById("alt-prev").disabled = Boolean(current) || !last || last.shown === 0;
   document.getElementById("alt-next").disabled = Boolean(current) || !last || last.shown === last.versions.length - 1;
+  if (current) document.getElementById("selection-tools").hidden = true;
 }
 
 function params({ freshSeed = false } = {}) {
@@ -721,6 +728,31 @@ editor.onChange(() => {
   if (!emptyHint.hidden && editor.text().trim()) emptyHint.hidden = true;
 });
 
+// A selection tool's answer (tools.js asks): the story's text before the passage, or all of
+// it for a summary, with the tool; the answer streams into the tool's box. Returns whether
+// it was asked.
+function runTool({ tool, text, maxNewTokens }) {
+  if (current || !connected() || !settingsReady()) return false;
+  current = { insertAt: 0, text: "", retry: false, kind: "tool", tool: tool.action, recording: false };
+  storySocket.begin();
+  choices.pause(true);
+  editor.lock(true);
+  warningsBanner.hidden = true;
+  genState.textContent = `${tools.label(tool.action)}: waiting for the model...`;
+  updateButtons();
+  (async () => {
+    await save();
+    if (storySocket.stopping()) {
+      finish("Stopped");
+      return;
+    }
+    // A fresh seed each time, and no stop sequences: an answer may run to several paragraphs.
+    const asked = { ...params({ freshSeed: true }), max_new_tokens: maxNewTokens, stop: [], record_choices: false };
+    storySocket.generate(text.slice(Math.max(0, text.length - maxChars)), asked, tool);
+  })();
+  return true;
+}
+
 function generate() {
   if (current || !connected() || !settingsReady()) return;
   const text = editor.text();
@@ -787,13 +819,22 @@ function insert(text) {
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
   current.text += text;
-  if (follow) editor.reveal(current.insertAt, document.querySelector(".toolbar").offsetHeight);
+  if (follow) editor.reveal(current.insertAt, document.querySelector(".dock").offsetHeight);
 }
 
 function finish(message, generationId = null) {
   const done = current;
   current = null;
   storySocket.end();
+  if (done.tool) {
+    // A selection tool's answer went to its own box; the story is as it was.
+    editor.lock(false);
+    genState.textContent = message;
+    choices.pause(false);
+    updateButtons();
+    tools.done(done.text, message);
+    return;
+  }
   if (done.text) {
     const start = done.insertAt - done.text.length;
     if (done.retry && last) {
@@ -1127,6 +1168,7 @@ function restored(number) {
 const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged, restored, currentText: () => editor.text() });
 const tree = initTree({ story, editor, busy: () => Boolean(current), makeCurrent, isOpen: () => panels.isOpen("tree") });
 panels.onOpen("tree", () => tree.load());
+const tools = initTools({ editor, tree, run: runTool, busy: () => Boolean(current) || !connected() });
 followTree();
 updateButtons();
 storySocket.connect();

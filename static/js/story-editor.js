@@ -77,8 +77,10 @@ export function createStoryEditor(container, text) {
 
   let lastRange = null;
   let grouped = false;
+  const selectionListeners = [];
   quill.on("selection-change", (range) => {
     if (range) lastRange = range;
+    if (range) for (const listener of selectionListeners) listener(range);
   });
 
   const isModel = (index) => index >= 0 && index < quill.getLength() && Boolean(quill.getFormat(index, 1).model);
@@ -175,6 +177,14 @@ export function createStoryEditor(container, text) {
       const blot = Quill.find(caret.startContainer, true);
       return blot && blot.offset ? blot.offset(quill.scroll) + caret.startOffset : null;
     },
+    // The selected passage's place, {index, length} (the last selection, when the editor
+    // lost focus to a panel or a button), or null.
+    selectionRange() {
+      const range = quill.getSelection() || lastRange;
+      return range && range.length ? { index: range.index, length: range.length } : null;
+    },
+    // After the writer selects, or moves the cursor (not when the editor loses focus).
+    onSelection: (listener) => selectionListeners.push(listener),
     // The selected passage (the last selection, when the editor lost focus to a panel).
     selection() {
       const range = quill.getSelection() || lastRange;

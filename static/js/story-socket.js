@@ -95,9 +95,9 @@ export function createStorySocket(storyId, on) {
     begin() {
       generation = { requestId: `r${++requestCounter}`, id: null, lastSeq: -1 };
     },
-    // Asks for the generation begun.
-    generate(text, params) {
-      send({ type: "generate", request_id: generation.requestId, text, params });
+    // Asks for the generation begun: a continuation of `text`, or a selection tool's answer.
+    generate(text, params, tool = null) {
+      send({ type: "generate", request_id: generation.requestId, text, params, ...(tool ? { tool } : {}) });
     },
     // Follows a generation already running (an earlier visit's), from its first token: the
     // next connection resumes it.

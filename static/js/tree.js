@@ -190,16 +190,26 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       return node ? [...nodes.values()].filter((other) => other.group === node.group) : [];
     },
     get: (id) => api("GET", `${base}/${id}/`),
-    // Saves a try made on the editor's text as it is now; its words are at [start, end).
+    // Saves a try made on the editor's text as it is now (or on `text`, with `modelSpans`);
+    // its words are at [start, end). It becomes the current try unless `current` is false.
     // Resolves to the node, or null when the server could not take it (the try stays in
     // the editor; only its place in the tree is lost).
-    async add({ kind, start, end, label = "", generationId = null }) {
-      const body = { kind, text: editor.text(), start, end, model_spans: editor.modelSpans(), label, generation_id: generationId };
+    async add({ kind, start, end, label = "", generationId = null, text = null, modelSpans = null, current: making = true }) {
+      const body = {
+        kind,
+        text: text ?? editor.text(),
+        start,
+        end,
+        model_spans: modelSpans ?? editor.modelSpans(),
+        label,
+        generation_id: generationId,
+        current: making,
+      };
       const result = await api("POST", `${base}/`, body).catch(() => null);
       if (!result || !result.ok) return null;
       const { text: _text, model_spans: _spans, ...summary } = result.data;
       nodes.set(summary.id, summary);
-      current = summary.id;
+      if (making) current = summary.id;
       render();
       return summary;
     },

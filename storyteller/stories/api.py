@@ -235,6 +235,7 @@ def tree(request, story_id):
         "label": _field(data, "label", check_string, required=False) or "",
         "model_spans": _field(data, "model_spans", check_list, required=False),
         "generation_id": _field(data, "generation_id", check_int, required=False, nullable=True),
+        "make_current": _field(data, "current", check_bool, required=False) is not False,
     }
     # Absent, the tree finds the parent; null starts the tree anew.
     if "parent" in data:

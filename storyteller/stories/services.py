@@ -387,10 +387,12 @@ def tree_add(
     label: str = "",
     model_spans: list | None = None,
     generation_id: int | None = None,
+    make_current: bool = True,
 ) -> TreeNode:
-    """Saves one try as a node of the story's tree and makes it the current one. `parent`
-    is a node id, None for a try that starts the tree, or FIND_PARENT. ValidationError
-    names the first wrong field and saves nothing."""
+    """Saves one try as a node of the story's tree and makes it the current one (unless
+    `make_current` is false: a try shown to the writer but not used). `parent` is a node
+    id, None for a try that starts the tree, or FIND_PARENT. ValidationError names the
+    first wrong field and saves nothing."""
     if kind not in TreeNode.Kind.values:
         raise ValidationError({"kind": f"kind is one of {', '.join(TreeNode.Kind.values)}."})
     _check_text(text)
@@ -433,8 +435,9 @@ def tree_add(
         node.id,
     )
     node.save(update_fields=["group"])
-    Story.objects.filter(pk=story.pk).update(tree_node=node)
-    story.tree_node = node
+    if make_current:
+        Story.objects.filter(pk=story.pk).update(tree_node=node)
+        story.tree_node = node
     tree_prune(story)
     return node
 

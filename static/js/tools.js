@@ -1,0 +1,192 @@
+// The selection tools: a selected passage rewritten, expanded, described, shortened or
+// changed as the writer says by the instruct model (docs/protocol.md, the `generate`
+// message's `tool`), its answer streamed into a box above the toolbar to use in place of
+// the passage or discard; and "Summarize into memory", a draft for the Memory panel. The
+// editor (editor.js) runs the generation; this module asks for it and shows it.
+
+const LABELS = { rewrite: "Rewrite", expand: "Expand", describe: "Describe", shorten: "Shorten", instruct: "Instruction", summarize: "Summary" };
+// How long an answer may be, in tokens, for a passage of n characters (about four to a
+// token in English): a rewrite about as long, an expansion three times, a summary a
+// paragraph. The writer's own length limit caps it.
+const LENGTHS = {
+  rewrite: (n) => 1.5 * (n / 4) + 30,
+  expand: (n) => 3 * (n / 4) + 60,
+  describe: (n) => 2 * (n / 4) + 80,
+  shorten: (n) => n / 4 + 20,
+  instruct: (n) => 2 * (n / 4) + 60,
+  summarize: () => 200,
+};
+
+export function initTools({ editor, tree, run, busy }) {
+  const bar = document.getElementById("selection-tools");
+  const instruction = document.getElementById("tool-instruction");
+  const result = document.getElementById("tool-result");
+  const resultTitle = document.getElementById("tool-result-title");
+  const resultState = document.getElementById("tool-result-state");
+  const resultText = document.getElementById("tool-result-text");
+  const useButton = document.getElementById("tool-use");
+  const discardButton = document.getElementById("tool-discard");
+  const summaryBox = document.getElementById("summary");
+  const summaryState = document.getElementById("summary-state");
+  const summaryDraft = document.getElementById("summary-draft");
+  const summaryAdd = document.getElementById("summary-add");
+  const memory = document.getElementById("memory");
+  const maxTokens = () => Number(document.querySelector('[data-setting="max_new_tokens"]').max) || 1024;
+
+  // The passage asked about: {action, at, original}; and its answer once written:
+  // {text, node} (node: the tree's id for it, once saved).
+  let asked = null;
+  let answer = null;
+
+  function showBar(range) {
+    bar.hidden = busy() || !range || range.length === 0 || !editor.text().slice(range.index, range.index + range.length).trim();
+  }
+  editor.onSelection(showBar);
+
+  const length = (action, chars) => Math.max(16, Math.min(maxTokens(), Math.round(LENGTHS[action](chars))));
+
+  function ask(action) {
+    if (busy()) return;
+    const summary = action === "summarize";
+    const text = editor.text();
+    const range = summary ? { index: 0, length: 0 } : editor.selectionRange();
+    const original = range ? text.slice(range.index, range.index + range.length) : "";
+    if (!summary && !original.trim()) return;
+    const typed = instruction.value.trim();
+    if (action === "instruct" && !typed) {
+      instruction.focus();
+      return;
+    }
+    // The story before the passage is what the model reads with it; all of it for a summary.
+    const tool = { action };
+    if (!summary) tool.selection = original;
+    if (action === "instruct") tool.instruction = typed;
+    asked = { action, at: range.index, original };
+    answer = null;
+    if (!run({ tool, text: summary ? text : text.slice(0, range.index), maxNewTokens: length(action, original.length) })) {
+      asked = null;
+      return;
+    }
+    if (summary) {
+      summaryBox.hidden = false;
+      summaryDraft.value = "";
+      summaryState.textContent = "Summarizing the story...";
+      summaryAdd.disabled = true;
+    } else {
+      bar.hidden = true;
+      result.hidden = false;
+      resultTitle.textContent = LABELS[action];
+      resultState.textContent = "writing...";
+      resultText.textContent = "";
+      useButton.disabled = discardButton.disabled = true;
+    }
+  }
+
+  for (const button of bar.querySelectorAll("[data-tool]")) button.addEventListener("click", () => ask(button.dataset.tool));
+  document.getElementById("tool-instruct").addEventListener("click", () => ask("instruct"));
+  instruction.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      ask("instruct");
+    }
+  });
+  document.getElementById("summarize").addEventListener("click", () => ask("summarize"));
+
+  // The text and model spans the story would have with the answer in place of the passage.
+  function withAnswer(text) {
+    const { at, original } = asked;
+    const shift = text.length - original.length;
+    const spans = [];
+    for (const [start, end] of editor.modelSpans()) {
+      if (end <= at) spans.push([start, end]);
+      else if (start >= at + original.length) spans.push([start + shift, end + shift]);
+      else if (start < at) spans.push([start, at]);
+    }
+    const story = editor.text();
+    spans.push([at, at + text.length]);
+    spans.sort((a, b) => a[0] - b[0]);
+    return { text: story.slice(0, at) + text + story.slice(at + original.length), spans };
+  }
+
+  // The answer is one of the story's tries whether or not it is used: kept in the tree,
+  // where "Make current" brings it back.
+  async function keep(text) {
+    const story = withAnswer(text);
+    const node = await tree.add({
+      kind: "tool",
+      label: LABELS[asked.action],
+      start: asked.at,
+      end: asked.at + text.length,
+      text: story.text,
+      modelSpans: story.spans,
+      current: false,
+    });
+    if (answer && answer.text === text) answer.node = node ? node.id : null;
+  }
+
+  useButton.addEventListener("click", () => {
+    if (!answer || busy()) return;
+    const { at, original } = asked;
+    // The passage is where it was: the editor was locked while the answer was written.
+    if (editor.text().slice(at, at + original.length) !== original) {
+      resultState.textContent = "The passage has changed since: select it again.";
+      return;
+    }
+    editor.historyGroup(true);
+    editor.replaceModelText(at, original.length, answer.text);
+    editor.historyGroup(false);
+    if (answer.node) tree.setCurrent(answer.node);
+    close();
+  });
+
+  function close() {
+    result.hidden = true;
+    asked = answer = null;
+  }
+  discardButton.addEventListener("click", close);
+
+  summaryAdd.addEventListener("click", () => {
+    const draft = summaryDraft.value.trim();
+    if (!draft) return;
+    memory.value = memory.value.trim() ? `${memory.value.trimEnd()}\n\n${draft}` : draft;
+    memory.dispatchEvent(new Event("input", { bubbles: true }));
+    summaryBox.hidden = true;
+    memory.focus();
+  });
+  document.getElementById("summary-discard").addEventListener("click", () => {
+    summaryBox.hidden = true;
+  });
+
+  return {
+    // A word of the answer, as it streams.
+    token(text) {
+      if (!asked) return;
+      if (asked.action === "summarize") summaryDraft.value += text;
+      else resultText.textContent += text;
+    },
+    // The answer is written (or the model stopped, or failed, saying `message`).
+    done(text, message) {
+      if (!asked) return;
+      if (asked.action === "summarize") {
+        summaryDraft.value = summaryDraft.value.trim();
+        summaryState.textContent = text.trim() ? "Edit the draft, then add it to Memory." : message;
+        summaryAdd.disabled = !text.trim();
+        return;
+      }
+      const written = text.trim();
+      if (!written) resultState.textContent = message;
+      else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
+      else resultState.textContent = `${message}: what it wrote can still be used`;
+      discardButton.disabled = false;
+      if (!written) return;
+      // Without the spaces the model put around it: the passage's own stay where they are.
+      const lead = asked.original.match(/^\s*/)[0];
+      const trail = asked.original.match(/\s*$/)[0];
+      answer = { text: `${lead}${written}${trail}`, node: null };
+      resultText.textContent = written;
+      useButton.disabled = false;
+      keep(answer.text);
+    },
+    label: (action) => LABELS[action],
+  };
+}

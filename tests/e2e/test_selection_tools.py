@@ -1,0 +1,145 @@
+"""The selection tools in a real browser, on a story of a few thousand words: a passage in
+its middle rewritten and used (one undo step, a try of the tree), another shortened and
+discarded (the story untouched, the try still kept), a free instruction, and a summary
+drafted into Memory."""
+
+import pytest
+from playwright.sync_api import expect
+
+from generation.management.prose import join, story_sentences
+from generation.models import Generation
+from storyteller.stories.models import Story
+from storyteller.stories.services import draft_save
+from tests.e2e.conftest import expect_story_text, open_editor, outside_the_event_loop, story_text
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+db = outside_the_event_loop
+
+SELECT = """([start, length]) => {
+    const quill = Quill.find(document.getElementById("story"));
+    quill.focus();
+    quill.setSelection(start, length, "user");
+}"""
+
+
+@pytest.fixture
+def long_story(writer):
+    story = writer[0]
+    text = join(story_sentences(11, 200))
+    db(
+        lambda: draft_save(
+            story=story,
+            base_revision=Story.objects.get(pk=story.pk).revision,
+            text=text,
+            settings={"max_new_tokens": 60},
+        )
+    )
+    return story, text
+
+
+def a_passage(text: str) -> tuple[int, str]:
+    """A paragraph from the middle of the story: (where it starts, its text)."""
+    middle = text.index("\n\n", len(text) // 2) + 2
+    return middle, text[middle : text.index("\n", middle)]
+
+
+def select(page, start: int, passage: str):
+    page.evaluate(SELECT, [start, len(passage)])
+    expect(page.get_by_role("toolbar", name="Selection tools")).to_be_visible()
+
+
+def wait_for_answer(page):
+    result = page.get_by_role("region", name="Selection tool result")
+    expect(result).to_be_visible()
+    expect(page.get_by_role("button", name="Use it")).to_be_enabled(timeout=60_000)
+    return page.locator("#tool-result-text").text_content()
+
+
+def test_a_rewritten_passage_is_used_in_its_place_and_undo_brings_the_old_one_back(
+    long_story, new_page, context, live_site
+):
+    story, text = long_story
+    page = open_editor(new_page, context, live_site, story)
+    expect(page.get_by_role("toolbar", name="Selection tools")).to_be_hidden()
+    start, passage = a_passage(text)
+    select(page, start, passage)
+
+    page.get_by_role("button", name="Rewrite").click()
+    answer = wait_for_answer(page)
+    assert answer.strip()
+    # Shown apart, the story untouched until the writer uses it.
+    assert story_text(page) == text
+    asked = db(lambda: Generation.objects.get(story=story))
+    assert asked.tool == {"action": "rewrite", "selection": passage}
+    assert text.startswith(asked.prompt_text) and len(asked.prompt_text) == start
+
+    page.get_by_role("button", name="Use it").click()
+    rewritten = text[:start] + answer + text[start + len(passage) :]
+    expect_story_text(page, rewritten)
+    expect(page.get_by_role("region", name="Selection tool result")).to_be_hidden()
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == rewritten
+    node = db(lambda: Story.objects.get(pk=story.pk).tree_node)
+    assert (node.kind, node.label, node.text, node.words) == ("tool", "Rewrite", rewritten, answer)
+
+    page.get_by_role("button", name="Undo").click()
+    expect_story_text(page, text)
+
+
+def test_a_discarded_answer_leaves_the_story_and_stays_in_the_tree(long_story, new_page, context, live_site):
+    story, text = long_story
+    page = open_editor(new_page, context, live_site, story)
+    start, passage = a_passage(text)
+    select(page, start, passage)
+    page.get_by_role("button", name="Shorten").click()
+    answer = wait_for_answer(page)
+    page.get_by_role("button", name="Discard").click()
+    expect(page.get_by_role("region", name="Selection tool result")).to_be_hidden()
+    assert story_text(page) == text
+
+    page.get_by_role("button", name="Tree").click()
+    expect(page.locator("#tree-list .tree-kind")).to_have_text(["Shorten"])
+    # Kept, not current: the text does not follow it.
+    expect(page.locator("#tree-list [aria-current=true]")).to_have_count(0)
+    node = db(lambda: Story.objects.get(pk=story.pk).tree.get())
+    assert node.text == text[:start] + answer + text[start + len(passage) :]
+    assert db(lambda: Story.objects.get(pk=story.pk).tree_node_id) is None
+
+
+def test_a_free_instruction_is_sent_as_the_writer_typed_it(long_story, new_page, context, live_site):
+    story, text = long_story
+    page = open_editor(new_page, context, live_site, story)
+    start, passage = a_passage(text)
+    select(page, start, passage)
+    page.get_by_role("textbox", name="Instruction").fill("Make it rain")
+    page.get_by_role("textbox", name="Instruction").press("Enter")
+    wait_for_answer(page)
+    expect(page.locator("#tool-result-title")).to_have_text("Instruction")
+    asked = db(lambda: Generation.objects.get(story=story))
+    assert asked.tool == {"action": "instruct", "selection": passage, "instruction": "Make it rain"}
+
+
+def test_a_summary_is_drafted_for_the_writer_to_add_to_memory(long_story, new_page, context, live_site):
+    story, text = long_story
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("button", name="Memory").click()
+    page.get_by_role("textbox", name="Memory text").fill("Mara keeps the light.")
+    page.get_by_role("button", name="Summarize into memory").click()
+    add = page.get_by_role("button", name="Add to memory")
+    expect(add).to_be_enabled(timeout=60_000)
+    draft = page.get_by_role("textbox", name="Summary draft").input_value()
+    assert draft.strip()
+    asked = db(lambda: Generation.objects.get(story=story))
+    assert asked.tool == {"action": "summarize"} and asked.prompt_text == text
+
+    page.get_by_role("textbox", name="Summary draft").fill("The keeper's cat went missing.")
+    add.click()
+    expect(page.get_by_role("textbox", name="Memory text")).to_have_value(
+        "Mara keeps the light.\n\nThe keeper's cat went missing."
+    )
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert (
+        db(lambda: Story.objects.get(pk=story.pk).memory) == "Mara keeps the light.\n\nThe keeper's cat went missing."
+    )
+    assert story_text(page) == text
