@@ -205,3 +205,12 @@ def test_the_tree_keeps_its_text_under_its_character_budget(alice_client, story,
     nodes = [add(alice_client, story, long_story + f" Try {n}.", len(long_story), parent=None) for n in range(5)]
     kept = [n["id"] for n in tree(alice_client, story)["nodes"]]
     assert kept == [n["id"] for n in nodes[-3:]]
+
+
+def test_a_try_saved_without_being_made_current_leaves_the_current_one(alice_client, story):
+    a = add(alice_client, story, OPENING + " One.", len(OPENING))
+    shown = add(alice_client, story, OPENING + " Two.", len(OPENING), kind="tool", label="Rewrite", current=False)
+    assert tree(alice_client, story)["current"] == a["id"] and shown["label"] == "Rewrite"
+    body = {"kind": "tool", "text": OPENING, "start": 0, "end": 3, "current": "no"}
+    response = send(alice_client, "post", f"/api/stories/{story.id}/tree/", body)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "current"
