@@ -4,14 +4,16 @@ fitted to a token budget with the model's own tokenizer.
 The prompt, top to bottom:
 
     memory          always first; never trimmed
-    lore entries    those whose keywords appear in the last part of the story; never trimmed
+    lore entries    those whose keys fire on the end of the story (generation/lore.py), by
+                    priority; never trimmed
     story text      its oldest tokens left out, in steps, to fit the budget
     author's note   inside the story, `note_depth` paragraphs before its end; never trimmed
     story text      (the paragraphs after the note)
 
 Memory, note and lore are never cut silently: lore that does not fit is left out with a
-warning naming it, and when memory and note alone leave no room for any story, the prompt
-is refused (ContextTooLarge) with a message saying how much to cut. Each part is tokenized
+warning naming it (entries are taken by priority, so the lowest go first), and when memory
+and note alone leave no room for any story, the prompt is refused (ContextTooLarge) with a
+message saying how much to cut. Each part is tokenized
 on its own, so the token count per part is exact and the ids are their concatenation.
 
 A story that outgrows its room loses its oldest tokens in steps of a quarter of the room
@@ -30,10 +32,9 @@ No Django here: the worker calls `assemble` with its engine's tokenizer and budg
 import re
 from dataclasses import dataclass, field
 
+from generation import lore as lorebook
 from generation.tools import task_of
 
-# Lore keywords are looked for in this many characters at the end of the story.
-LORE_SCAN_CHARS = 3000
 # Memory, note and lore may use the budget up to this many tokens before the end of it:
 # a prompt with no room for the story it continues is refused instead.
 MIN_STORY_TOKENS = 32
@@ -55,9 +56,17 @@ class LoreEntry:
     keys: tuple[str, ...]
     text: str
     name: str = ""
+    id: int | None = None
+    secondary_keys: tuple[str, ...] = ()
+    # How the secondary keys count (generation/lore.py, LOGICS).
+    logic: str = "and_any"
+    # Taken first when the budget is short, and put first; the same, in the book's order.
+    priority: int = 100
+    # How many characters from the end of the story its keys are looked for in; None: the default.
+    scan_chars: int | None = None
 
-    def triggered_by(self, text: str) -> bool:
-        return any(_keyword(key).search(text) for key in self.keys if key.strip())
+    def judge(self, story: str) -> lorebook.Verdict:
+        return lorebook.judge(list(self.keys), list(self.secondary_keys), self.logic, self.scan_chars, story)
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class Prompt:
     # Story tokens left out at the oldest end to fit the budget, in steps (cut_offset).
     trimmed_tokens: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Every lore entry with its verdict on the story and where it went: the Test box's answer.
+    lore: list[dict] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -100,12 +111,8 @@ class Prompt:
             "budget": self.budget,
             "trimmed_tokens": self.trimmed_tokens,
             "warnings": list(self.warnings),
+            "lore": list(self.lore),
         }
-
-
-def _keyword(key: str) -> re.Pattern:
-    """A keyword matches as a whole word (or phrase), in any case: "Rin" is not in "bring"."""
-    return re.compile(rf"(?<!\w){re.escape(key.strip())}(?!\w)", re.IGNORECASE)
 
 
 def split_for_note(story: str, depth: int) -> tuple[str, str]:
@@ -166,14 +173,24 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
 
     warnings: list[str] = []
     lore_parts = []
-    scanned = story[-LORE_SCAN_CHARS:]
-    for index, entry in enumerate(context.lore):
-        if not entry.text.strip() or not entry.triggered_by(scanned):
-            continue
+    report = []
+    # By priority, highest first; the same priority in the book's order.
+    ranked = sorted(enumerate(context.lore), key=lambda item: (-item[1].priority, item[0]))
+    for index, entry in ranked:
         label = entry.name or ", ".join(k.strip() for k in entry.keys if k.strip()) or f"Entry {index + 1}"
+        verdict = entry.judge(story)
+        line = {"id": entry.id, "name": label, "priority": entry.priority, **verdict.as_dict()}
+        report.append(line)
+        if not entry.text.strip():
+            line.update(fires=False, reason="empty")
+        if not line["fires"]:
+            line["placed"] = False
+            continue
         text = entry.text.strip() + "\n"
         ids = encode(text)
-        if tokens_of(essential + lore_parts) + len(ids) > fixed_room:
+        line["tokens"] = len(ids)
+        line["placed"] = tokens_of(essential + lore_parts) + len(ids) <= fixed_room
+        if not line["placed"]:
             warnings.append(
                 f"The lore entry \u201c{label}\u201d was triggered but left out: it takes {len(ids)} tokens "
                 "and memory, note and other lore already fill the context."
@@ -203,7 +220,7 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
         ordered.append(("story", label, tokenizer.decode(after_ids) if cut_after else after, after_ids))
     parts = [Part(kind, label, text, len(ids)) for kind, label, text, ids in ordered]
     ids = [token for *_, part_ids in ordered for token in part_ids]
-    return Prompt(parts=parts, ids=ids, budget=budget, trimmed_tokens=trimmed, warnings=warnings)
+    return Prompt(parts=parts, ids=ids, budget=budget, trimmed_tokens=trimmed, warnings=warnings, lore=report)
 
 
 # ---- the selection tools: the instruct model asked, in its chat template -----------------

@@ -196,7 +196,16 @@ class Relay:
 
 def story_context(story) -> context.StoryContext:
     lore = tuple(
-        context.LoreEntry(keys=tuple(entry.key_list), text=entry.text, name=entry.keys)
+        context.LoreEntry(
+            keys=tuple(entry.key_list),
+            text=entry.text,
+            name=entry.keys,
+            id=entry.id,
+            secondary_keys=tuple(entry.secondary_key_list),
+            logic=entry.logic,
+            priority=entry.priority,
+            scan_chars=entry.scan_chars,
+        )
         for entry in story.lore.filter(enabled=True)
     )
     return context.StoryContext(memory=story.memory, note=story.note, note_depth=story.note_depth, lore=lore)

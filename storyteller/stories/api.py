@@ -179,11 +179,19 @@ def share(request, story_id):
 
 
 def _lore_fields(data: dict, *, required: bool) -> dict:
-    return {
+    fields = {
         "keys": _field(data, "keys", check_string, required=required),
         "text": _field(data, "text", check_string, required=required),
         "enabled": _field(data, "enabled", check_bool, required=False),
+        "secondary_keys": _field(data, "secondary_keys", check_string, required=False),
+        "logic": _field(data, "logic", check_string, required=False),
+        "priority": _field(data, "priority", check_int, required=False),
     }
+    # null is the default scan depth; absent leaves it as it is.
+    fields["scan_chars"] = (
+        _field(data, "scan_chars", check_int, required=False, nullable=True) if "scan_chars" in data else services.UNSET
+    )
+    return fields
 
 
 @api_view

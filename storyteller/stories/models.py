@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from generation.lore import LOGICS as LORE_LOGICS
+from generation.lore import split_keys
 from storyteller.stories.text import word_count
 
 TITLE_MAX_LENGTH = 200
@@ -84,13 +86,24 @@ class Revision(models.Model):
 
 
 class LoreEntry(models.Model):
-    """Text the model reads when one of its keywords appears near the end of the story."""
+    """Text the model reads when one of its keys appears near the end of the story (and its
+    secondary keys agree); generation/lore.py decides."""
+
+    LOGICS = list(LORE_LOGICS.items())
 
     story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="lore")
-    # Comma-separated keywords or phrases, matched as whole words in any case.
+    # Comma-separated keywords or phrases, matched as whole words in any case, or regular
+    # expressions written /like this/i.
     keys = models.CharField(max_length=LORE_KEYS_MAX_CHARS)
     text = models.TextField(max_length=LORE_TEXT_MAX_CHARS)
     enabled = models.BooleanField(default=True)
+    # Keys that must also appear (and_any, and_all), or must not (not_any, not_all).
+    secondary_keys = models.CharField(max_length=LORE_KEYS_MAX_CHARS, blank=True)
+    logic = models.CharField(max_length=8, choices=LOGICS, default="and_any")
+    # Taken first, and put first, when several fire; the highest first.
+    priority = models.PositiveSmallIntegerField(default=100)
+    # How many characters from the end of the story the keys are looked for in; None: 3,000.
+    scan_chars = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -102,7 +115,11 @@ class LoreEntry(models.Model):
 
     @property
     def key_list(self) -> list[str]:
-        return [key.strip() for key in self.keys.split(",") if key.strip()]
+        return split_keys(self.keys)
+
+    @property
+    def secondary_key_list(self) -> list[str]:
+        return split_keys(self.secondary_keys)
 
 
 # A story's tree keeps at most this many tries, and this many characters of text in all;

@@ -107,7 +107,16 @@ def share_path(story: Story) -> str | None:
 
 
 def lore_as_dict(entry: LoreEntry) -> dict:
-    return {"id": entry.id, "keys": entry.keys, "text": entry.text, "enabled": entry.enabled}
+    return {
+        "id": entry.id,
+        "keys": entry.keys,
+        "text": entry.text,
+        "enabled": entry.enabled,
+        "secondary_keys": entry.secondary_keys,
+        "logic": entry.logic,
+        "priority": entry.priority,
+        "scan_chars": entry.scan_chars,
+    }
 
 
 def revision_as_dict(revision: Revision, *, with_text: bool = False) -> dict:

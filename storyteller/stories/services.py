@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from generation import lore as lorebook
 from generation.models import Preset
 from generation.params import ParamError, clean_params
 from storyteller.stories.models import (
@@ -229,30 +230,61 @@ def trash_purge(*, now=None) -> int:
     return by_model.get(Story._meta.label, 0)
 
 
-def _check_lore(keys: str, text: str) -> None:
-    if not [key for key in keys.split(",") if key.strip()]:
-        raise ValidationError({"keys": "Give at least one keyword, separated by commas."})
+def _check_key_list(field: str, keys: str, *, required: bool) -> None:
+    if required and not lorebook.split_keys(keys):
+        raise ValidationError({field: "Give at least one keyword, separated by commas."})
     if len(keys) > LORE_KEYS_MAX_CHARS:
-        raise ValidationError({"keys": f"Keywords take at most {LORE_KEYS_MAX_CHARS} characters."})
-    if len(text) > LORE_TEXT_MAX_CHARS:
+        raise ValidationError({field: f"Keywords take at most {LORE_KEYS_MAX_CHARS} characters."})
+    for key in lorebook.split_keys(keys):
+        try:
+            lorebook.compile_key(key)
+        except lorebook.KeyProblem as exc:
+            raise ValidationError({field: str(exc)}) from None
+
+
+def _check_lore(entry: LoreEntry) -> None:
+    """An entry as it would be saved: ValidationError names its first wrong field."""
+    _check_key_list("keys", entry.keys, required=True)
+    if len(entry.text) > LORE_TEXT_MAX_CHARS:
         raise ValidationError({"text": f"A lore entry holds at most {LORE_TEXT_MAX_CHARS:,} characters."})
+    _check_key_list("secondary_keys", entry.secondary_keys, required=False)
+    if entry.logic not in lorebook.LOGICS:
+        raise ValidationError({"logic": f"logic is one of {', '.join(lorebook.LOGICS)}."})
+    if not 0 <= entry.priority <= lorebook.PRIORITY_MAX:
+        raise ValidationError({"priority": f"priority is a whole number from 0 to {lorebook.PRIORITY_MAX}."})
+    if entry.scan_chars is not None and not lorebook.SCAN_MIN <= entry.scan_chars <= lorebook.SCAN_MAX:
+        raise ValidationError(
+            {"scan_chars": f"scan_chars is from {lorebook.SCAN_MIN} to {lorebook.SCAN_MAX:,} characters, or null."}
+        )
 
 
-def lore_create(*, story: Story, keys: str, text: str, enabled: bool = True) -> LoreEntry:
-    _check_lore(keys, text)
+# What an entry may change, besides its text; each None leaves the field as it is (scan_chars
+# takes UNSET for that, None meaning the default depth).
+UNSET = object()
+
+
+def _lore_apply(entry: LoreEntry, changes: dict) -> LoreEntry:
+    for field, value in changes.items():
+        if value is UNSET or (value is None and field != "scan_chars"):
+            continue
+        setattr(entry, field, value.strip() if field in ("keys", "secondary_keys") else value)
+    _check_lore(entry)
+    return entry
+
+
+def lore_create(*, story: Story, keys: str, text: str, enabled: bool = True, **rules) -> LoreEntry:
+    """A new entry; `rules` are any of secondary_keys, logic, priority and scan_chars."""
+    entry = _lore_apply(LoreEntry(story=story, keys=keys.strip(), text=text, enabled=enabled), rules)
     if story.lore.count() >= LORE_MAX_ENTRIES:
         raise ValidationError({"lore": f"A story holds at most {LORE_MAX_ENTRIES} lore entries."})
-    return LoreEntry.objects.create(story=story, keys=keys.strip(), text=text, enabled=enabled)
+    entry.save()
+    return entry
 
 
-def lore_update(entry: LoreEntry, *, keys: str | None = None, text: str | None = None, enabled=None) -> LoreEntry:
-    _check_lore(entry.keys if keys is None else keys, entry.text if text is None else text)
-    if keys is not None:
-        entry.keys = keys.strip()
-    if text is not None:
-        entry.text = text
-    if enabled is not None:
-        entry.enabled = enabled
+def lore_update(entry: LoreEntry, **changes) -> LoreEntry:
+    """Changes any of keys, text, enabled, secondary_keys, logic, priority and scan_chars;
+    nothing is saved when one is wrong."""
+    _lore_apply(entry, changes)
     entry.save()
     return entry
 
@@ -270,7 +302,18 @@ def story_export(story: Story) -> dict:
         "memory": story.memory,
         "note": story.note,
         "note_depth": story.note_depth,
-        "lore": [{"keys": e.keys, "text": e.text, "enabled": e.enabled} for e in story.lore.all()],
+        "lore": [
+            {
+                "keys": e.keys,
+                "text": e.text,
+                "enabled": e.enabled,
+                "secondary_keys": e.secondary_keys,
+                "logic": e.logic,
+                "priority": e.priority,
+                "scan_chars": e.scan_chars,
+            }
+            for e in story.lore.all()
+        ],
         "settings": story.settings,
         # By name: another site may have the same preset under another id, or none.
         "preset": story.preset.name if story.preset else None,
@@ -295,6 +338,14 @@ def _check_lore_entry(name: str, entry) -> None:
     check_string(f"{name}.keys", entry.get("keys"))
     check_string(f"{name}.text", entry.get("text"))
     check_bool(f"{name}.enabled", entry.get("enabled", True))
+    check_string(f"{name}.secondary_keys", entry.get("secondary_keys", ""))
+    check_string(f"{name}.logic", entry.get("logic", "and_any"))
+    check_int(f"{name}.priority", entry.get("priority", 100))
+    if entry.get("scan_chars") is not None:
+        check_int(f"{name}.scan_chars", entry["scan_chars"])
+
+
+_LORE_RULES = ("secondary_keys", "logic", "priority", "scan_chars")
 
 
 def _imported_title(*, owner, title: str) -> str:
@@ -349,8 +400,15 @@ def story_import(*, owner, data: dict) -> Story:
     if context:
         Story.objects.filter(pk=story.pk).update(**context)
         story.refresh_from_db()
-    for entry in lore:
-        lore_create(story=story, keys=entry["keys"], text=entry["text"], enabled=entry.get("enabled", True))
+    for index, entry in enumerate(lore):
+        rules = {field: entry[field] for field in _LORE_RULES if field in entry}
+        try:
+            lore_create(
+                story=story, keys=entry["keys"], text=entry["text"], enabled=entry.get("enabled", True), **rules
+            )
+        except ValidationError as exc:
+            field, messages = next(iter(exc.message_dict.items()))
+            raise ValidationError({f"lore[{index}]": f"{field}: {' '.join(messages)}"}) from None
     return story
 
 
