@@ -36,7 +36,7 @@ def context_preview(engine, story, text: str, max_new_tokens: int) -> dict:
     try:
         prompt = context.assemble(tokenizer, text, story_context(story), budget)
     except context.ContextTooLarge as exc:
-        refused = {"parts": [], "prompt_tokens": 0, "story_read": 0, "story_left_out": story_tokens}
+        refused = {"parts": [], "prompt_tokens": 0, "story_read": 0, "story_left_out": story_tokens, "lore": []}
         return {**known, **refused, "cached_tokens": 0, "warnings": [str(exc)], "refused": True}
     story_read = sum(part.tokens for part in prompt.parts if part.kind == "story")
     story_room = budget - sum(part.tokens for part in prompt.parts if part.kind != "story")
@@ -61,4 +61,6 @@ def context_preview(engine, story, text: str, max_new_tokens: int) -> dict:
         "cached_tokens": min(engine.cached_tokens(prompt.ids), len(prompt.ids)),
         "warnings": warnings,
         "refused": False,
+        # Which lore entries fire on this text and why, and which the budget left out.
+        "lore": prompt.lore,
     }

@@ -248,12 +248,37 @@ def test_lore_entries_can_be_added_changed_and_removed(alice_client, story):
         ({"keys": "pier", "text": 3}, "text"),
         ({"keys": "pier", "text": "x" * 10_001}, "text"),
         ({"keys": "pier", "text": "ok", "enabled": "yes"}, "enabled"),
+        ({"keys": "/pier[/", "text": "ok"}, "keys"),
+        ({"keys": "pier, /x/q", "text": "ok"}, "keys"),
+        ({"keys": "pier", "text": "ok", "secondary_keys": "/(/"}, "secondary_keys"),
+        ({"keys": "pier", "text": "ok", "secondary_keys": 5}, "secondary_keys"),
+        ({"keys": "pier", "text": "ok", "logic": "or"}, "logic"),
+        ({"keys": "pier", "text": "ok", "priority": 1001}, "priority"),
+        ({"keys": "pier", "text": "ok", "priority": -1}, "priority"),
+        ({"keys": "pier", "text": "ok", "priority": "high"}, "priority"),
+        ({"keys": "pier", "text": "ok", "scan_chars": 99}, "scan_chars"),
+        ({"keys": "pier", "text": "ok", "scan_chars": 100_001}, "scan_chars"),
+        ({"keys": "pier", "text": "ok", "scan_chars": 1.5}, "scan_chars"),
     ],
 )
 def test_wrong_lore_gets_400_naming_the_field(alice_client, story, body, field):
     response = send(alice_client, "post", f"/api/stories/{story.id}/lore/", body)
     assert response.status_code == 400 and response.json()["error"]["field"] == field
     assert story.lore.count() == 0
+
+
+def test_lore_rules_are_saved_and_changed_and_a_wrong_change_saves_nothing(alice_client, story):
+    url = f"/api/stories/{story.id}/lore/"
+    rules = {"secondary_keys": "storm, /night(fall)?/i", "logic": "not_any", "priority": 300, "scan_chars": 8000}
+    entry = send(alice_client, "post", url, {"keys": "/pier|jett(y|ies)/i, harbour", "text": "Old.", **rules}).json()
+    assert {k: entry[k] for k in rules} == rules
+
+    # Absent fields stay; a null scan depth is the default again.
+    changed = send(alice_client, "put", f"{url}{entry['id']}/", {"priority": 5, "scan_chars": None}).json()
+    assert (changed["priority"], changed["scan_chars"], changed["logic"]) == (5, None, "not_any")
+    refused = send(alice_client, "put", f"{url}{entry['id']}/", {"logic": "and_all", "keys": "/[/"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "keys"
+    assert alice_client.get(url).json()[0]["logic"] == "not_any"
 
 
 # -- what the model saw, export and import --------------------------------------------------
@@ -281,6 +306,8 @@ def test_a_json_export_imports_as_the_same_story(alice_client, story):
     send(
         alice_client, "post", f"/api/stories/{story.id}/lore/", {"keys": "pier", "text": "It creaks.", "enabled": False}
     )
+    rules = {"secondary_keys": "/storm/i", "logic": "and_all", "priority": 7, "scan_chars": 500}
+    send(alice_client, "post", f"/api/stories/{story.id}/lore/", {"keys": "Rin", "text": "Her brother.", **rules})
     exported = json.loads(alice_client.get(f"/api/stories/{story.id}/export?format=json").content)
 
     imported = send(alice_client, "post", "/api/stories/import", exported)
@@ -291,7 +318,11 @@ def test_a_json_export_imports_as_the_same_story(alice_client, story):
     same = ("text", "memory", "note", "note_depth", "settings")
     assert {k: copy[k] for k in same} == {k: original[k] for k in same}
     assert copy["title"] == original["title"] + " (imported)"
-    assert [(e["keys"], e["text"], e["enabled"]) for e in copy["lore"]] == [("pier", "It creaks.", False)]
+    assert [(e["keys"], e["text"], e["enabled"]) for e in copy["lore"]] == [
+        ("pier", "It creaks.", False),
+        ("Rin", "Her brother.", True),
+    ]
+    assert {k: copy["lore"][1][k] for k in rules} == rules
 
 
 @pytest.mark.parametrize(
@@ -299,6 +330,8 @@ def test_a_json_export_imports_as_the_same_story(alice_client, story):
     [
         ({"lore": "pier"}, "lore"),
         ({"lore": [{"keys": "pier"}]}, "lore[0]"),
+        ({"lore": [{"keys": "pier", "text": "x", "priority": "high"}]}, "lore[0]"),
+        ({"lore": [{"keys": "pier", "text": "x"}, {"keys": "/[/", "text": "y"}]}, "lore[1]"),
         ({"note_depth": "3"}, "note_depth"),
         ({"memory": "m" * 20_001}, "memory"),
     ],
