@@ -638,7 +638,7 @@ const storySocket = createStorySocket(story.id, {
     genState.textContent = message.message;
   },
   inspection: (message) => inspect.handle(message),
-  context: (message) => showContext(message),
+  context: (message) => panels.contextAnswer(message) || showContext(message),
 });
 const connected = () => storySocket.connected();
 
@@ -1013,10 +1013,15 @@ function scheduleContext() {
   contextTimer = setTimeout(askContext, CONTEXT_DELAY_MS);
 }
 
+// The continuation's length as the settings say now; undefined for the story's own.
+function wantedNewTokens() {
+  const length = readSetting(document.getElementById("max-new-tokens"));
+  return Number.isInteger(length) && length >= 1 ? length : undefined;
+}
+
 function askContext() {
   const text = editor.text();
-  const length = readSetting(document.getElementById("max-new-tokens"));
-  const maxNew = Number.isInteger(length) && length >= 1 ? length : undefined;
+  const maxNew = wantedNewTokens();
   const key = `${revision}:${maxNew}:${fingerprint(text)}`;
   if (key === contextKey) return;
   const asked = storySocket.context(text, maxNew);
@@ -1165,7 +1170,17 @@ function restored(number) {
   updateButtons();
   tree.add({ kind: "restore", start: 0, end: editor.text().length, label: `Revision ${number}` });
 }
-const panels = initPanels({ story, save, loadStory, revision: () => revision, loreChanged, restored, currentText: () => editor.text() });
+const panels = initPanels({
+  story,
+  save,
+  loadStory,
+  revision: () => revision,
+  loreChanged,
+  restored,
+  currentText: () => editor.text(),
+  // The Test box's question: the context bar's, about another text.
+  askContext: (text) => storySocket.context(text.slice(Math.max(0, text.length - maxChars)), wantedNewTokens()),
+});
 const tree = initTree({ story, editor, busy: () => Boolean(current), makeCurrent, isOpen: () => panels.isOpen("tree") });
 panels.onOpen("tree", () => tree.load());
 const tools = initTools({ editor, tree, run: runTool, busy: () => Boolean(current) || !connected() });

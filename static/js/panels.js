@@ -15,7 +15,15 @@ function when(iso) {
   return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-export function initPanels({ story, save, loadStory, revision, loreChanged, restored, currentText }) {
+// How an entry's secondary keywords count (generation/lore.py, LOGICS).
+const LORE_LOGICS = [
+  ["and_any", "with any of"],
+  ["and_all", "with all of"],
+  ["not_any", "with none of"],
+  ["not_all", "without all of"],
+];
+
+export function initPanels({ story, save, loadStory, revision, loreChanged, restored, currentText, askContext }) {
   const base = `/api/stories/${story.id}`;
   const loaders = {};
 
@@ -47,6 +55,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   const unsavedLoreKey = `storyteller:story:${story.id}:lore-unsaved`;
   const LORE_RETRY_MS = 3000;
   const loreSenders = new Map();
+  const loreSaving = new Set();
   let loreRetry = null;
 
   function unsavedLore() {
@@ -102,17 +111,61 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     const enabledLabel = element("label", {}, " On");
     const enabled = element("input", { type: "checkbox", "aria-label": "Entry on" });
     const remove = element("button", { type: "button" }, "Delete entry");
+    // The entry's rules, folded away until the writer wants them.
+    const rules = element("details", { class: "lore-rules-box" });
+    const secondary = element("input", { "aria-label": "Secondary keys", placeholder: "e.g. storm, /night(fall)?/i" });
+    const logic = element("select", { "aria-label": "Secondary keys rule" });
+    for (const [value, words] of LORE_LOGICS) logic.append(Object.assign(element("option", { value }, words), { selected: value === (entry.logic || "and_any") }));
+    const priority = element("input", { type: "number", min: "0", max: "1000", step: "1", "aria-label": "Priority" });
+    const scan = element("input", { type: "number", min: "100", max: "100000", step: "100", "aria-label": "Scan depth", placeholder: "3000" });
+    const labelled = (words, input) => {
+      const label = element("label", {}, words);
+      label.append(input);
+      return label;
+    };
+    const grid = element("div", { class: "lore-rules" });
+    grid.append(
+      labelled("Fires only ", logic),
+      labelled("these keywords ", secondary),
+      labelled("Priority (higher first) ", priority),
+      labelled("Scan depth (characters from the end) ", scan),
+    );
+    rules.append(element("summary", {}, "Rules"), grid);
+    if (entry.secondary_keys || (entry.priority ?? 100) !== 100 || entry.scan_chars) rules.open = true;
     keys.value = entry.keys || "";
     text.value = entry.text || "";
     enabled.checked = entry.enabled !== false;
+    secondary.value = entry.secondary_keys || "";
+    priority.value = String(entry.priority ?? 100);
+    scan.value = entry.scan_chars ? String(entry.scan_chars) : "";
     enabledLabel.prepend(enabled);
-    row.append(keys, text, enabledLabel, remove);
+    row.append(keys, text, enabledLabel, remove, rules);
     let sending = false;
     let deleted = false;
 
+    // A save the Test box waits for: it asks about the entries as the server has them.
+    function storeTracked() {
+      const saving = store();
+      loreSaving.add(saving);
+      saving.finally(() => loreSaving.delete(saving));
+    }
+
+    // The entry as the server takes it; a number the writer left empty is the default.
+    function read() {
+      return {
+        keys: keys.value,
+        text: text.value,
+        enabled: enabled.checked,
+        secondary_keys: secondary.value,
+        logic: logic.value,
+        priority: priority.value.trim() === "" ? 100 : Number(priority.value),
+        scan_chars: scan.value.trim() === "" ? null : Number(scan.value),
+      };
+    }
+
     async function store() {
       if (deleted) return;
-      const body = { keys: keys.value, text: text.value, enabled: enabled.checked };
+      const body = read();
       if (!entry.id && (!body.keys.trim() || !body.text.trim())) return;
       // Kept before it is sent: a page closed while the request is on its way loses nothing.
       keepUnsavedLore(key, { id: entry.id || null, ...body });
@@ -141,7 +194,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
         return;
       }
       const kept = unsavedLore()[key];
-      const changedSince = kept && (kept.keys !== body.keys || kept.text !== body.text || kept.enabled !== body.enabled);
+      const changedSince = kept && Object.keys(body).some((field) => kept[field] !== body[field]);
       if (result.ok) {
         loreSenders.delete(key);
         keepUnsavedLore(key, null);
@@ -196,16 +249,17 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
 
     // Kept as it is typed; sent when the writer leaves the field.
     function keep() {
-      const body = { keys: keys.value, text: text.value, enabled: enabled.checked };
+      const body = read();
       if (entry.id || (body.keys.trim() && body.text.trim())) keepUnsavedLore(key, { id: entry.id || null, ...body });
     }
 
     loreSenders.set(key, resend);
-    keys.addEventListener("input", keep);
-    text.addEventListener("input", keep);
-    keys.addEventListener("change", store);
-    text.addEventListener("change", store);
-    enabled.addEventListener("change", store);
+    for (const field of [keys, text, secondary, priority, scan]) {
+      field.addEventListener("input", keep);
+      field.addEventListener("change", storeTracked);
+    }
+    enabled.addEventListener("change", storeTracked);
+    logic.addEventListener("change", storeTracked);
     remove.addEventListener("click", forget);
     return row;
   }
@@ -225,7 +279,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     if (loreSenders.has(key)) continue;
     keepUnsavedLore(key, null);
     if (kept.deleted || held(kept)) continue;
-    const fresh = { keys: kept.keys, text: kept.text, enabled: kept.enabled };
+    const { id: _id, deleted: _deleted, ...fresh } = kept;
     const freshKey = key.startsWith("new-") ? key : newLoreKey();
     keepUnsavedLore(freshKey, { id: null, ...fresh });
     loreList.append(loreRow(fresh, freshKey));
@@ -236,6 +290,65 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     const row = loreRow({});
     loreList.append(row);
     row.querySelector("input").focus();
+  });
+
+  // ---- the Lorebook's Test box: a worker assembles the prompt for the passage (the end of
+  // the story when it is empty) and says, entry by entry, whether it fires and why, and
+  // whether the budget leaves it out (docs/protocol.md, `context`, its `lore`).
+  const testText = document.getElementById("lore-test-text");
+  const testState = document.getElementById("lore-test-state");
+  const testResults = document.getElementById("lore-test-results");
+  let testAsked = null;
+
+  const REASONS = {
+    no_key: (line) => `no keyword in the last ${line.scanned_chars.toLocaleString()} characters`,
+    no_secondary: () => "its keyword is there, but not the other keywords its rule asks for",
+    blocked: (line) => `its keyword is there, but so is ${quoteList(line.secondary_matches)}, which its rule forbids`,
+    empty: () => "it has no text",
+  };
+  const quoteList = (matches) => matches.map((match) => `“${match.text}”`).join(", ");
+
+  function found(match) {
+    const item = element("span");
+    item.append(`“${match.text}” (key ${match.key}), ${match.from_end.toLocaleString()} characters from the end: `);
+    item.append(element("q", {}, match.around));
+    return item;
+  }
+
+  function showTest(answer) {
+    testResults.replaceChildren();
+    if (answer.type === "error") {
+      testState.textContent = answer.message;
+      return;
+    }
+    const lines = answer.lore || [];
+    const fired = lines.filter((line) => line.fires);
+    testState.textContent = lines.length === 0
+      ? "The Lorebook has no entry that is on."
+      : `${fired.length} of ${lines.length} ${lines.length === 1 ? "entry fires" : "entries fire"}; entries are taken by priority, highest first.`;
+    for (const line of lines) {
+      const row = element("li");
+      const verdict = line.fires ? (line.placed ? "fires" : "fires, but left out") : "does not fire";
+      row.append(element("strong", { class: line.fires ? (line.placed ? "fires" : "left-out") : "" }, `${line.name}: ${verdict}`));
+      row.append(` (priority ${line.priority})`);
+      if (line.fires) {
+        for (const match of line.matches) row.append(element("br"), found(match));
+        if (line.secondary_matches.length) row.append(element("br"), `with ${quoteList(line.secondary_matches)}`);
+        if (!line.placed) row.append(element("br"), `It takes ${line.tokens} tokens, more than the room memory, the note and higher-priority entries leave.`);
+      } else {
+        row.append(element("br"), `Why not: ${REASONS[line.reason] ? REASONS[line.reason](line) : line.reason}.`);
+      }
+      if (line.timed_out.length) row.append(element("br"), `Too slow to search, counted as no match: ${line.timed_out.join(", ")}.`);
+      testResults.append(row);
+    }
+  }
+
+  document.getElementById("lore-test").addEventListener("click", async () => {
+    // The entries as they are now: a field left for this button has just been sent.
+    testState.textContent = "Testing...";
+    await Promise.all([...loreSaving]);
+    testAsked = askContext(testText.value.trim() ? testText.value : currentText());
+    testState.textContent = testAsked ? "Testing..." : "Not connected: try again in a moment.";
   });
 
   // ---- History ----
@@ -364,6 +477,13 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
 
   return {
     isOpen,
+    // A `context` answer for the Test box, if it is one; whether it was.
+    contextAnswer(message) {
+      if (!testAsked || message.request_id !== testAsked) return false;
+      testAsked = null;
+      showTest(message);
+      return true;
+    },
     // What opening the panel `name` loads, for a panel another module fills.
     onOpen(name, loader) {
       loaders[name] = loader;

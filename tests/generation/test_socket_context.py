@@ -46,6 +46,10 @@ async def test_the_parts_are_counted_with_the_models_tokenizer(alice, story, tin
     assert answer["prompt_tokens"] == sum(p["tokens"] for p in answer["parts"])
     assert (answer["window"], answer["budget"]) == (engine.context_window, engine.prompt_budget(40))
     assert answer["max_new_tokens"] == 40 and answer["story_left_out"] == 0 and answer["warnings"] == []
+    # The Lorebook's Test box reads which entries fired on the text, and why.
+    [line] = answer["lore"]
+    assert (line["name"], line["fires"], line["placed"]) == ("harbour", True, True)
+    assert line["matches"][0]["text"] == "harbour" and "harbour" in line["matches"][0]["around"]
 
 
 async def test_a_story_longer_than_the_window_is_told_what_is_left_out(alice, story):
