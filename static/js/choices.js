@@ -62,6 +62,21 @@ export function initChoices({ root, editor, onRewrite }) {
     shown = null;
   }
 
+  // The passages whose words have candidates are marked (dotted underline), with the CSS
+  // Custom Highlight API: it draws over the text without changing it.
+  const marks = typeof Highlight === "function" && window.CSS && CSS.highlights ? new Highlight() : null;
+  if (marks) CSS.highlights.set("choices", marks);
+
+  function mark(passages) {
+    if (!marks) return;
+    marks.clear();
+    if (paused) return;
+    for (const [start, end] of passages) {
+      const range = editor.domRange(start, end);
+      if (range) marks.add(range);
+    }
+  }
+
   function placeAll() {
     clearTimeout(timer);
     stale = false;
@@ -70,6 +85,8 @@ export function initChoices({ root, editor, onRewrite }) {
     const taken = [];
     tokens = generations.flatMap((generation) => place(generation, text, runs, taken) || []);
     root.dataset.choices = tokens.length && !paused ? "ready" : "";
+    root.dataset.marked = String(taken.length);
+    mark(taken);
   }
 
   function show(token, x, y) {
@@ -94,9 +111,27 @@ export function initChoices({ root, editor, onRewrite }) {
       });
       popup.append(button);
     }
-    popup.style.left = `${x + window.scrollX + 8}px`;
-    popup.style.top = `${y + window.scrollY + 14}px`;
+    // Below the word, unless it would cover the toolbar docked at the bottom of the window:
+    // then above, or on whichever side has more room, scrolling within it where it is too
+    // tall for either; never past the window's right edge.
+    popup.style.maxHeight = "";
     popup.hidden = false;
+    const dock = document.querySelector(".dock");
+    const floor = dock ? dock.getBoundingClientRect().top : window.innerHeight;
+    const { width, height } = popup.getBoundingClientRect();
+    const below = y + 14;
+    const roomBelow = floor - below - 4;
+    const roomAbove = y - 10;
+    let top = below;
+    if (height > roomBelow) {
+      const above = height <= roomAbove || roomAbove > roomBelow;
+      const room = above ? roomAbove : roomBelow;
+      if (height > room) popup.style.maxHeight = `${Math.max(room, 40)}px`;
+      top = above ? y - 10 - Math.min(height, room) : below;
+    }
+    const left = Math.max(0, Math.min(x + 8, document.documentElement.clientWidth - width - 4));
+    popup.style.left = `${left + window.scrollX}px`;
+    popup.style.top = `${top + window.scrollY}px`;
   }
 
   root.addEventListener("mousemove", (event) => {

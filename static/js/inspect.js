@@ -105,6 +105,52 @@ export function initInspect({ send, selection }) {
     result.append(list);
   }
 
+  const LABEL_FONT = "12px system-ui, sans-serif";
+  const LABEL_GAP = 6;
+
+  const overlap = (a, b) =>
+    Math.max(0, Math.min(a.left + a.width, b.left + b.width) - Math.max(a.left, b.left)) *
+    Math.max(0, Math.min(a.top + a.height, b.top + b.height) - Math.max(a.top, b.top));
+
+  // Each word's label beside its point, where it covers no label placed before it and no
+  // point (tried: right, left, above, below, then the corners, then further out, up to
+  // 66 px); where every place is taken, the one covering least. Words close together in the embedding
+  // are the interesting ones, so they are also the ones whose labels would collide.
+  function placeLabels(ctx, points, area) {
+    const placed = [];
+    const dots = points.map((p) => ({ left: p.x - 4, top: p.y - 4, width: 8, height: 8 }));
+    for (const point of points) {
+      const width = ctx.measureText(point.word).width;
+      const height = 14;
+      const candidates = [];
+      for (const reach of [1, 2, 3, 4, 6, 8, 11]) {
+        const gap = LABEL_GAP * reach;
+        const at = candidates.length;
+        candidates.push(
+          [point.x + gap, point.y - height / 2],
+          [point.x - gap - width, point.y - height / 2],
+          [point.x - width / 2, point.y - gap - height],
+          [point.x - width / 2, point.y + gap],
+          [point.x + gap, point.y - gap - height],
+          [point.x + gap, point.y + gap],
+          [point.x - gap - width, point.y - gap - height],
+          [point.x - gap - width, point.y + gap],
+        );
+        for (let n = at; n < candidates.length; n++) candidates[n].push(reach);
+      }
+      let best = null;
+      for (const [left, top, reach] of candidates) {
+        const box = { left, top, width, height, word: point.word, x: point.x, y: point.y, reach };
+        const outside = left < area.left || top < area.top || left + width > area.right || top + height > area.bottom;
+        const covered = [...placed, ...dots].reduce((sum, other) => sum + overlap(box, other), 0) + (outside ? 1e6 : 0);
+        if (!best || covered < best.covered) best = { box, covered };
+        if (covered === 0) break;
+      }
+      placed.push(best.box);
+    }
+    return placed;
+  }
+
   function drawMap(answer) {
     result.replaceChildren(element("p", { class: "meta" }, "Words close together here have similar embeddings (two dimensions of many)."));
     const canvas = element("canvas", { id: "inspect-map-chart", "aria-label": "Map of the words", role: "img" });
@@ -122,7 +168,27 @@ export function initInspect({ send, selection }) {
         id: "labels",
         afterDatasetsDraw(chart) {
           const { ctx } = chart;
-          chart.getDatasetMeta(0).data.forEach((point, n) => ctx.fillText(answer.points[n].word, point.x + 7, point.y - 7));
+          ctx.save();
+          ctx.font = LABEL_FONT;
+          ctx.fillStyle = getComputedStyle(document.body).color;
+          ctx.textBaseline = "middle";
+          const points = chart.getDatasetMeta(0).data.map((point, n) => ({ x: point.x, y: point.y, word: answer.points[n].word }));
+          const boxes = placeLabels(ctx, points, chart.chartArea);
+          ctx.strokeStyle = ctx.fillStyle;
+          ctx.lineWidth = 0.5;
+          for (const box of boxes) {
+            ctx.fillText(box.word, box.left, box.top + box.height / 2);
+            // A label pushed away from its point is tied to it by a thin line.
+            if (box.reach > 1) {
+              ctx.beginPath();
+              ctx.moveTo(box.x, box.y);
+              ctx.lineTo(Math.min(Math.max(box.x, box.left), box.left + box.width), Math.min(Math.max(box.y, box.top), box.top + box.height));
+              ctx.stroke();
+            }
+          }
+          ctx.restore();
+          // Where each label went, for whoever checks that none covers another.
+          chart.canvas.dataset.labels = JSON.stringify(boxes);
         },
       }],
     });

@@ -177,6 +177,21 @@ export function createStoryEditor(container, text) {
       const blot = Quill.find(caret.startContainer, true);
       return blot && blot.offset ? blot.offset(quill.scroll) + caret.startOffset : null;
     },
+    // A DOM Range over the characters [start, end), for marking them without a format
+    // (which would be a change of the text, and a step of its history); null off the text.
+    domRange(start, end) {
+      const [first, firstOffset] = quill.getLeaf(start + 1);
+      const [last, lastOffset] = quill.getLeaf(end);
+      if (!first || !last || !first.domNode || !last.domNode) return null;
+      const range = document.createRange();
+      try {
+        range.setStart(first.domNode, Math.max(0, firstOffset - 1));
+        range.setEnd(last.domNode, lastOffset);
+      } catch {
+        return null; // a boundary on an empty line's <br>
+      }
+      return range;
+    },
     // The selected passage's place, {index, length} (the last selection, when the editor
     // lost focus to a panel or a button), or null.
     selectionRange() {

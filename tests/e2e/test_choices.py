@@ -75,8 +75,19 @@ def test_hovering_a_model_word_shows_its_candidates_and_clicking_one_rewrites_fr
     token, start = a_token(first, len(OPENING))
     expect(page.get_by_role("menu", name=MENU)).to_be_hidden()
     expect(page.locator("#story[data-choices=ready]")).to_have_count(1)  # fetched after done
+    # The words that have candidates are marked: the continuation's passage, and its text.
+    marked = page.evaluate("() => [...CSS.highlights.get('choices')].map((range) => range.toString())")
+    assert marked == [first.output]
+    # A window just tall enough to show the word above the toolbar docked at its bottom:
+    # the pop-up opens above the word rather than over the toolbar.
+    word_bottom = page.evaluate(POINT, start)["y"] + 12
+    dock = page.locator(".dock").bounding_box()
+    page.set_viewport_size({"width": 1280, "height": int(word_bottom + dock["height"] + 16)})
     hover(page, start, token["text"])
     menu = expect_candidates(page, token)
+    box, dock = menu.bounding_box(), page.locator(".dock").bounding_box()
+    assert box["y"] + box["height"] <= dock["y"], (box, dock)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     other = next(c for c in token["top"] if c[0] != token["id"])
     menu.locator(f"[data-token='{other[0]}']").click()

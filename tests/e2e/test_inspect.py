@@ -1,6 +1,9 @@
 """The Inspect panel in a real browser: tokens, the attention heatmap, neighbours and the
 map, answered by the worker for the writer's own selection."""
 
+import json
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -65,3 +68,26 @@ def test_without_a_selection_the_panel_says_what_to_do(writer, new_page, context
     page.get_by_role("button", name="Inspect", exact=True).click()
     page.get_by_role("button", name="Tokens").click()
     expect(page.locator("#inspect-state")).to_have_text("Select a passage in the story first.")
+
+
+def test_the_maps_labels_never_cover_one_another(writer, new_page, context, live_site):
+    page = open_editor(new_page, context, live_site, writer[0])
+    page.get_by_role("button", name="Inspect", exact=True).click()
+    panel = page.get_by_role("region", name="Inspect panel")
+    words = "king queen prince princess cat dog sea boats harbour storm rain wind lamp light night day"
+    panel.get_by_label("Words to look up").fill(words)
+    panel.get_by_role("button", name="Map").click()
+    chart = panel.locator("#inspect-map-chart")
+    expect(chart).to_have_attribute("data-labels", re.compile(r"^\[.+\]$"))
+
+    boxes = json.loads(chart.get_attribute("data-labels"))
+    assert sorted(box["word"] for box in boxes) == sorted(words.split())
+    for n, a in enumerate(boxes):
+        for b in boxes[n + 1 :]:
+            apart = (
+                a["left"] + a["width"] <= b["left"] + 0.5
+                or b["left"] + b["width"] <= a["left"] + 0.5
+                or a["top"] + a["height"] <= b["top"] + 0.5
+                or b["top"] + b["height"] <= a["top"] + 0.5
+            )
+            assert apart, (a, b)
