@@ -1,15 +1,17 @@
 """Keyboard and reading comfort in a real browser: shortcuts and their help, Undo and Redo
 only when there is something to undo, focus mode, a dark page when the system asks for
-one, a phone's width, and what an empty story's Generate says."""
+one, a phone's width, what an empty story's Generate says, and the controls in reach on a
+long story."""
 
 import re
 
 import pytest
 from playwright.sync_api import expect
 
+from generation.management.prose import join, story_sentences
 from generation.models import Generation
 from storyteller.stories.models import Story
-from storyteller.stories.services import story_create
+from storyteller.stories.services import draft_save, story_create
 from tests.e2e.conftest import OPENING, open_at_the_end, open_editor, outside_the_event_loop, story_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -176,3 +178,31 @@ def test_the_context_bar_shows_how_the_window_is_spent_and_warns_what_is_left_ou
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#gen-state")).to_have_text(re.compile("Done|Stopped"), timeout=60_000)
     expect(page.locator("#context-legend")).to_contain_text("already read and kept", timeout=15_000)
+
+
+def test_on_a_long_story_the_title_save_state_panels_and_toolbar_stay_in_reach(writer, new_page, context, live_site):
+    story = writer[0]
+    text = join(story_sentences(9, 200))
+    outside_the_event_loop(lambda: draft_save(story=story, base_revision=1, text=text))
+    page = open_editor(new_page, context, live_site, story)
+    page.get_by_role("textbox", name="Story").focus()
+    page.keyboard.press("Control+End")
+    page.mouse.wheel(0, 100_000)
+    page.wait_for_function("() => window.scrollY > 2000")
+    page.get_by_role("button", name="Tree").click()
+
+    height = page.viewport_size["height"]
+
+    def in_sight(locator):
+        box = locator.bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+    for name, locator in (
+        ("title", page.get_by_role("textbox", name="Title")),
+        ("save state", page.locator("#save-state")),
+        ("panels", page.get_by_role("toolbar", name="Panels")),
+        ("Tree panel", page.get_by_role("region", name="Tree panel")),
+        ("Generate", page.get_by_role("button", name="Generate")),
+        ("Stop", page.get_by_role("button", name="Stop")),
+    ):
+        assert in_sight(locator), name
