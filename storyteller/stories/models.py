@@ -155,6 +155,8 @@ class TreeNode(models.Model):
     end = models.PositiveIntegerField()
     # text[start:end], kept apart so that the whole tree is listed without every text.
     words = models.TextField(blank=True)
+    # len(text), kept so that the tree's size is summed without reading every text.
+    size = models.PositiveIntegerField(default=0)
     model_spans = models.JSONField(default=list, blank=True)
     generation = models.ForeignKey("generation.Generation", null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)

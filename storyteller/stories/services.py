@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models.functions import Length
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from generation import lore as lorebook
@@ -427,7 +427,9 @@ def _tree_node_of(story: Story, node_id, field: str) -> TreeNode:
 
 
 def _found_parent(story: Story, before: str) -> TreeNode | None:
-    for node in story.tree.order_by("-id").only("id", "text", "end").iterator():
+    # Newest first, a few at a time: the parent is nearly always among the newest, and each
+    # node holds a whole story.
+    for node in story.tree.order_by("-id").only("id", "text", "end").iterator(chunk_size=8):
         if before.startswith(utf16_slice(node.text, 0, node.end)):
             return node
     return None
@@ -480,6 +482,7 @@ def tree_add(
         start=start,
         end=end,
         words=words,
+        size=len(text),
         model_spans=model_spans,
         generation=generation,
     )
@@ -512,10 +515,11 @@ def tree_path(node: TreeNode | None) -> list[int]:
 def tree_prune(story: Story) -> int:
     """Deletes the oldest tries with no children, off the path to the current one, while the
     tree holds more than TREE_MAX_NODES tries or TREE_MAX_CHARS characters; returns how many."""
-    rows = list(story.tree.annotate(size=Length("text")).values_list("id", "parent_id", "size"))
-    count, chars = len(rows), sum(size for _, _, size in rows)
+    totals = story.tree.aggregate(count=Count("id"), chars=Sum("size"))
+    count, chars = totals["count"], totals["chars"] or 0
     if count <= TREE_MAX_NODES and chars <= TREE_MAX_CHARS:
         return 0
+    rows = list(story.tree.values_list("id", "parent_id", "size"))
     kept = set(tree_path(story.tree_node))
     children = Counter(parent_id for _, parent_id, _ in rows)
     size = {node_id: size for node_id, _, size in rows}
