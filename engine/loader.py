@@ -95,7 +95,10 @@ def _keep_chat_template(gguf_path: Path, folder: Path) -> None:
         return
     template = gguf_chat_template(gguf_path)
     if template:
-        target.write_text(template, encoding="utf-8")
+        # Written beside it and renamed: a worker loading meanwhile reads all of it or none.
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        partial.write_text(template, encoding="utf-8")
+        os.replace(partial, target)
 
 
 def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -> Path:

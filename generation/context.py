@@ -30,10 +30,11 @@ No Django here: the worker calls `assemble` with its engine's tokenizer and budg
 """
 
 import re
+import secrets
+import time
 from dataclasses import dataclass, field
 
 from generation import lore as lorebook
-from generation.tools import task_of
 
 # Memory, note and lore may use the budget up to this many tokens before the end of it:
 # a prompt with no room for the story it continues is refused instead.
@@ -65,8 +66,9 @@ class LoreEntry:
     # How many characters from the end of the story its keys are looked for in; None: the default.
     scan_chars: int | None = None
 
-    def judge(self, story: str) -> lorebook.Verdict:
-        return lorebook.judge(list(self.keys), list(self.secondary_keys), self.logic, self.scan_chars, story)
+    def judge(self, story: str, deadline: float | None = None) -> lorebook.Verdict:
+        keys, secondary = list(self.keys), list(self.secondary_keys)
+        return lorebook.judge(keys, secondary, self.logic, self.scan_chars, story, deadline)
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,12 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
     warnings: list[str] = []
     lore_parts = []
     report = []
-    # By priority, highest first; the same priority in the book's order.
+    # The writer's priority decides which entries the budget keeps when not all fit.
     ranked = sorted(enumerate(context.lore), key=lambda item: (-item[1].priority, item[0]))
+    deadline = time.monotonic() + lorebook.SEARCH_BUDGET_S
     for index, entry in ranked:
         label = entry.name or ", ".join(k.strip() for k in entry.keys if k.strip()) or f"Entry {index + 1}"
-        verdict = entry.judge(story)
+        verdict = entry.judge(story, deadline)
         line = {"id": entry.id, "name": label, "priority": entry.priority, **verdict.as_dict()}
         report.append(line)
         if not entry.text.strip():
@@ -225,22 +228,36 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
 
 # ---- the selection tools: the instruct model asked, in its chat template -----------------
 
+# What each action asks, put to the model before the passage (or the story, for a summary):
+# short and plain, which a small instruct model follows best (SmolLM2-135M-Instruct answers
+# these with prose and ends; longer requests it echoes, or answers about). "instruct" asks
+# what the writer typed.
+TASKS = {
+    "rewrite": "Rewrite this passage in other words",
+    "expand": "Expand this passage with more detail",
+    "describe": "Describe what this passage shows in vivid detail: what can be seen, heard, smelled and felt",
+    "shorten": "Shorten this passage",
+    "summarize": "Summarize this story in a few sentences",
+}
 TOOL_SYSTEM = "You are a writing assistant helping a writer with a story."
-# Where the story goes in the request, split out so that only the story is trimmed to fit.
-_STORY_MARK = "\x00story\x00"
 
 
-def _tool_messages(tool: dict, memory: str) -> list[dict]:
-    """The story goes with the system's words, the task and the passage are the writer's
-    message: the small instruct model then answers with the passage alone."""
+def task_of(tool: dict) -> str:
+    return tool["instruction"] if tool["action"] == "instruct" else TASKS[tool["action"]]
+
+
+def _tool_messages(tool: dict, memory: str, mark: str) -> list[dict]:
+    """The story (at `mark`) goes with the system's words, the task and the passage are the
+    writer's message: the small instruct model then answers with the passage alone. A
+    summary is asked of the story alone, in the writer's message."""
     if tool["action"] == "summarize":
         return [
             {"role": "system", "content": TOOL_SYSTEM},
-            {"role": "user", "content": f"{task_of(tool)}:\n\n{_STORY_MARK}"},
+            {"role": "user", "content": f"{task_of(tool)}:\n\n{mark}"},
         ]
     notes = f" Notes on it: {memory.strip()}" if memory.strip() else ""
     return [
-        {"role": "system", "content": f"{TOOL_SYSTEM}{notes} The story so far:\n{_STORY_MARK}"},
+        {"role": "system", "content": f"{TOOL_SYSTEM}{notes} The story so far:\n{mark}"},
         {"role": "user", "content": f"{task_of(tool)}:\n\n{tool['selection']}"},
     ]
 
@@ -254,12 +271,15 @@ def assemble_tool(tokenizer, story: str, tool: dict, context: StoryContext, budg
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    messages = _tool_messages(tool, context.memory)
+    # Where the story goes, split out so that only the story is trimmed to fit: a mark
+    # nothing the writer sends can hold.
+    mark = f"\x00story-{secrets.token_hex(8)}\x00"
+    messages = _tool_messages(tool, context.memory, mark)
     if getattr(tokenizer, "chat_template", None):
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
         rendered = "".join(f"{message['content']}\n\n" for message in messages) + "Answer:\n"
-    head, tail = rendered.split(_STORY_MARK)
+    head, tail = rendered.split(mark)
     head_ids, tail_ids = encode(head), encode(tail)
     needed = MIN_STORY_TOKENS if tool["action"] == "summarize" else 0
     room = budget - len(head_ids) - len(tail_ids)

@@ -4,10 +4,13 @@ far back from the end of the story it looks. Plain Python: the web side checks e
 with it when they are saved, the worker decides with it what the model reads
 (generation/context.py) and explains it to the Lorebook's Test box.
 
-A regular expression runs with a time limit (`regex`'s timeout): one that takes longer on
-a story counts as not matching there, and the explanation says it timed out.
+A regular expression runs with a time limit (`regex`'s timeout), and all of a prompt's
+searches share a budget: a search that runs out of time counts as not matching (or, for a
+NOT rule, as matching, so that an entry is never let in by a search that did not finish),
+and the explanation says it timed out.
 """
 
+import time
 from dataclasses import dataclass
 
 import regex
@@ -17,8 +20,10 @@ import regex
 SCAN_CHARS = 3000
 SCAN_MIN = 100
 SCAN_MAX = 100_000
-# One regular expression's search may take this long on one story.
+# One regular expression's search may take this long on one story, and all the searches
+# of one prompt this long together: a worker assembles prompts between decoding steps.
 REGEX_TIMEOUT_S = 0.05
+SEARCH_BUDGET_S = 0.5
 KEY_MAX_CHARS = 200
 LOGICS = {
     "and_any": "and any of",
@@ -100,17 +105,24 @@ class Search:
     timed_out: tuple[str, ...]
 
 
-def search(keys: list[str], passage: str) -> Search:
+def search(keys: list[str], passage: str, deadline: float | None = None) -> Search:
+    """The keys' first non-empty matches in the passage, each search given REGEX_TIMEOUT_S,
+    or what is left before `deadline` (time.monotonic())."""
     found, timed_out = [], []
     for key in keys:
+        allowed = REGEX_TIMEOUT_S if deadline is None else min(REGEX_TIMEOUT_S, deadline - time.monotonic())
+        if allowed <= 0:
+            timed_out.append(key)
+            continue
         try:
-            match = compile_key(key).search(passage, timeout=REGEX_TIMEOUT_S)
+            matches = compile_key(key).finditer(passage, timeout=allowed)
+            match = next((m for m in matches if m.end() > m.start()), None)
         except KeyProblem:
             continue  # refused when saved; an entry from before the check just never fires on it
         except TimeoutError:
             timed_out.append(key)
             continue
-        if match is None or match.end() == match.start():
+        if match is None:
             continue
         start, end = match.span()
         around = passage[max(0, start - AROUND) : end + AROUND]
@@ -141,17 +153,21 @@ class Verdict:
         }
 
 
-def judge(keys: list[str], secondary: list[str], logic: str, scan_chars: int | None, story: str) -> Verdict:
+def judge(
+    keys: list[str], secondary: list[str], logic: str, scan_chars: int | None, story: str, deadline: float | None = None
+) -> Verdict:
     """Looks for the keys in the last `scan_chars` (or SCAN_CHARS) of the story; with
     secondary keys, the entry also needs any or all of them (and_any, and_all), or none or
-    not all of them (not_any, not_all), in the same characters."""
+    not all of them (not_any, not_all), in the same characters. Searches stop at `deadline`."""
     scanned = story[-(scan_chars or SCAN_CHARS) :]
-    primary = search(keys, scanned)
-    others = search(secondary, scanned) if secondary and primary.found else Search((), ())
+    primary = search(keys, scanned, deadline)
+    others = search(secondary, scanned, deadline) if secondary and primary.found else Search((), ())
     if not primary.found:
         return Verdict(False, "no_key", len(scanned), primary, others)
     if secondary:
         count = len(others.found)
+        if logic.startswith("not"):
+            count += len(others.timed_out)
         passes = {
             "and_any": count > 0,
             "and_all": count == len(secondary),

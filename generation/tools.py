@@ -1,38 +1,18 @@
 """The selection tools: a passage of the story rewritten, expanded, described or shortened
 by the instruct model, or changed by the writer's own instruction; and a summary of the
-story for its memory. What a `generate` message's `tool` may hold, and what each action
-asks of the model. Plain Python: the web side checks with it, the worker builds the
-prompt from it (generation/context.py, assemble_tool).
+story for its memory. What a `generate` message's `tool` may hold, checked on the web side;
+what each action asks of the model is with the prompt (generation/context.py, TASKS).
 """
 
+from generation.context import TASKS
 from storyteller.validators import Invalid, check_dict, check_string
 
 SELECTION_MAX_CHARS = 20_000
 INSTRUCTION_MAX_CHARS = 500
 
-# What each action asks, put to the model before the passage (or the story, for a summary):
-# short and plain, which a small instruct model follows best (SmolLM2-135M-Instruct answers
-# these with prose and ends; longer requests it echoes, or answers about). "instruct" asks
-# what the writer typed.
-TASKS = {
-    "rewrite": "Rewrite this passage in other words",
-    "expand": "Expand this passage with more detail",
-    "describe": "Describe what this passage shows in vivid detail: what can be seen, heard, smelled and felt",
-    "shorten": "Shorten this passage",
-    "summarize": "Summarize this story in a few sentences",
-}
 ACTIONS = (*TASKS, "instruct")
 # The tools that work on a selected passage; summarize reads the whole story instead.
 ON_A_PASSAGE = ("rewrite", "expand", "describe", "shorten", "instruct")
-# What the Tree panel and the editor call each action's result.
-LABELS = {
-    "rewrite": "Rewrite",
-    "expand": "Expand",
-    "describe": "Describe",
-    "shorten": "Shorten",
-    "instruct": "Instruction",
-    "summarize": "Summary",
-}
 
 
 def check_tool(value) -> dict:
@@ -67,7 +47,3 @@ def check_tool(value) -> dict:
     elif "instruction" in value:
         raise Invalid("tool.instruction", 'Only the "instruct" action takes tool.instruction.')
     return tool
-
-
-def task_of(tool: dict) -> str:
-    return tool["instruction"] if tool["action"] == "instruct" else TASKS[tool["action"]]

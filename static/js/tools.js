@@ -95,12 +95,13 @@ export function initTools({ editor, tree, run, busy }) {
   // The text and model spans the story would have with the answer in place of the passage.
   function withAnswer(text) {
     const { at, original } = asked;
+    const after = at + original.length;
     const shift = text.length - original.length;
     const spans = [];
+    // The model's passages outside the selected one stay, cut at its edges; the answer is one.
     for (const [start, end] of editor.modelSpans()) {
-      if (end <= at) spans.push([start, end]);
-      else if (start >= at + original.length) spans.push([start + shift, end + shift]);
-      else if (start < at) spans.push([start, at]);
+      if (start < at) spans.push([start, Math.min(end, at)]);
+      if (end > after) spans.push([Math.max(start, after) + shift, end + shift]);
     }
     const story = editor.text();
     spans.push([at, at + text.length]);
@@ -110,9 +111,9 @@ export function initTools({ editor, tree, run, busy }) {
 
   // The answer is one of the story's tries whether or not it is used: kept in the tree,
   // where "Make current" brings it back.
-  async function keep(text) {
+  function keep(text) {
     const story = withAnswer(text);
-    const node = await tree.add({
+    return tree.add({
       kind: "tool",
       label: LABELS[asked.action],
       start: asked.at,
@@ -121,7 +122,6 @@ export function initTools({ editor, tree, run, busy }) {
       modelSpans: story.spans,
       current: false,
     });
-    if (answer && answer.text === text) answer.node = node ? node.id : null;
   }
 
   useButton.addEventListener("click", () => {
@@ -135,7 +135,8 @@ export function initTools({ editor, tree, run, busy }) {
     editor.historyGroup(true);
     editor.replaceModelText(at, original.length, answer.text);
     editor.historyGroup(false);
-    if (answer.node) tree.setCurrent(answer.node);
+    // Used before the server has saved it, it becomes current once it is saved.
+    answer.node.then((node) => node && tree.setCurrent(node.id));
     close();
   });
 
@@ -183,9 +184,9 @@ export function initTools({ editor, tree, run, busy }) {
       const lead = asked.original.match(/^\s*/)[0];
       const trail = asked.original.match(/\s*$/)[0];
       answer = { text: `${lead}${written}${trail}`, node: null };
+      answer.node = keep(answer.text);
       resultText.textContent = written;
       useButton.disabled = false;
-      keep(answer.text);
     },
     label: (action) => LABELS[action],
   };

@@ -210,7 +210,8 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       const { text: _text, model_spans: _spans, ...summary } = result.data;
       nodes.set(summary.id, summary);
       if (making) current = summary.id;
-      render();
+      // The server may have let old tries go to make room: an open panel shows its tree again.
+      if (isOpen()) load();
       return summary;
     },
     async setCurrent(id) {

@@ -77,6 +77,16 @@ def tree_node_get(story: Story, node_id) -> TreeNode:
         raise Http404("No such node.") from None
 
 
+def tree_path_ids(story: Story) -> list[int]:
+    """The ids from the tree's start to the story's current try, both included (one query)."""
+    parents = dict(story.tree.values_list("id", "parent_id"))
+    path, at = [], Story.objects.filter(pk=story.pk).values_list("tree_node_id", flat=True).first()
+    while at is not None and at in parents:
+        path.append(at)
+        at = parents[at]
+    return path[::-1]
+
+
 def tree_node_as_dict(node: TreeNode, *, with_text: bool = False) -> dict:
     data = {
         "id": node.id,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from generation import lore as lorebook
 from generation.models import Preset
 from generation.params import ParamError, clean_params
+from storyteller.stories import selectors
 from storyteller.stories.models import (
     LORE_KEYS_MAX_CHARS,
     LORE_MAX_ENTRIES,
@@ -258,12 +259,12 @@ def _check_lore(entry: LoreEntry) -> None:
         )
 
 
-# What an entry may change, besides its text; each None leaves the field as it is (scan_chars
-# takes UNSET for that, None meaning the default depth).
+# An entry's scan depth left as it is; None is the default depth, so it cannot say that.
 UNSET = object()
 
 
 def _lore_apply(entry: LoreEntry, changes: dict) -> LoreEntry:
+    """The changes that are given (None: left as it is; scan_chars: UNSET), checked."""
     for field, value in changes.items():
         if value is UNSET or (value is None and field != "scan_chars"):
             continue
@@ -272,8 +273,19 @@ def _lore_apply(entry: LoreEntry, changes: dict) -> LoreEntry:
     return entry
 
 
-def lore_create(*, story: Story, keys: str, text: str, enabled: bool = True, **rules) -> LoreEntry:
-    """A new entry; `rules` are any of secondary_keys, logic, priority and scan_chars."""
+def lore_create(
+    *,
+    story: Story,
+    keys: str,
+    text: str,
+    enabled: bool = True,
+    secondary_keys: str | None = None,
+    logic: str | None = None,
+    priority: int | None = None,
+    scan_chars: int | None | object = UNSET,
+) -> LoreEntry:
+    """A new entry; the rules left out take their defaults."""
+    rules = {"secondary_keys": secondary_keys, "logic": logic, "priority": priority, "scan_chars": scan_chars}
     entry = _lore_apply(LoreEntry(story=story, keys=keys.strip(), text=text, enabled=enabled), rules)
     if story.lore.count() >= LORE_MAX_ENTRIES:
         raise ValidationError({"lore": f"A story holds at most {LORE_MAX_ENTRIES} lore entries."})
@@ -281,9 +293,27 @@ def lore_create(*, story: Story, keys: str, text: str, enabled: bool = True, **r
     return entry
 
 
-def lore_update(entry: LoreEntry, **changes) -> LoreEntry:
-    """Changes any of keys, text, enabled, secondary_keys, logic, priority and scan_chars;
-    nothing is saved when one is wrong."""
+def lore_update(
+    entry: LoreEntry,
+    *,
+    keys: str | None = None,
+    text: str | None = None,
+    enabled: bool | None = None,
+    secondary_keys: str | None = None,
+    logic: str | None = None,
+    priority: int | None = None,
+    scan_chars: int | None | object = UNSET,
+) -> LoreEntry:
+    """Changes the fields given; nothing is saved when one is wrong."""
+    changes = {
+        "keys": keys,
+        "text": text,
+        "enabled": enabled,
+        "secondary_keys": secondary_keys,
+        "logic": logic,
+        "priority": priority,
+        "scan_chars": scan_chars,
+    }
     _lore_apply(entry, changes)
     entry.save()
     return entry
@@ -429,7 +459,9 @@ def _tree_node_of(story: Story, node_id, field: str) -> TreeNode:
 def _found_parent(story: Story, before: str) -> TreeNode | None:
     # Newest first, a few at a time: the parent is nearly always among the newest, and each
     # node holds a whole story.
-    for node in story.tree.order_by("-id").only("id", "text", "end").iterator(chunk_size=8):
+    # A node with no text before the end of its words (an empty restore) would begin every
+    # text: it is nobody's parent by this rule.
+    for node in story.tree.filter(end__gt=0).order_by("-id").only("id", "text", "end").iterator(chunk_size=8):
         if before.startswith(utf16_slice(node.text, 0, node.end)):
             return node
     return None
@@ -469,6 +501,9 @@ def tree_add(
         generation = story.generations.filter(pk=generation_id).first()
         if generation is None:
             raise ValidationError({"generation_id": f"This story has no generation {generation_id}."})
+    # The story's row is locked while its tree grows: two tries saved at once then see each
+    # other (the second joins the first's group), and pruning reads the current try as saved.
+    Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
     if parent is FIND_PARENT:
         parent = _found_parent(story, before)
     elif parent is not None:
@@ -503,15 +538,6 @@ def tree_add(
     return node
 
 
-def tree_path(node: TreeNode | None) -> list[int]:
-    """The ids from the tree's start to `node`, both included."""
-    path = []
-    while node is not None:
-        path.append(node.id)
-        node = node.parent
-    return path[::-1]
-
-
 def tree_prune(story: Story) -> int:
     """Deletes the oldest tries with no children, off the path to the current one, while the
     tree holds more than TREE_MAX_NODES tries or TREE_MAX_CHARS characters; returns how many."""
@@ -520,7 +546,7 @@ def tree_prune(story: Story) -> int:
     if count <= TREE_MAX_NODES and chars <= TREE_MAX_CHARS:
         return 0
     rows = list(story.tree.values_list("id", "parent_id", "size"))
-    kept = set(tree_path(story.tree_node))
+    kept = set(selectors.tree_path_ids(story))
     children = Counter(parent_id for _, parent_id, _ in rows)
     size = {node_id: size for node_id, _, size in rows}
     parent_of = {node_id: parent_id for node_id, parent_id, _ in rows}
@@ -549,8 +575,7 @@ def tree_make_current(story: Story, node: TreeNode) -> Story:
 def tree_delete(node: TreeNode) -> int:
     """Deletes a try and every try that went on from it; the path to the current try stays
     (ValidationError). Returns how many were deleted."""
-    story = node.story
-    if node.id in tree_path(story.tree_node):
+    if node.id in selectors.tree_path_ids(node.story):
         raise ValidationError({"node": "The current text goes on from this try: make another one current first."})
     deleted, _ = node.delete()
     return deleted

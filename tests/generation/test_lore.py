@@ -105,3 +105,20 @@ def test_the_prompt_takes_lore_by_priority_and_reports_every_entry(tokenizer):
     lines = {line["id"]: line for line in tight.lore}
     assert lines[2]["placed"] and lines[1]["fires"] and not lines[1]["placed"]
     assert any("The pier" in warning for warning in tight.warnings)
+
+
+def test_a_not_rule_whose_search_ran_out_of_time_keeps_the_entry_out():
+    story = "a" * 60 + "b. The pier."
+    verdict = judge(["pier"], ["/(a|aa)+$/"], "not_any", None, story)
+    assert (verdict.fires, verdict.reason) == (False, "blocked")
+    assert verdict.secondary.timed_out == ("/(a|aa)+$/",)
+
+
+def test_an_expression_that_can_match_nothing_finds_its_first_real_match():
+    [found] = judge(["/x*/"], [], "and_any", None, "abx and more").keys.found
+    assert found.text == "x"
+
+
+def test_the_searches_of_one_prompt_share_a_time_budget():
+    spent = judge(["pier", "/p.er/"], [], "and_any", None, STORY, deadline=0.0)
+    assert not spent.fires and spent.keys.timed_out == ("pier", "/p.er/")

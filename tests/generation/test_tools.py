@@ -8,10 +8,9 @@ import time
 import pytest
 from transformers import AutoTokenizer
 
-from generation.context import ContextTooLarge, StoryContext, assemble_tool
+from generation.context import TASKS, ContextTooLarge, StoryContext, assemble_tool
 from generation.models import Generation
 from generation.selectors import generation_unseen_for_story
-from generation.tools import TASKS
 from tests.generation.conftest import OPENING
 
 PASSAGE = "The cat slept on the warm stones by the lamp and would not move."
@@ -143,3 +142,9 @@ def test_a_wrong_tool_gets_400_naming_its_field_and_records_nothing(alice_client
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid" and answer.json()["error"]["field"] == field
     assert not Generation.objects.exists()
+
+
+def test_a_passage_holding_what_looks_like_the_prompts_mark_is_read_as_written(tokenizer):
+    tool = {"action": "rewrite", "selection": "A \x00story\x00 mark."}
+    prompt = assemble_tool(tokenizer, STORY, tool, StoryContext(memory="\x00story\x00"), 4000)
+    assert prompt.parts[1].text == STORY and "A \x00story\x00 mark." in prompt.parts[2].text

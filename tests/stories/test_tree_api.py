@@ -214,3 +214,9 @@ def test_a_try_saved_without_being_made_current_leaves_the_current_one(alice_cli
     body = {"kind": "tool", "text": OPENING, "start": 0, "end": 3, "current": "no"}
     response = send(alice_client, "post", f"/api/stories/{story.id}/tree/", body)
     assert response.status_code == 400 and response.json()["error"]["field"] == "current"
+
+
+def test_a_try_with_no_text_before_its_words_end_is_nobodys_parent(alice_client, story):
+    add(alice_client, story, "", 0, 0, kind="restore", label="Revision 1")
+    after = add(alice_client, story, "Anew. More.", 5)
+    assert after["parent"] is None
