@@ -121,7 +121,10 @@ export function initChoices({ root, editor, onRewrite }) {
     const { width, height } = popup.getBoundingClientRect();
     const below = y + 14;
     const roomBelow = floor - below - 4;
-    const roomAbove = y - 10;
+    // Nor under the title bar that stays at the top of the window.
+    const header = document.querySelector(".editor-top");
+    const ceiling = header ? Math.max(0, header.getBoundingClientRect().bottom) : 0;
+    const roomAbove = y - 10 - ceiling;
     let top = below;
     if (height > roomBelow) {
       const above = height <= roomAbove || roomAbove > roomBelow;
