@@ -10,6 +10,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,14 @@ def _keep_chat_template(gguf_path: Path, folder: Path) -> None:
     template = gguf_chat_template(gguf_path)
     if template:
         # Written beside it and renamed: a worker loading meanwhile reads all of it or none.
-        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-        partial.write_text(template, encoding="utf-8")
-        os.replace(partial, target)
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f"{target.name}.", suffix=".partial")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(template)
+            os.replace(partial, target)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
 
 
 def convert_gguf(gguf_path: Path, models_dir: Path, *, progress: bool = False) -> Path:

@@ -176,12 +176,14 @@ def assemble(tokenizer, story: str, context: StoryContext, budget: int) -> Promp
     warnings: list[str] = []
     lore_parts = []
     report = []
-    # The writer's priority decides which entries the budget keeps when not all fit.
+    # The writer's priority decides which entries are searched first, while the searches'
+    # shared time lasts, and which the budget keeps when not all fit. Every entry is judged
+    # before any is tokenized, so that the time allowed is spent searching only.
     ranked = sorted(enumerate(context.lore), key=lambda item: (-item[1].priority, item[0]))
     deadline = time.monotonic() + lorebook.SEARCH_BUDGET_S
-    for index, entry in ranked:
+    verdicts = [entry.judge(story, deadline) for _, entry in ranked]
+    for (index, entry), verdict in zip(ranked, verdicts, strict=True):
         label = entry.name or ", ".join(k.strip() for k in entry.keys if k.strip()) or f"Entry {index + 1}"
-        verdict = entry.judge(story, deadline)
         line = {"id": entry.id, "name": label, "priority": entry.priority, **verdict.as_dict()}
         report.append(line)
         if not entry.text.strip():

@@ -150,6 +150,10 @@ export function initChoices({ root, editor, onRewrite }) {
   popup.addEventListener("mouseleave", (event) => {
     if (!root.contains(event.relatedTarget)) hide();
   });
+  // The pop-up is placed for the word where it was: a scroll or a new window size moves
+  // the word (and may carry the pop-up under the bars that stay in place), so it closes.
+  window.addEventListener("scroll", () => shown && hide(), { passive: true });
+  window.addEventListener("resize", () => shown && hide());
   // Any change of the text (typing, undo, a retry) may move or undo a continuation.
   editor.onChange(() => {
     if (!generations.length) return;

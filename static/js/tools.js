@@ -34,7 +34,8 @@ export function initTools({ editor, tree, run, busy }) {
   const maxTokens = () => Number(document.querySelector('[data-setting="max_new_tokens"]').max) || 1024;
 
   // The passage asked about: {action, at, original}; and its answer once written:
-  // {text, node} (node: the tree's id for it, once saved).
+  // {text, node} (node: a promise of the tree's node saved for it, or of null when the
+  // server could not take it).
   let asked = null;
   let answer = null;
 
@@ -183,8 +184,8 @@ export function initTools({ editor, tree, run, busy }) {
       // Without the spaces the model put around it: the passage's own stay where they are.
       const lead = asked.original.match(/^\s*/)[0];
       const trail = asked.original.match(/\s*$/)[0];
-      answer = { text: `${lead}${written}${trail}`, node: null };
-      answer.node = keep(answer.text);
+      const placed = `${lead}${written}${trail}`;
+      answer = { text: placed, node: keep(placed) };
       resultText.textContent = written;
       useButton.disabled = false;
     },

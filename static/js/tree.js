@@ -207,11 +207,12 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       };
       const result = await api("POST", `${base}/`, body).catch(() => null);
       if (!result || !result.ok) return null;
-      const { text: _text, model_spans: _spans, ...summary } = result.data;
+      const { text: _text, model_spans: _spans, pruned, ...summary } = result.data;
       nodes.set(summary.id, summary);
+      // The old tries the server let go to make room go from here too (and from the arrows).
+      for (const id of pruned || []) nodes.delete(id);
       if (making) current = summary.id;
-      // The server may have let old tries go to make room: an open panel shows its tree again.
-      if (isOpen()) load();
+      if (isOpen()) render();
       return summary;
     },
     async setCurrent(id) {

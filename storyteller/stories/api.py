@@ -249,10 +249,10 @@ def tree(request, story_id):
     if "parent" in data:
         fields["parent"] = _field(data, "parent", check_int, required=True, nullable=True)
     try:
-        node = services.tree_add(story=story, **fields)
+        node, pruned = services.tree_add(story=story, **fields)
     except ValidationError as exc:
         raise _validation_error(exc) from None
-    return JsonResponse(selectors.tree_node_as_dict(node, with_text=True), status=201)
+    return JsonResponse({**selectors.tree_node_as_dict(node, with_text=True), "pruned": pruned}, status=201)
 
 
 def _tree_node(story, node_id):

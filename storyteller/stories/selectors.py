@@ -78,7 +78,8 @@ def tree_node_get(story: Story, node_id) -> TreeNode:
 
 
 def tree_path_ids(story: Story) -> list[int]:
-    """The ids from the tree's start to the story's current try, both included (one query)."""
+    """The ids from the tree's start to the story's current try, both included: two queries,
+    the tree's links and the current try as saved now (not as `story` was read)."""
     parents = dict(story.tree.values_list("id", "parent_id"))
     path, at = [], Story.objects.filter(pk=story.pk).values_list("tree_node_id", flat=True).first()
     while at is not None and at in parents:

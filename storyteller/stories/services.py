@@ -480,11 +480,12 @@ def tree_add(
     model_spans: list | None = None,
     generation_id: int | None = None,
     make_current: bool = True,
-) -> TreeNode:
+) -> tuple[TreeNode, list[int]]:
     """Saves one try as a node of the story's tree and makes it the current one (unless
     `make_current` is false: a try shown to the writer but not used). `parent` is a node
-    id, None for a try that starts the tree, or FIND_PARENT. ValidationError names the
-    first wrong field and saves nothing."""
+    id, None for a try that starts the tree, or FIND_PARENT. Returns the node and the ids
+    of the old tries let go to make room. ValidationError names the first wrong field and
+    saves nothing."""
     if kind not in TreeNode.Kind.values:
         raise ValidationError({"kind": f"kind is one of {', '.join(TreeNode.Kind.values)}."})
     _check_text(text)
@@ -501,9 +502,9 @@ def tree_add(
         generation = story.generations.filter(pk=generation_id).first()
         if generation is None:
             raise ValidationError({"generation_id": f"This story has no generation {generation_id}."})
-    # The story's row is locked while its tree grows: two tries saved at once then see each
-    # other (the second joins the first's group), and pruning reads the current try as saved.
-    Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
+    # Two tries saved at once then see each other (the second joins the first's group), and
+    # pruning reads the current try as saved.
+    _lock_tree(story)
     if parent is FIND_PARENT:
         parent = _found_parent(story, before)
     elif parent is not None:
@@ -534,17 +535,16 @@ def tree_add(
     if make_current:
         Story.objects.filter(pk=story.pk).update(tree_node=node)
         story.tree_node = node
-    tree_prune(story)
-    return node
+    return node, tree_prune(story)
 
 
-def tree_prune(story: Story) -> int:
+def tree_prune(story: Story) -> list[int]:
     """Deletes the oldest tries with no children, off the path to the current one, while the
-    tree holds more than TREE_MAX_NODES tries or TREE_MAX_CHARS characters; returns how many."""
+    tree holds more than TREE_MAX_NODES tries or TREE_MAX_CHARS characters; returns their ids."""
     totals = story.tree.aggregate(count=Count("id"), chars=Sum("size"))
     count, chars = totals["count"], totals["chars"] or 0
     if count <= TREE_MAX_NODES and chars <= TREE_MAX_CHARS:
-        return 0
+        return []
     rows = list(story.tree.values_list("id", "parent_id", "size"))
     kept = set(selectors.tree_path_ids(story))
     children = Counter(parent_id for _, parent_id, _ in rows)
@@ -562,19 +562,29 @@ def tree_prune(story: Story) -> int:
         if parent_id is not None and not children[parent_id] and parent_id not in kept:
             bisect.insort(leaves, parent_id)
     TreeNode.objects.filter(pk__in=doomed).delete()
-    return len(doomed)
+    return doomed
 
 
+def _lock_tree(story: Story) -> None:
+    """Locks the story's row until the transaction ends: its tree changes one write at a time."""
+    Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
+
+
+@transaction.atomic
 def tree_make_current(story: Story, node: TreeNode) -> Story:
     """The node the editor's text was made from now; its text is the client's to show."""
+    _lock_tree(story)
     Story.objects.filter(pk=story.pk).update(tree_node=node)
     story.tree_node = node
     return story
 
 
+@transaction.atomic
 def tree_delete(node: TreeNode) -> int:
     """Deletes a try and every try that went on from it; the path to the current try stays
     (ValidationError). Returns how many were deleted."""
+    # Locked, so that no try after this one is made current between the check and the delete.
+    _lock_tree(node.story)
     if node.id in selectors.tree_path_ids(node.story):
         raise ValidationError({"node": "The current text goes on from this try: make another one current first."})
     deleted, _ = node.delete()

@@ -3,6 +3,8 @@ its middle rewritten and used (one undo step, a try of the tree), another shorte
 discarded (the story untouched, the try still kept), a free instruction, and a summary
 drafted into Memory."""
 
+import time
+
 import pytest
 from playwright.sync_api import expect
 
@@ -27,11 +29,16 @@ SELECT = """([start, length]) => {
 def long_story(writer):
     story = writer[0]
     text = join(story_sentences(11, 200))
+    # Words the model wrote run into the passage the tests select, and some come after it.
+    start, passage = a_passage(text)
+    after = start + len(passage)
+    spans = [[start - 30, start + 10], [after + 5, after + 25]]
     db(
         lambda: draft_save(
             story=story,
             base_revision=Story.objects.get(pk=story.pk).revision,
             text=text,
+            model_spans=spans,
             settings={"max_new_tokens": 60},
         )
     )
@@ -80,11 +87,27 @@ def test_a_rewritten_passage_is_used_in_its_place_and_undo_brings_the_old_one_ba
     expect(page.get_by_role("region", name="Selection tool result")).to_be_hidden()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == rewritten
-    node = db(lambda: Story.objects.get(pk=story.pk).tree_node)
+    # "Saved" is the draft's; the tree's current try is put once the answer's node is saved.
+    node = current_node(story, kind="tool")
     assert (node.kind, node.label, node.text, node.words) == ("tool", "Rewrite", rewritten, answer)
+    # The model's words before the passage are kept up to it, the answer is the model's, and
+    # the words after it moved with the change of length.
+    end, shift = start + len(answer), len(answer) - len(passage)
+    after = start + len(passage)
+    assert node.model_spans == [[start - 30, start], [start, end], [after + 5 + shift, after + 25 + shift]]
 
     page.get_by_role("button", name="Undo").click()
     expect_story_text(page, text)
+
+
+def current_node(story, kind: str, timeout: float = 15.0):
+    """The story's current try once it is of `kind` (the editor saves it after the text)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = db(lambda: Story.objects.get(pk=story.pk).tree_node)
+        if (node is not None and node.kind == kind) or time.monotonic() > deadline:
+            return node
+        time.sleep(0.1)
 
 
 def test_a_discarded_answer_leaves_the_story_and_stays_in_the_tree(long_story, new_page, context, live_site):

@@ -122,3 +122,19 @@ def test_an_expression_that_can_match_nothing_finds_its_first_real_match():
 def test_the_searches_of_one_prompt_share_a_time_budget():
     spent = judge(["pier", "/p.er/"], [], "and_any", None, STORY, deadline=0.0)
     assert not spent.fires and spent.keys.timed_out == ("pier", "/p.er/")
+
+
+def test_a_prompt_searches_its_entries_highest_priority_first_while_their_shared_time_lasts(tokenizer):
+    story = STORY + " " + "a" * 60 + "b"
+    # Each of these expressions takes its whole 50 ms and finds nothing; twelve of them spend
+    # more than the 0.5 s the prompt's searches share.
+    slow = [LoreEntry(keys=("/(a|aa)+$/",), text=f"Slow {n}.", id=n, priority=500) for n in range(12)]
+    first = LoreEntry(keys=("pier",), text="The pier is old.", id=100, priority=1000)
+    last = LoreEntry(keys=("pier",), text="The pier again.", id=101, priority=0)
+    prompt = assemble(tokenizer, story, StoryContext(lore=(last, *slow, first)), budget=400)
+    lines = {line["id"]: line for line in prompt.lore}
+    assert lines[100]["fires"] and lines[100]["placed"]
+    assert all(lines[n]["timed_out"] == ["/(a|aa)+$/"] for n in range(12))
+    # The low-priority entry's plain word came after the time was spent: reported, not found.
+    assert (lines[101]["fires"], lines[101]["timed_out"]) == (False, ["pier"])
+    assert [p.label for p in prompt.parts if p.kind == "lore"] == ["Lore: pier"]

@@ -168,7 +168,7 @@ def test_a_position_inside_a_character_is_refused(alice_client, story):
 
 def test_a_parent_or_generation_of_another_story_is_refused(alice_client, alice, story):
     other = story_create(owner=alice, title="Other", text="Else.")
-    theirs = tree_add(story=other, kind="generation", text="Else. More.", start=5, end=11)
+    theirs, _ = tree_add(story=other, kind="generation", text="Else. More.", start=5, end=11)
     generation = Generation.objects.create(story=other, user=alice, seed=1, status="finished")
     for change, field in (({"parent": theirs.id}, "parent"), ({"generation_id": generation.id}, "generation_id")):
         body = {"kind": "generation", "text": OPENING, "start": 0, "end": 3, **change}
@@ -196,6 +196,8 @@ def test_a_full_tree_lets_the_oldest_tries_off_the_current_path_go(alice_client,
 
     kept = [n["id"] for n in tree(alice_client, story)["nodes"]]
     assert kept == [path[0]["id"], retries[2]["id"], path[1]["id"], path[2]["id"]]
+    # Each answer names the tries it let go, for a client's copy of the tree.
+    assert (path[1]["pruned"], path[2]["pruned"]) == ([retries[0]["id"]], [retries[1]["id"]])
     assert path[2]["parent"] == path[1]["id"] and path[1]["parent"] == path[0]["id"]
 
 
