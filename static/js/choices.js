@@ -135,6 +135,7 @@ export function initChoices({ root, editor, onRewrite }) {
     const left = Math.max(0, Math.min(x + 8, document.documentElement.clientWidth - width - 4));
     popup.style.left = `${left + window.scrollX}px`;
     popup.style.top = `${top + window.scrollY}px`;
+    placedFor = view();
   }
 
   root.addEventListener("mousemove", (event) => {
@@ -152,8 +153,15 @@ export function initChoices({ root, editor, onRewrite }) {
   });
   // The pop-up is placed for the word where it was: a scroll or a new window size moves
   // the word (and may carry the pop-up under the bars that stay in place), so it closes.
-  window.addEventListener("scroll", () => shown && hide(), { passive: true });
-  window.addEventListener("resize", () => shown && hide());
+  // (Only when it moved since the pop-up was placed: the event of a scroll comes a frame
+  // after it.)
+  let placedFor = "";
+  const view = () => `${window.scrollX},${window.scrollY},${window.innerWidth},${window.innerHeight}`;
+  function moved() {
+    if (shown && view() !== placedFor) hide();
+  }
+  window.addEventListener("scroll", moved, { passive: true });
+  window.addEventListener("resize", moved);
   // Any change of the text (typing, undo, a retry) may move or undo a continuation.
   editor.onChange(() => {
     if (!generations.length) return;

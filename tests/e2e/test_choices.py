@@ -48,6 +48,13 @@ def hover(page, index: int, text: str):
     page.mouse.move(point["x"], point["y"])
 
 
+def resize(page, width: int, height: int):
+    """Changes the window's size, and waits for the page to have seen it (the resize event
+    comes with a later frame)."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def expect_candidates(page, token):
     menu = page.get_by_role("menu", name=MENU)
     expect(menu).to_be_visible()
@@ -82,14 +89,14 @@ def test_hovering_a_model_word_shows_its_candidates_and_clicking_one_rewrites_fr
     # the pop-up opens above the word rather than over the toolbar.
     word_bottom = page.evaluate(POINT, start)["y"] + 12
     dock = page.locator(".dock").bounding_box()
-    page.set_viewport_size({"width": 1280, "height": int(word_bottom + dock["height"] + 16)})
+    resize(page, 1280, int(word_bottom + dock["height"] + 16))
     hover(page, start, token["text"])
     menu = expect_candidates(page, token)
     box, dock = menu.bounding_box(), page.locator(".dock").bounding_box()
     title_bar = page.locator(".editor-top").bounding_box()
     assert title_bar["y"] + title_bar["height"] <= box["y"] and box["y"] + box["height"] <= dock["y"], (box, dock)
     # The window changes under the open pop-up: it closes, and opens again where the word is now.
-    page.set_viewport_size({"width": 1280, "height": 900})
+    resize(page, 1280, 900)
     expect(menu).to_be_hidden()
     hover(page, start, token["text"])
     menu = expect_candidates(page, token)

@@ -12,6 +12,7 @@ from generation.management.prose import join, story_sentences
 from generation.models import Generation
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save
+from storyteller.stories.text import utf16_length
 from tests.e2e.conftest import expect_story_text, open_editor, outside_the_event_loop, story_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -29,7 +30,8 @@ SELECT = """([start, length]) => {
 def long_story(writer):
     story = writer[0]
     text = join(story_sentences(11, 200))
-    # Words the model wrote run into the passage the tests select, and some come after it.
+    # Words the model wrote run into the passage the tests select (from the sentence before
+    # it: the editor never marks a line's end as the model's), and some come after it.
     start, passage = a_passage(text)
     after = start + len(passage)
     spans = [[start - 30, start + 10], [after + 5, after + 25]]
@@ -46,8 +48,10 @@ def long_story(writer):
 
 
 def a_passage(text: str) -> tuple[int, str]:
-    """A paragraph from the middle of the story: (where it starts, its text)."""
-    middle = text.index("\n\n", len(text) // 2) + 2
+    """A paragraph from the middle of the story from its second sentence on: (where it
+    starts, its text)."""
+    paragraph = text.index("\n\n", len(text) // 2) + 2
+    middle = text.index(". ", paragraph) + 2
     return middle, text[middle : text.index("\n", middle)]
 
 
@@ -91,8 +95,8 @@ def test_a_rewritten_passage_is_used_in_its_place_and_undo_brings_the_old_one_ba
     node = current_node(story, kind="tool")
     assert (node.kind, node.label, node.text, node.words) == ("tool", "Rewrite", rewritten, answer)
     # The model's words before the passage are kept up to it, the answer is the model's, and
-    # the words after it moved with the change of length.
-    end, shift = start + len(answer), len(answer) - len(passage)
+    # the words after it moved with the change of length (in UTF-16 units, as spans count).
+    end, shift = start + utf16_length(answer), utf16_length(answer) - len(passage)
     after = start + len(passage)
     assert node.model_spans == [[start - 30, start], [start, end], [after + 5 + shift, after + 25 + shift]]
 
