@@ -889,12 +889,18 @@ function lastOf(node) {
 }
 
 // A try opened in the Tree panel becomes the story's text, as one step Undo takes back.
+// The last "Make current", as one undo step: the texts on either side of it and the tries
+// they were made from, so that the tree follows an undo or redo of it.
+let madeCurrent = null;
+
 function makeCurrent(node) {
   if (current) return;
+  const before = { text: editor.text(), node: tree.current()?.id ?? null };
   editor.historyGroup(true);
   editor.setText(node.text);
   editor.setModelSpans(node.model_spans);
   editor.historyGroup(false);
+  madeCurrent = { before, after: { text: editor.text(), node: node.id } };
   tree.setCurrent(node.id);
   last = lastOf(node);
   updateButtons();
@@ -921,6 +927,11 @@ editor.onHistory(() => {
   if (current) return;
   last = null;
   updateButtons();
+  // Back on either side of the last "Make current": the tree's current try goes with it.
+  if (!madeCurrent) return;
+  const text = editor.text();
+  const side = [madeCurrent.before, madeCurrent.after].find((one) => one.text === text && one.node !== null);
+  if (side) tree.setCurrent(side.node);
 });
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,

@@ -2,6 +2,8 @@
 on the server, the alternatives come back after a reload, and any try can be opened,
 compared with the text and made current, which Undo takes back."""
 
+import time
+
 import pytest
 from playwright.sync_api import expect
 
@@ -28,6 +30,14 @@ def tree_of(story) -> list[tuple]:
 
 def current_node(story):
     return db(lambda: Story.objects.get(pk=story.pk).tree_node_id)
+
+
+def expect_current_saved(story, node_id: int, timeout: float = 10.0):
+    """The server's current try becomes `node_id` (the editor puts it after showing it)."""
+    deadline = time.monotonic() + timeout
+    while current_node(story) != node_id and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert current_node(story) == node_id
 
 
 def retry_and_wait(page, position: str):
@@ -128,10 +138,15 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + first
 
+    # Undo and Redo take the tree's current try back and forth with the text.
+    current = page.locator("#tree-list [aria-current=true]")
     page.get_by_role("button", name="Undo").click()
     expect_story_text(page, opening + first + retried)
+    expect(current).to_have_attribute("data-node", str(nodes[2][0]))
+    expect_current_saved(story, nodes[2][0])
     page.get_by_role("button", name="Redo").click()
     expect_story_text(page, opening + first)
+    expect(current).to_have_attribute("data-node", str(nodes[0][0]))
     # A try made from there goes on from the one made current, at the place of the two
     # after it: the arrows show all three.
     page.get_by_role("textbox", name="Story").focus()
