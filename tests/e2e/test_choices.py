@@ -4,6 +4,7 @@ weighed; clicking one rewrites the story from there, starting with that candidat
 import re
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from generation.models import Generation
@@ -156,3 +157,49 @@ def test_an_earlier_continuation_keeps_its_candidates_after_a_reload_until_the_w
     hover(page, start, token["text"])
     expect(page.get_by_role("menu", name=MENU)).to_be_hidden()
     expect(page.locator("#story[data-choices=ready]")).to_have_count(0)
+
+
+def test_a_continuation_that_went_on_over_a_line_break_has_candidates_on_both_sides_of_it(
+    writer, new_page, context, live_site
+):
+    # A continuation as the worker records it, with a paragraph break in the middle: the
+    # editor marks the model's words but never a line's end, so its passage comes in two.
+    story = writer[0]
+    pieces = [" The", " cat", " slept", ".", "\n\n", "In", " the", " morning", " she", " woke", "."]
+    output = "".join(pieces)
+    recorded = [
+        {"id": 100 + n, "text": piece, "top": [[100 + n, piece, 0.6], [200 + n, " dog", 0.3]]}
+        for n, piece in enumerate(pieces)
+    ]
+    start = len(OPENING)
+    line_break = start + output.index("\n\n")
+
+    def write():
+        Generation.objects.create(
+            story=story,
+            user=story.owner,
+            seed=1,
+            status="finished",
+            finish_reason="length",
+            output=output,
+            choices=recorded,
+            finished_at=timezone.now(),
+        )
+        draft_save(
+            story=story,
+            base_revision=1,
+            text=OPENING + output,
+            model_spans=[[start, line_break], [line_break + 2, start + len(output)]],
+            settings={"record_choices": True},
+        )
+
+    outside_the_event_loop(write)
+    page = open_editor(new_page, context, live_site, story)
+    expect(page.locator("#story[data-choices=ready]")).to_have_count(1)
+    marked = page.evaluate("() => [...CSS.highlights.get('choices')].map((range) => range.toString())")
+    assert marked == [output.replace("\n", "")]  # the text of a range has no line ends
+    for index in (2, 7):  # "slept", before the break, and "morning", after it
+        token = recorded[index]
+        hover(page, start + len("".join(pieces[:index])), token["text"])
+        expect_candidates(page, token)
+        page.mouse.move(1, 1)
