@@ -888,11 +888,19 @@ function lastOf(node) {
   };
 }
 
-// A try opened in the Tree panel becomes the story's text, as one step Undo takes back.
+// Whether a try's words are in the editor where it left them, still the model's.
+function inPlace(node) {
+  const text = editor.text();
+  if (text.slice(node.start, node.end) !== node.words) return false;
+  for (let at = node.start; at < node.end; at++) if (text[at] !== "\n" && !editor.isModelAt(at)) return false;
+  return true;
+}
+
 // The last "Make current", as one undo step: the texts on either side of it and the tries
 // they were made from, so that the tree follows an undo or redo of it.
 let madeCurrent = null;
 
+// A try opened in the Tree panel becomes the story's text, as one step Undo takes back.
 function makeCurrent(node) {
   if (current) return;
   const before = { text: editor.text(), node: tree.current()?.id ?? null };
@@ -914,9 +922,7 @@ async function followTree() {
   if (!node || current || last || editor.text().slice(node.start, node.end) !== node.words) return;
   const whole = await tree.get(node.id).catch(() => null);
   if (!whole || !whole.ok || current || last) return;
-  const text = editor.text();
-  if (text.slice(0, node.end) !== whole.data.text.slice(0, node.end)) return;
-  for (let at = node.start; at < node.end; at++) if (text[at] !== "\n" && !editor.isModelAt(at)) return;
+  if (editor.text().slice(0, node.end) !== whole.data.text.slice(0, node.end) || !inPlace(node)) return;
   last = lastOf(node);
   updateButtons();
 }
@@ -931,7 +937,14 @@ editor.onHistory(() => {
   if (!madeCurrent) return;
   const text = editor.text();
   const side = [madeCurrent.before, madeCurrent.after].find((one) => one.text === text && one.node !== null);
-  if (side) tree.setCurrent(side.node);
+  if (!side) return;
+  tree.setCurrent(side.node);
+  // Its arrows and Retry come back with it.
+  const node = tree.current();
+  if (node && inPlace(node)) {
+    last = lastOf(node);
+    updateButtons();
+  }
 });
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,

@@ -144,6 +144,9 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     expect_story_text(page, opening + first + retried)
     expect(current).to_have_attribute("data-node", str(nodes[2][0]))
     expect_current_saved(story, nodes[2][0])
+    # With the retry back, so are its arrows and Retry.
+    expect(page.locator("#alt-position")).to_have_text("2 of 2")
+    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
     page.get_by_role("button", name="Redo").click()
     expect_story_text(page, opening + first)
     expect(current).to_have_attribute("data-node", str(nodes[0][0]))
