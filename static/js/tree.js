@@ -142,6 +142,8 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       const changes = showDiff(diff.querySelector(".diff"), editor.text(), preview.node.text);
       diff.querySelector(".meta").textContent =
         changes === 0 ? "" : "From the text now to this try's: struck-through words would go, marked words would come.";
+      // It opens below the try's words, often past the bottom of the panel: brought into view.
+      diff.scrollIntoView({ block: "nearest" });
     }
   });
 

@@ -41,7 +41,7 @@ def expect_current_saved(story, node_id: int, timeout: float = 10.0):
 
 
 def retry_and_wait(page, position: str):
-    page.get_by_role("button", name="Retry").click()
+    page.get_by_role("button", name="Retry", exact=True).click()
     expect(page.locator("#alt-position")).to_have_text(position, timeout=60_000)
     expect(page.locator("#gen-state")).to_have_text("Done")
 
@@ -67,10 +67,10 @@ def test_retries_are_kept_in_the_tree_and_come_back_after_a_reload(writer, new_p
     # The alternatives were the page's; now they are the tree's, and survive a reload.
     page.reload()
     expect(page.locator("#alt-position")).to_have_text("3 of 3")
-    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
-    page.get_by_role("button", name="Previous continuation").click()
+    expect(page.get_by_role("button", name="Retry", exact=True)).to_be_enabled()
+    page.get_by_role("button", name="Previous continuation", exact=True).click()
     expect_story_text(page, opening + second)
-    page.get_by_role("button", name="Previous continuation").click()
+    page.get_by_role("button", name="Previous continuation", exact=True).click()
     expect_story_text(page, opening + first)
     expect(page.locator("#alt-position")).to_have_text("1 of 3")
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
@@ -79,7 +79,7 @@ def test_retries_are_kept_in_the_tree_and_come_back_after_a_reload(writer, new_p
     page.wait_for_timeout(500)
     assert current_node(story) == nodes[0][0]
 
-    page.get_by_role("button", name="Tree").click()
+    page.get_by_role("button", name="Tree", exact=True).click()
     rows = page.locator("#tree-list button[data-node]")
     expect(rows).to_have_count(3)
     kinds = page.locator("#tree-list .tree-kind")
@@ -110,7 +110,7 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
         (nodes[0][0], "retry"),
     ]
 
-    page.get_by_role("button", name="Tree").click()
+    page.get_by_role("button", name="Tree", exact=True).click()
     rows = page.locator("#tree-list button[data-node]")
     expect(rows).to_have_count(3)
     # The path the text follows: the first try and the retry, not the try it replaced.
@@ -121,33 +121,34 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
 
     page.locator(f'#tree-list button[data-node="{nodes[0][0]}"]').click()
     expect(page.locator("#tree-preview-text mark")).to_have_text(first)
-    page.get_by_role("button", name="Compare with current").click()
+    page.get_by_role("button", name="Compare with current", exact=True).click()
     # From the text now to the first try's: the retried words would go (with the word they
     # ended, when the model went on in the middle of one), and only that word would come,
     # which may begin in the opening when the first try went on in the middle of a word.
     expect(page.locator("#tree-diff del").first).to_be_visible()
+    expect(page.locator("#tree-diff .diff")).to_be_in_viewport()
     removed = "".join(page.locator("#tree-diff del").all_text_contents())
     added = "".join(page.locator("#tree-diff ins").all_text_contents())
     assert removed.rstrip().endswith(retried.strip())
     assert (opening + first).endswith(added) and len(added.split()) <= 1, added
 
-    page.get_by_role("button", name="Make current").click()
+    page.get_by_role("button", name="Make current", exact=True).click()
     expect_story_text(page, opening + first)
     expect(page.locator("#tree-list [aria-current=true]")).to_have_attribute("data-node", str(nodes[0][0]))
-    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
+    expect(page.get_by_role("button", name="Retry", exact=True)).to_be_enabled()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + first
 
     # Undo and Redo take the tree's current try back and forth with the text.
     current = page.locator("#tree-list [aria-current=true]")
-    page.get_by_role("button", name="Undo").click()
+    page.get_by_role("button", name="Undo", exact=True).click()
     expect_story_text(page, opening + first + retried)
     expect(current).to_have_attribute("data-node", str(nodes[2][0]))
     expect_current_saved(story, nodes[2][0])
     # With the retry back, so are its arrows and Retry.
     expect(page.locator("#alt-position")).to_have_text("2 of 2")
-    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
-    page.get_by_role("button", name="Redo").click()
+    expect(page.get_by_role("button", name="Retry", exact=True)).to_be_enabled()
+    page.get_by_role("button", name="Redo", exact=True).click()
     expect_story_text(page, opening + first)
     expect(current).to_have_attribute("data-node", str(nodes[0][0]))
     # A try made from there goes on from the one made current, at the place of the two
@@ -159,6 +160,6 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     newest = tree_of(story)[-1]
     assert newest[1] == nodes[0][0] and newest[2] == nodes[1][2]
     expect(page.locator("#alt-position")).to_have_text("3 of 3")
-    page.get_by_role("button", name="Previous continuation").click()
+    page.get_by_role("button", name="Previous continuation", exact=True).click()
     expect_story_text(page, opening + first + retried)
     assert following != retried
