@@ -101,6 +101,8 @@ def _keep_chat_template(gguf_path: Path, folder: Path) -> None:
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(template)
+            # Readable by every worker, as the other files of the folder are (mkstemp's is 0600).
+            os.chmod(partial, 0o644)
             os.replace(partial, target)
         except BaseException:
             Path(partial).unlink(missing_ok=True)

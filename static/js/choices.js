@@ -65,6 +65,9 @@ export function initChoices({ root, editor, onRewrite }) {
   let paused = false;
   let timer = null;
   let shown = null;
+  // The window's scroll and size when the pop-up was placed.
+  let placedFor = "";
+  const view = () => `${window.scrollX},${window.scrollY},${window.innerWidth},${window.innerHeight}`;
   const popup = document.createElement("div");
   popup.className = "choices-popup";
   popup.setAttribute("role", "menu");
@@ -170,8 +173,6 @@ export function initChoices({ root, editor, onRewrite }) {
   // the word (and may carry the pop-up under the bars that stay in place), so it closes.
   // (Only when it moved since the pop-up was placed: the event of a scroll comes a frame
   // after it.)
-  let placedFor = "";
-  const view = () => `${window.scrollX},${window.scrollY},${window.innerWidth},${window.innerHeight}`;
   function moved() {
     if (shown && view() !== placedFor) hide();
   }

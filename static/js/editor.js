@@ -5,6 +5,7 @@
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
 import { initChoices } from "./choices.js";
+import { fingerprint } from "./fingerprint.js";
 import { initInspect } from "./inspect.js";
 import { initPanels } from "./panels.js";
 import { createStoryEditor } from "./story-editor.js";
@@ -273,20 +274,6 @@ function canonical(value) {
     return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(",")}}`;
   }
   return JSON.stringify(value ?? null);
-}
-
-// A 53-bit hash (cyrb53): a story can be megabytes, too much to keep a copy of each save.
-function fingerprint(text) {
-  let h1 = 0xdeadbeef;
-  let h2 = 0x41c6ce57;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 2654435761);
-    h2 = Math.imul(h2 ^ c, 1597334677);
-  }
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
 // The server tidies a title (trims it, names an empty one), so it is left out.
@@ -896,19 +883,15 @@ function inPlace(node) {
   return true;
 }
 
-// The last "Make current", as one undo step: the texts on either side of it and the tries
-// they were made from, so that the tree follows an undo or redo of it.
-let madeCurrent = null;
-
 // A try opened in the Tree panel becomes the story's text, as one step Undo takes back.
 function makeCurrent(node) {
   if (current) return;
-  const before = { text: editor.text(), node: tree.current()?.id ?? null };
+  // The text now and its try, for an Undo that comes back to them.
+  tree.remember();
   editor.historyGroup(true);
   editor.setText(node.text);
   editor.setModelSpans(node.model_spans);
   editor.historyGroup(false);
-  madeCurrent = { before, after: { text: editor.text(), node: node.id } };
   tree.setCurrent(node.id);
   last = lastOf(node);
   updateButtons();
@@ -923,28 +906,21 @@ async function followTree() {
   const whole = await tree.get(node.id).catch(() => null);
   if (!whole || !whole.ok || current || last) return;
   if (editor.text().slice(0, node.end) !== whole.data.text.slice(0, node.end) || !inPlace(node)) return;
+  tree.remember();
   last = lastOf(node);
   updateButtons();
 }
 
 // An undo or redo may take the continuation away or bring another back: Retry and the
-// arrows start again from the next generation.
+// arrows start again from the next generation, unless it brings back a text a try was
+// current for (an Undo of a generation, of Make current, of a Redo): that try is current
+// again, with its arrows and Retry while its words are still the model's.
 editor.onHistory(() => {
   if (current) return;
   last = null;
+  const node = tree.follow();
+  if (node && inPlace(node)) last = lastOf(node);
   updateButtons();
-  // Back on either side of the last "Make current": the tree's current try goes with it.
-  if (!madeCurrent) return;
-  const text = editor.text();
-  const side = [madeCurrent.before, madeCurrent.after].find((one) => one.text === text && one.node !== null);
-  if (!side) return;
-  tree.setCurrent(side.node);
-  // Its arrows and Retry come back with it.
-  const node = tree.current();
-  if (node && inPlace(node)) {
-    last = lastOf(node);
-    updateButtons();
-  }
 });
 
 // The writer's own edits: a continuation they changed is no longer one Retry may replace,

@@ -4,12 +4,15 @@
 
 import { api, errorMessage } from "./api.js";
 import { showDiff } from "./diff.js";
+import { fingerprint } from "./fingerprint.js";
 import { element } from "./panels.js";
 
 const KIND_NAMES = { generation: "Generated", retry: "Retry", candidate: "Candidate", tool: "Tool", restore: "Restored" };
 // How much of a try's words its row shows, and how much of the story around them its preview.
 const ROW_CHARS = 80;
 const AROUND_CHARS = 600;
+// How many texts the tree remembers the current try of (for Undo and Redo).
+const REMEMBERED = 200;
 
 const clip = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
 
@@ -30,6 +33,28 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   let current = null;
   let opened = null;
   let deleteArmed = false;
+  // The last PUT of the current try, which the next one waits for.
+  let putting = Promise.resolve();
+  // [the text's fingerprint, the try current for it], each time a try became current, the
+  // newest last: an undo or redo that brings such a text back brings its try back too.
+  const currentFor = [];
+
+  function remember(id, text = editor.text()) {
+    if (id === null) return;
+    currentFor.push([fingerprint(text), id]);
+    if (currentFor.length > REMEMBERED) currentFor.shift();
+  }
+
+  // One PUT at a time, in the order they were made (a Make current and its Undo in quick
+  // succession end on the server as they do here); a try no longer in the tree is passed over.
+  async function setCurrent(id) {
+    if (current === id || !nodes.has(id)) return;
+    current = id;
+    remember(id);
+    render();
+    putting = putting.then(() => api("PUT", `${base}/current`, { node: id }).catch(() => null));
+    await putting;
+  }
 
   function take(data) {
     nodes.clear();
@@ -211,17 +236,27 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       if (!result || !result.ok) return null;
       const { text: _text, model_spans: _spans, pruned, ...summary } = result.data;
       nodes.set(summary.id, summary);
-      // The old tries the server let go to make room go from here too (and from the arrows).
+      // The old tries the server let go to make room go from here too (and from the tries
+      // alternatives() offers).
       for (const id of pruned || []) nodes.delete(id);
-      if (making) current = summary.id;
+      if (making) {
+        current = summary.id;
+        remember(current, body.text);
+      }
       if (isOpen()) render();
       return summary;
     },
-    async setCurrent(id) {
-      if (current === id) return;
-      current = id;
-      render();
-      await api("PUT", `${base}/current`, { node: id }).catch(() => null);
+    // The current try is the one for the text now.
+    remember: () => remember(current),
+    // After an undo or redo: the try last current for the text now, made current again (and
+    // returned), or null when there was none.
+    follow() {
+      const key = fingerprint(editor.text());
+      const found = currentFor.findLast(([print, id]) => print === key && nodes.has(id));
+      if (!found) return null;
+      setCurrent(found[1]);
+      return nodes.get(found[1]);
     },
+    setCurrent,
   };
 }

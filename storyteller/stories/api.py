@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 from generation.selectors import generation_last_for_story
 from storyteller.http import ApiError, api_view, json_body
 from storyteller.stories import selectors, services
+from storyteller.stories.models import TreeNode
 from storyteller.validators import Invalid, check_bool, check_dict, check_int, check_list, check_string
 
 
@@ -255,11 +256,15 @@ def tree(request, story_id):
     return JsonResponse({**selectors.tree_node_as_dict(node, with_text=True), "pruned": pruned}, status=201)
 
 
+def _no_node(node_id) -> ApiError:
+    return ApiError(404, "not_found", f"This story's tree has no node {node_id}.")
+
+
 def _tree_node(story, node_id):
     try:
         return selectors.tree_node_get(story, node_id)
     except Http404:
-        raise ApiError(404, "not_found", f"This story's tree has no node {node_id}.") from None
+        raise _no_node(node_id) from None
 
 
 @api_view
@@ -267,7 +272,11 @@ def _tree_node(story, node_id):
 def tree_current(request, story_id):
     story = owned_story(request, story_id)
     node_id = _field(_body(request), "node", check_int, required=True)
-    story = services.tree_make_current(story, _tree_node(story, node_id))
+    try:
+        story = services.tree_make_current(story, _tree_node(story, node_id))
+    except TreeNode.DoesNotExist:
+        # Deleted by another request between the two.
+        raise _no_node(node_id) from None
     return JsonResponse({"current": story.tree_node_id})
 
 

@@ -3,6 +3,7 @@ import itertools
 import secrets
 from collections import Counter
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -467,6 +468,12 @@ def _found_parent(story: Story, before: str) -> TreeNode | None:
     return None
 
 
+class TreeAdded(NamedTuple):
+    node: TreeNode
+    # The old tries let go to make room for it.
+    pruned: list[int]
+
+
 @transaction.atomic
 def tree_add(
     *,
@@ -480,12 +487,11 @@ def tree_add(
     model_spans: list | None = None,
     generation_id: int | None = None,
     make_current: bool = True,
-) -> tuple[TreeNode, list[int]]:
+) -> TreeAdded:
     """Saves one try as a node of the story's tree and makes it the current one (unless
     `make_current` is false: a try shown to the writer but not used). `parent` is a node
-    id, None for a try that starts the tree, or FIND_PARENT. Returns the node and the ids
-    of the old tries let go to make room. ValidationError names the first wrong field and
-    saves nothing."""
+    id, None for a try that starts the tree, or FIND_PARENT. ValidationError names the
+    first wrong field and saves nothing."""
     if kind not in TreeNode.Kind.values:
         raise ValidationError({"kind": f"kind is one of {', '.join(TreeNode.Kind.values)}."})
     _check_text(text)
@@ -535,7 +541,7 @@ def tree_add(
     if make_current:
         Story.objects.filter(pk=story.pk).update(tree_node=node)
         story.tree_node = node
-    return node, tree_prune(story)
+    return TreeAdded(node, tree_prune(story))
 
 
 def tree_prune(story: Story) -> list[int]:
@@ -572,8 +578,11 @@ def _lock_tree(story: Story) -> None:
 
 @transaction.atomic
 def tree_make_current(story: Story, node: TreeNode) -> Story:
-    """The node the editor's text was made from now; its text is the client's to show."""
+    """The node the editor's text was made from now; its text is the client's to show.
+    TreeNode.DoesNotExist when the node was deleted (or pruned) since it was read."""
     _lock_tree(story)
+    if not story.tree.filter(pk=node.pk).exists():
+        raise TreeNode.DoesNotExist(f"This story's tree has no node {node.pk}.")
     Story.objects.filter(pk=story.pk).update(tree_node=node)
     story.tree_node = node
     return story

@@ -160,6 +160,16 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     newest = tree_of(story)[-1]
     assert newest[1] == nodes[0][0] and newest[2] == nodes[1][2]
     expect(page.locator("#alt-position")).to_have_text("3 of 3")
+    newest_text = story_text(page)
+    # Undo takes that try away, back to the one made current; Redo brings it back, current.
+    page.get_by_role("button", name="Undo", exact=True).click()
+    expect_story_text(page, opening + first)
+    expect(current).to_have_attribute("data-node", str(nodes[0][0]))
+    page.get_by_role("button", name="Redo", exact=True).click()
+    expect_story_text(page, newest_text)
+    expect(current).to_have_attribute("data-node", str(newest[0]))
+    expect_current_saved(story, newest[0])
+    expect(page.locator("#alt-position")).to_have_text("3 of 3")
     page.get_by_role("button", name="Previous continuation", exact=True).click()
     expect_story_text(page, opening + first + retried)
     assert following != retried

@@ -2,6 +2,8 @@
 time limit), secondary keys with AND / NOT, a scan depth and a priority, and the report of
 which entries fired, why, and which the budget left out."""
 
+import time
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -138,3 +140,25 @@ def test_a_prompt_searches_its_entries_highest_priority_first_while_their_shared
     # The low-priority entry's plain word came after the time was spent: reported, not found.
     assert (lines[101]["fires"], lines[101]["timed_out"]) == (False, ["pier"])
     assert [p.label for p in prompt.parts if p.kind == "lore"] == ["Lore: pier"]
+
+
+class SlowTokenizer:
+    """The tokenizer, taking 0.1 s a text: a busy worker's, or a long entry's."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, **options):
+        time.sleep(0.1)
+        return self.tokenizer(text, **options)
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
+
+
+def test_the_time_lore_searches_share_is_not_spent_tokenizing_the_entries_that_fire(tokenizer):
+    # Eight entries that fire take 0.8 s to tokenize, more than the searches' 0.5 s: each
+    # entry is still searched, and found.
+    lore = tuple(LoreEntry(keys=("pier",), text=f"The pier, note {n}.", id=n, priority=100 - n) for n in range(8))
+    prompt = assemble(SlowTokenizer(tokenizer), STORY, StoryContext(lore=lore), budget=400)
+    assert [(line["id"], line["fires"], line["timed_out"]) for line in prompt.lore] == [(n, True, []) for n in range(8)]

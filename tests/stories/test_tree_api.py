@@ -8,7 +8,7 @@ import pytest
 from generation.models import Generation
 from storyteller.stories import models as story_models
 from storyteller.stories.models import TreeNode
-from storyteller.stories.services import story_create, tree_add
+from storyteller.stories.services import story_create, tree_add, tree_make_current
 from storyteller.stories.text import utf16_length
 
 pytestmark = pytest.mark.django_db
@@ -182,6 +182,19 @@ def test_making_current_a_missing_try_gets_404_and_a_wrong_body_400(alice_client
     assert send(alice_client, "put", url, {"node": 999_999}).status_code == 404
     assert send(alice_client, "put", url, {"node": "one"}).json()["error"]["field"] == "node"
     assert send(alice_client, "put", url, {}).json()["error"]["field"] == "node"
+
+
+def test_a_try_deleted_after_it_was_read_is_not_made_current(story):
+    # A request read the try, and another deleted it before the first could make it current.
+    kept, _ = tree_add(story=story, kind="generation", text=OPENING + " One.", start=len(OPENING), end=len(OPENING) + 5)
+    gone, _ = tree_add(
+        story=story, kind="retry", text=OPENING + " Two.", start=len(OPENING), end=len(OPENING) + 5, make_current=False
+    )
+    TreeNode.objects.filter(pk=gone.pk).delete()
+    with pytest.raises(TreeNode.DoesNotExist):
+        tree_make_current(story, gone)
+    story.refresh_from_db()
+    assert story.tree_node_id == kept.id
 
 
 def test_a_full_tree_lets_the_oldest_tries_off_the_current_path_go(alice_client, story, monkeypatch):
