@@ -17,6 +17,17 @@ const LENGTHS = {
   summarize: () => 200,
 };
 
+// A small model often opens its answer with a line about it ("Here's the rewritten
+// passage:"), which is no part of the passage: a first line that ends with a colon, speaks
+// of the answer and has more after it is left out.
+const PREAMBLE = /^([^\n]{0,300}):[ \t]*\n+(?=\S)/;
+const ABOUT_THE_ANSWER = /\b(here|rewrit\w*|revised|version|passage|shorten\w*|expand\w*|descri\w*|summar\w*)\b/i;
+
+export function withoutPreamble(text) {
+  const found = text.match(PREAMBLE);
+  return found && ABOUT_THE_ANSWER.test(found[1]) ? text.slice(found[0].length) : text;
+}
+
 export function initTools({ editor, tree, run, busy }) {
   const bar = document.getElementById("selection-tools");
   const instruction = document.getElementById("tool-instruction");
@@ -170,12 +181,12 @@ export function initTools({ editor, tree, run, busy }) {
     done(text, message) {
       if (!asked) return;
       if (asked.action === "summarize") {
-        summaryDraft.value = summaryDraft.value.trim();
+        summaryDraft.value = withoutPreamble(summaryDraft.value.trim());
         summaryState.textContent = text.trim() ? "Edit the draft, then add it to Memory." : message;
         summaryAdd.disabled = !text.trim();
         return;
       }
-      const written = text.trim();
+      const written = withoutPreamble(text.trim());
       if (!written) resultState.textContent = message;
       else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
       else resultState.textContent = `${message}: what it wrote can still be used`;

@@ -170,3 +170,26 @@ def test_a_summary_is_drafted_for_the_writer_to_add_to_memory(long_story, new_pa
         db(lambda: Story.objects.get(pk=story.pk).memory) == "Mara keeps the light.\n\nThe keeper's cat went missing."
     )
     assert story_text(page) == text
+
+
+def test_a_first_line_about_the_answer_is_left_out_of_it_and_a_passage_of_the_story_is_not(
+    long_story, new_page, context, live_site
+):
+    page = open_editor(new_page, context, live_site, long_story[0])
+    src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
+    answers = [
+        "Here's the rewritten passage:\n\nMara ran to the pier.",
+        "Now this does not fit the story. Here is the revised version:\nMara ran.",
+        "Summary: Mara waits at the pier.",
+        'Rin said:\n"Stay."',
+        "Mara ran to the pier.",
+    ]
+    strip = "async ([src, answers]) => { const tools = await import(src); return answers.map(tools.withoutPreamble); }"
+    kept = page.evaluate(strip, [src, answers])
+    assert kept == [
+        "Mara ran to the pier.",
+        "Mara ran.",
+        "Summary: Mara waits at the pier.",  # no line of its own
+        'Rin said:\n"Stay."',  # a line of the story that ends with a colon
+        "Mara ran to the pier.",
+    ]
