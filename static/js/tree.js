@@ -2,7 +2,7 @@
 // on the server, and the Tree panel that shows it. A run of tries that went on one from
 // another is one column; a try with several tries after it branches.
 
-import { api, errorMessage } from "./api.js";
+import { UNAVAILABLE, api, errorMessage } from "./api.js";
 import { showDiff } from "./diff.js";
 import { fingerprint } from "./fingerprint.js";
 import { element } from "./panels.js";
@@ -13,6 +13,8 @@ const ROW_CHARS = 80;
 const AROUND_CHARS = 600;
 // How many texts the tree remembers the current try of (for Undo and Redo).
 const REMEMBERED = 200;
+// Waits between the tries of sending a try the server did not take (the last one repeats).
+const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 15_000];
 
 const clip = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
 
@@ -33,8 +35,9 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   let current = null;
   let opened = null;
   let deleteArmed = false;
-  // The last PUT of the current try, which the next one waits for.
+  // The last PUT of the current try, and the last POST of a try, which the next waits for.
   let putting = Promise.resolve();
+  let adding = Promise.resolve();
   // [the text's fingerprint, the try current for it], each time a try became current, the
   // newest last: an undo or redo that brings such a text back brings its try back too.
   const currentFor = [];
@@ -43,6 +46,20 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     if (id === null) return;
     currentFor.push([fingerprint(text), id]);
     if (currentFor.length > REMEMBERED) currentFor.shift();
+  }
+
+  // A try is sent again while the server cannot be reached, or answers as a proxy does while
+  // the site restarts, for as long as the page is open: the try is not lost from the tree
+  // (its words never leave the editor). Tries go one at a time, in the order they were
+  // made, so that each finds the one it went on from. Resolves to the server's answer, or
+  // null when it refused the try.
+  async function post(body) {
+    for (let attempt = 0; ; attempt += 1) {
+      const result = await api("POST", `${base}/`, body).catch(() => null);
+      if (result && !UNAVAILABLE.includes(result.status)) return result.ok ? result : null;
+      const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
 
   // One PUT at a time, in the order they were made (a Make current and its Undo in quick
@@ -219,8 +236,8 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     get: (id) => api("GET", `${base}/${id}/`),
     // Saves a try made on the editor's text as it is now (or on `text`, with `modelSpans`);
     // its words are at [start, end). It becomes the current try unless `current` is false.
-    // Resolves to the node, or null when the server could not take it (the try stays in
-    // the editor; only its place in the tree is lost).
+    // Resolves to the node once the server has it (see post()), or null when it refused
+    // it (the try stays in the editor; only its place in the tree is lost).
     async add({ kind, start, end, label = "", generationId = null, text = null, modelSpans = null, current: making = true }) {
       const body = {
         kind,
@@ -232,8 +249,10 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
         generation_id: generationId,
         current: making,
       };
-      const result = await api("POST", `${base}/`, body).catch(() => null);
-      if (!result || !result.ok) return null;
+      const posted = adding.then(() => post(body));
+      adding = posted;
+      const result = await posted;
+      if (!result) return null;
       const { text: _text, model_spans: _spans, pruned, ...summary } = result.data;
       nodes.set(summary.id, summary);
       // The old tries the server let go to make room go from here too (and from the tries

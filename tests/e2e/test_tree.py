@@ -2,6 +2,7 @@
 on the server, the alternatives come back after a reload, and any try can be opened,
 compared with the text and made current, which Undo takes back."""
 
+import json
 import time
 
 import pytest
@@ -173,3 +174,42 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     page.get_by_role("button", name="Previous continuation", exact=True).click()
     expect_story_text(page, opening + first + retried)
     assert following != retried
+
+
+def wait_for(page, condition, timeout: float = 30.0):
+    """Waits for `condition`, the page's requests (and their routes) going on meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert condition()
+
+
+def test_tries_the_server_could_not_take_are_sent_again_in_order_once_it_is_back(writer, new_page, context, live_site):
+    story = writer[0]
+    a_long_story(story, 3)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=30)
+    refused = []
+    body = json.dumps({"error": {"code": "unavailable", "message": "Down for a moment."}})
+
+    def unavailable(route):
+        if route.request.method == "POST" and route.request.url.endswith("/tree/"):
+            refused.append(route.request.url)
+            return route.fulfill(status=503, content_type="application/json", body=body)
+        return route.continue_()
+
+    # The site restarts behind its proxy while a try and its retry are written.
+    context.route("**/api/stories/**", unavailable)
+    generate_and_wait(page)
+    retry_and_wait(page, "2 of 2")
+    wait_for(page, lambda: len(refused) >= 2)
+    assert tree_of(story) == []
+    context.unroute("**/api/stories/**")
+
+    # Both are saved once it is back, the retry after the try it replaced, as its alternative.
+    wait_for(page, lambda: len(tree_of(story)) == 2)
+    nodes = tree_of(story)
+    assert [(parent, kind) for _, parent, _, kind in nodes] == [(None, "generation"), (None, "retry")]
+    assert nodes[1][2] == nodes[0][0]
+    expect_current_saved(story, nodes[1][0])
+    page.get_by_role("button", name="Tree", exact=True).click()
+    expect(page.locator("#tree-list button[data-node]")).to_have_count(2)
