@@ -15,7 +15,7 @@ const visible = (text) => text.replaceAll("\n", "\u21b5");
 const MAX_TRIES = 200;
 const PLACE_DELAY_MS = 250;
 
-// Where `generation`'s tokens stand in `text`: [{start, end, id, top, until}] (`until`: the
+// Where `generation`'s tokens stand in `text`: [{start, end, id, text, top, until}] (`until`: the
 // end of its continuation), or null when its text is not found in one model passage.
 function place(generation, text, runs, taken) {
   const output = generation.text || "";
@@ -36,7 +36,7 @@ function place(generation, text, runs, taken) {
   for (const choice of generation.choices) {
     const end = Math.min(position + choice.text.length, until);
     // A token that left a character unfinished added nothing; the next one holds it.
-    if (end > position) tokens.push({ start: position, end, id: choice.id, top: choice.top, until });
+    if (end > position) tokens.push({ start: position, end, id: choice.id, text: choice.text, top: choice.top, until });
     position += choice.text.length;
     if (position >= until) break;
   }
@@ -115,12 +115,15 @@ export function initChoices({ root, editor, onRewrite }) {
     title.className = "meta";
     title.textContent = "The model weighed:";
     popup.append(title);
-    for (const [id, text, probability] of token.top) {
+    // A word sampled from outside the five most likely is said too, last, without its chance.
+    const weighed = token.top.some(([id]) => id === token.id);
+    const rows = weighed ? token.top : [...token.top, [token.id, token.text, null]];
+    for (const [id, text, probability] of rows) {
       const button = document.createElement("button");
       button.type = "button";
       button.setAttribute("role", "menuitem");
       button.dataset.token = String(id);
-      button.textContent = `${visible(text)}  ${percent(probability)}`;
+      button.textContent = probability === null ? `${visible(text)}  (written)` : `${visible(text)}  ${percent(probability)}`;
       if (id === token.id) button.classList.add("written");
       button.title = id === token.id ? "What it wrote" : "Rewrite from here, starting with this";
       button.addEventListener("click", () => {

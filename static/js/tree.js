@@ -146,8 +146,9 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     const starts = childrenOf(null);
     empty.hidden = starts.length > 0;
     for (const first of starts) list.append(column(first, onPath));
+    // The current try's row, with its "(current)" after the button, is brought into view.
     const shown = list.querySelector("[aria-current=true]");
-    if (shown && !opened) shown.scrollIntoView({ block: "nearest" });
+    if (shown && !opened) shown.closest("li").scrollIntoView({ block: "nearest" });
   }
 
   async function open(id) {
