@@ -659,6 +659,8 @@ function settingsReady() {
 }
 
 async function start({ insertAt, prompt, retry, firstToken = null }) {
+  // The text before this try, with the try it went on from, for an Undo that comes back.
+  tree.remember();
   const kind = retry ? "retry" : firstToken !== null ? "candidate" : "generation";
   current = { insertAt, text: "", retry, kind, recording: false };
   storySocket.begin();

@@ -18,14 +18,17 @@ const LENGTHS = {
 };
 
 // A small model often opens its answer with a line about it ("Here's the rewritten
-// passage:"), which is no part of the passage: a first line that ends with a colon, speaks
-// of the answer and has more after it is left out.
+// passage:"), which is no part of the passage: a first line that ends with a colon, has
+// more after it, presents something ("here is", "below is") and names the answer ("the
+// revised version") is left out, unless the writer's own passage holds it.
 const PREAMBLE = /^([^\n]{0,300}):[ \t]*\n+(?=\S)/;
-const ABOUT_THE_ANSWER = /\b(here|rewrit\w*|revised|version|passage|shorten\w*|expand\w*|descri\w*|summar\w*)\b/i;
+const PRESENTS = /\b(here(?:'|\u2019)?s|here (?:is|are)|below (?:is|are))\b/i;
+const NAMES_THE_ANSWER = /\b(rewrit\w*|revised|version|passage|text|summary|description|shortened|expanded)\b/i;
 
-export function withoutPreamble(text) {
+export function withoutPreamble(text, original = "") {
   const found = text.match(PREAMBLE);
-  return found && ABOUT_THE_ANSWER.test(found[1]) ? text.slice(found[0].length) : text;
+  if (!found || !PRESENTS.test(found[1]) || !NAMES_THE_ANSWER.test(found[1])) return text;
+  return original.includes(found[1]) ? text : text.slice(found[0].length);
 }
 
 export function initTools({ editor, tree, run, busy }) {
@@ -144,6 +147,8 @@ export function initTools({ editor, tree, run, busy }) {
       resultState.textContent = "The passage has changed since: select it again.";
       return;
     }
+    // The text before it, with its try, for an Undo that comes back to it.
+    tree.remember();
     editor.historyGroup(true);
     editor.replaceModelText(at, original.length, answer.text);
     editor.historyGroup(false);
@@ -181,12 +186,12 @@ export function initTools({ editor, tree, run, busy }) {
     done(text, message) {
       if (!asked) return;
       if (asked.action === "summarize") {
-        summaryDraft.value = withoutPreamble(summaryDraft.value.trim());
+        summaryDraft.value = withoutPreamble(summaryDraft.value.trim(), editor.text());
         summaryState.textContent = text.trim() ? "Edit the draft, then add it to Memory." : message;
         summaryAdd.disabled = !text.trim();
         return;
       }
-      const written = withoutPreamble(text.trim());
+      const written = withoutPreamble(text.trim(), asked.original);
       if (!written) resultState.textContent = message;
       else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
       else resultState.textContent = `${message}: what it wrote can still be used`;

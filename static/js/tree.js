@@ -16,6 +16,9 @@ const REMEMBERED = 200;
 // Waits between the tries of sending a try the server did not take (the last one repeats).
 const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 15_000];
 
+// A random name for a try (crypto.randomUUID is for secure pages only).
+const newKey = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+
 const clip = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
 
 export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
@@ -35,9 +38,10 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   let current = null;
   let opened = null;
   let deleteArmed = false;
-  // The last PUT of the current try, and the last POST of a try, which the next waits for.
-  let putting = Promise.resolve();
-  let adding = Promise.resolve();
+  // How many times the current try was chosen here (Make current, the arrows, Undo...).
+  let choices = 0;
+  // The last change sent to the tree, which the next one waits for.
+  let queue = Promise.resolve();
   // [the text's fingerprint, the try current for it], each time a try became current, the
   // newest last: an undo or redo that brings such a text back brings its try back too.
   const currentFor = [];
@@ -48,29 +52,34 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     if (currentFor.length > REMEMBERED) currentFor.shift();
   }
 
-  // A try is sent again while the server cannot be reached, or answers as a proxy does while
-  // the site restarts, for as long as the page is open: the try is not lost from the tree
-  // (its words never leave the editor). Tries go one at a time, in the order they were
-  // made, so that each finds the one it went on from. Resolves to the server's answer, or
-  // null when it refused the try.
-  async function post(body) {
+  // Changes to the tree go one at a time, in the order they were made: a try finds the one
+  // it went on from, and a Make current or an Undo lands after the tries saved before it.
+  // Each is sent again while the server cannot be reached, or answers as a proxy does
+  // while the site restarts, for as long as the page is open (a try's words never leave
+  // the editor; this keeps its place in the tree). Resolves to the server's answer.
+  function send(method, url, body) {
+    const sent = queue.then(() => untilTaken(method, url, body));
+    queue = sent;
+    return sent;
+  }
+
+  async function untilTaken(method, url, body) {
     for (let attempt = 0; ; attempt += 1) {
-      const result = await api("POST", `${base}/`, body).catch(() => null);
-      if (result && !UNAVAILABLE.includes(result.status)) return result.ok ? result : null;
+      const result = await api(method, url, body).catch(() => null);
+      if (result && !UNAVAILABLE.includes(result.status)) return result;
       const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
-  // One PUT at a time, in the order they were made (a Make current and its Undo in quick
-  // succession end on the server as they do here); a try no longer in the tree is passed over.
+  // A try no longer in the tree is passed over.
   async function setCurrent(id) {
     if (current === id || !nodes.has(id)) return;
+    choices += 1;
     current = id;
     remember(id);
     render();
-    putting = putting.then(() => api("PUT", `${base}/current`, { node: id }).catch(() => null));
-    await putting;
+    await send("PUT", `${base}/current`, { node: id });
   }
 
   function take(data) {
@@ -237,7 +246,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     get: (id) => api("GET", `${base}/${id}/`),
     // Saves a try made on the editor's text as it is now (or on `text`, with `modelSpans`);
     // its words are at [start, end). It becomes the current try unless `current` is false.
-    // Resolves to the node once the server has it (see post()), or null when it refused
+    // Resolves to the node once the server has it (see send()), or null when it refused
     // it (the try stays in the editor; only its place in the tree is lost).
     async add({ kind, start, end, label = "", generationId = null, text = null, modelSpans = null, current: making = true }) {
       const body = {
@@ -249,19 +258,23 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
         label,
         generation_id: generationId,
         current: making,
+        // Its name, so that sending it again saves it once.
+        key: newKey(),
       };
-      const posted = adding.then(() => post(body));
-      adding = posted;
-      const result = await posted;
-      if (!result) return null;
+      const chosen = choices;
+      const result = await send("POST", `${base}/`, body);
+      if (!result.ok) return null;
       const { text: _text, model_spans: _spans, pruned, ...summary } = result.data;
       nodes.set(summary.id, summary);
       // The old tries the server let go to make room go from here too (and from the tries
       // alternatives() offers).
       for (const id of pruned || []) nodes.delete(id);
-      if (making) {
+      if (making && choices === chosen) {
         current = summary.id;
         remember(current, body.text);
+      } else if (making && current !== null) {
+        // The writer chose another try while this one was on its way: the server is told again.
+        send("PUT", `${base}/current`, { node: current });
       }
       if (isOpen()) render();
       return summary;

@@ -245,15 +245,17 @@ def tree(request, story_id):
         "model_spans": _field(data, "model_spans", check_list, required=False),
         "generation_id": _field(data, "generation_id", check_int, required=False, nullable=True),
         "make_current": _field(data, "current", check_bool, required=False) is not False,
+        "key": _field(data, "key", check_string, required=False) or "",
     }
     # Absent, the tree finds the parent; null starts the tree anew.
     if "parent" in data:
         fields["parent"] = _field(data, "parent", check_int, required=True, nullable=True)
     try:
-        node, pruned = services.tree_add(story=story, **fields)
+        added = services.tree_add(story=story, **fields)
     except ValidationError as exc:
         raise _validation_error(exc) from None
-    return JsonResponse({**selectors.tree_node_as_dict(node, with_text=True), "pruned": pruned}, status=201)
+    answer = {**selectors.tree_node_as_dict(added.node, with_text=True), "pruned": added.pruned}
+    return JsonResponse(answer, status=201 if added.created else 200)
 
 
 def _no_node(node_id) -> ApiError:

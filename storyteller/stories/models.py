@@ -127,6 +127,7 @@ class LoreEntry(models.Model):
 TREE_MAX_NODES = 500
 TREE_MAX_CHARS = 20_000_000
 TREE_LABEL_MAX_CHARS = 100
+TREE_KEY_MAX_CHARS = 64
 
 
 class TreeNode(models.Model):
@@ -159,11 +160,19 @@ class TreeNode(models.Model):
     size = models.PositiveIntegerField(default=0)
     model_spans = models.JSONField(default=list, blank=True)
     generation = models.ForeignKey("generation.Generation", null=True, blank=True, on_delete=models.SET_NULL)
+    # The client's name for this try, so that a POST sent again (its answer was lost) saves
+    # it once; blank when the client gave none.
+    key = models.CharField(max_length=TREE_KEY_MAX_CHARS, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.CheckConstraint(condition=models.Q(start__lte=models.F("end")), name="tree_node_span")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(start__lte=models.F("end")), name="tree_node_span"),
+            models.UniqueConstraint(
+                fields=["story", "key"], condition=~models.Q(key=""), name="tree_node_key_once_per_story"
+            ),
+        ]
 
     def __str__(self):
         return f"{self.story_id} node {self.id} ({self.kind})"

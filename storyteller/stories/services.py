@@ -24,6 +24,7 @@ from storyteller.stories.models import (
     NOTE_MAX_DEPTH,
     TITLE_MAX_LENGTH,
     TRASH_DAYS,
+    TREE_KEY_MAX_CHARS,
     TREE_LABEL_MAX_CHARS,
     TREE_MAX_CHARS,
     TREE_MAX_NODES,
@@ -472,6 +473,8 @@ class TreeAdded(NamedTuple):
     node: TreeNode
     # The old tries let go to make room for it.
     pruned: list[int]
+    # False when the tree already held the try under its key (a POST sent again).
+    created: bool = True
 
 
 @transaction.atomic
@@ -487,11 +490,15 @@ def tree_add(
     model_spans: list | None = None,
     generation_id: int | None = None,
     make_current: bool = True,
+    key: str = "",
 ) -> TreeAdded:
     """Saves one try as a node of the story's tree and makes it the current one (unless
     `make_current` is false: a try shown to the writer but not used). `parent` is a node
-    id, None for a try that starts the tree, or FIND_PARENT. ValidationError names the
-    first wrong field and saves nothing."""
+    id, None for a try that starts the tree, or FIND_PARENT. A try whose `key` the tree
+    holds already is that node, saved once. ValidationError names the first wrong field
+    and saves nothing."""
+    if len(key) > TREE_KEY_MAX_CHARS:
+        raise ValidationError({"key": f"A key is at most {TREE_KEY_MAX_CHARS} characters."})
     if kind not in TreeNode.Kind.values:
         raise ValidationError({"kind": f"kind is one of {', '.join(TreeNode.Kind.values)}."})
     _check_text(text)
@@ -511,6 +518,8 @@ def tree_add(
     # Two tries saved at once then see each other (the second joins the first's group), and
     # pruning reads the current try as saved.
     _lock_tree(story)
+    if key and (known := story.tree.filter(key=key).first()) is not None:
+        return TreeAdded(known, [], created=False)
     if parent is FIND_PARENT:
         parent = _found_parent(story, before)
     elif parent is not None:
@@ -527,6 +536,7 @@ def tree_add(
         size=len(text),
         model_spans=model_spans,
         generation=generation,
+        key=key,
     )
     siblings = story.tree.filter(parent=parent, start=start).exclude(pk=node.pk).order_by("id")
     node.group = next(

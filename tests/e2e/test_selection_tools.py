@@ -177,19 +177,29 @@ def test_a_first_line_about_the_answer_is_left_out_of_it_and_a_passage_of_the_st
 ):
     page = open_editor(new_page, context, live_site, long_story[0])
     src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
+    # [answer, the passage it was asked about]
     answers = [
-        "Here's the rewritten passage:\n\nMara ran to the pier.",
-        "Now this does not fit the story. Here is the revised version:\nMara ran.",
-        "Summary: Mara waits at the pier.",
-        'Rin said:\n"Stay."',
-        "Mara ran to the pier.",
+        ["Here's the rewritten passage:\n\nMara ran to the pier.", "Mara went to the pier."],
+        ["Now this does not fit the story. Here is the revised version:\nMara ran.", "Mara walked."],
+        ["Summary: Mara waits at the pier.", ""],
+        ['Rin said:\n"Stay."', ""],
+        ['"Over here!" he shouted:\n"Run."', ""],
+        ["She described the passage:\nIt was dark.", ""],
+        ["Here is the text she wrote:\nGo home.", "Here is the text she wrote:\nGo."],
+        ["Mara ran to the pier.", "Mara went to the pier."],
     ]
-    strip = "async ([src, answers]) => { const tools = await import(src); return answers.map(tools.withoutPreamble); }"
+    strip = """async ([src, answers]) => {
+        const tools = await import(src);
+        return answers.map(([answer, original]) => tools.withoutPreamble(answer, original));
+    }"""
     kept = page.evaluate(strip, [src, answers])
     assert kept == [
         "Mara ran to the pier.",
         "Mara ran.",
         "Summary: Mara waits at the pier.",  # no line of its own
-        'Rin said:\n"Stay."',  # a line of the story that ends with a colon
+        'Rin said:\n"Stay."',  # lines of the story that end with a colon
+        '"Over here!" he shouted:\n"Run."',
+        "She described the passage:\nIt was dark.",
+        "Here is the text she wrote:\nGo home.",  # the writer's own line
         "Mara ran to the pier.",
     ]

@@ -168,7 +168,7 @@ def test_a_position_inside_a_character_is_refused(alice_client, story):
 
 def test_a_parent_or_generation_of_another_story_is_refused(alice_client, alice, story):
     other = story_create(owner=alice, title="Other", text="Else.")
-    theirs, _ = tree_add(story=other, kind="generation", text="Else. More.", start=5, end=11)
+    theirs = tree_add(story=other, kind="generation", text="Else. More.", start=5, end=11).node
     generation = Generation.objects.create(story=other, user=alice, seed=1, status="finished")
     for change, field in (({"parent": theirs.id}, "parent"), ({"generation_id": generation.id}, "generation_id")):
         body = {"kind": "generation", "text": OPENING, "start": 0, "end": 3, **change}
@@ -186,15 +186,15 @@ def test_making_current_a_missing_try_gets_404_and_a_wrong_body_400(alice_client
 
 def test_a_try_deleted_after_it_was_read_is_not_made_current(story):
     # A request read the try, and another deleted it before the first could make it current.
-    kept, _ = tree_add(story=story, kind="generation", text=OPENING + " One.", start=len(OPENING), end=len(OPENING) + 5)
-    gone, _ = tree_add(
+    kept = tree_add(story=story, kind="generation", text=OPENING + " One.", start=len(OPENING), end=len(OPENING) + 5)
+    gone = tree_add(
         story=story, kind="retry", text=OPENING + " Two.", start=len(OPENING), end=len(OPENING) + 5, make_current=False
-    )
+    ).node
     TreeNode.objects.filter(pk=gone.pk).delete()
     with pytest.raises(TreeNode.DoesNotExist):
         tree_make_current(story, gone)
     story.refresh_from_db()
-    assert story.tree_node_id == kept.id
+    assert story.tree_node_id == kept.node.id
 
 
 def test_a_full_tree_lets_the_oldest_tries_off_the_current_path_go(alice_client, story, monkeypatch):
@@ -235,3 +235,17 @@ def test_a_try_with_no_text_before_its_words_end_is_nobodys_parent(alice_client,
     add(alice_client, story, "", 0, 0, kind="restore", label="Revision 1")
     after = add(alice_client, story, "Anew. More.", 5)
     assert after["parent"] is None
+
+
+def test_a_try_sent_again_under_its_key_is_saved_once(alice_client, story):
+    body = {"kind": "generation", "text": OPENING + " One.", "start": len(OPENING), "end": len(OPENING) + 5}
+    url = f"/api/stories/{story.id}/tree/"
+    first = send(alice_client, "post", url, {**body, "key": "try-1"})
+    again = send(alice_client, "post", url, {**body, "key": "try-1"})
+    other = send(alice_client, "post", url, {**body, "key": "try-2"})
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert again.json()["id"] == first.json()["id"] != other.json()["id"]
+    assert story.tree.count() == 2
+    long = send(alice_client, "post", url, {**body, "key": "k" * 65})
+    assert long.status_code == 400 and long.json()["error"]["field"] == "key"
+    assert story.tree.count() == 2
