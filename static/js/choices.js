@@ -43,21 +43,6 @@ function place(generation, text, runs, taken) {
   return tokens;
 }
 
-// The model's passages in `text`, from the editor's spans: a line break is never marked as
-// the model's (the editor marks characters, and a line's end is not one), so the spans of a
-// continuation that went on over one are joined again, with the line breaks around them.
-function passages(text, spans) {
-  const joined = [];
-  for (let [start, end] of spans) {
-    while (start > 0 && text[start - 1] === "\n") start -= 1;
-    while (end < text.length && text[end] === "\n") end += 1;
-    const previous = joined[joined.length - 1];
-    if (previous && start <= previous[1]) previous[1] = Math.max(previous[1], end);
-    else joined.push([start, end]);
-  }
-  return joined;
-}
-
 export function initChoices({ root, editor, onRewrite }) {
   let generations = []; // newest first: {generation_id, text, choices}
   let tokens = [];
@@ -99,7 +84,7 @@ export function initChoices({ root, editor, onRewrite }) {
     clearTimeout(timer);
     stale = false;
     const text = editor.text();
-    const runs = passages(text, editor.modelSpans());
+    const runs = editor.modelPassages();
     const taken = [];
     tokens = generations.flatMap((generation) => place(generation, text, runs, taken) || []);
     root.dataset.choices = tokens.length && !paused ? "ready" : "";

@@ -879,10 +879,7 @@ function lastOf(node) {
 
 // Whether a try's words are in the editor where it left them, still the model's.
 function inPlace(node) {
-  const text = editor.text();
-  if (text.slice(node.start, node.end) !== node.words) return false;
-  for (let at = node.start; at < node.end; at++) if (text[at] !== "\n" && !editor.isModelAt(at)) return false;
-  return true;
+  return editor.text().slice(node.start, node.end) === node.words && editor.isModelRun(node.start, node.end);
 }
 
 // A try opened in the Tree panel becomes the story's text, as one step Undo takes back.

@@ -151,6 +151,22 @@ export function createStoryEditor(container, text) {
     return spans;
   }
 
+  // The model's passages as a writer sees them: its spans joined over the line breaks
+  // between and around them (a line break is nobody's, so a continuation that went on over
+  // one comes as several spans).
+  function modelPassages() {
+    const text = getText();
+    const joined = [];
+    for (let [start, end] of modelSpans()) {
+      while (start > 0 && text[start - 1] === "\n") start -= 1;
+      while (end < text.length && text[end] === "\n") end += 1;
+      const previous = joined[joined.length - 1];
+      if (previous && start <= previous[1]) previous[1] = Math.max(previous[1], end);
+      else joined.push([start, end]);
+    }
+    return joined;
+  }
+
   function setModelSpans(spans, source = "api") {
     quill.formatText(0, quill.getLength(), "model", false, source);
     for (const [start, end] of spans || []) quill.formatText(start, end - start, "model", true, source);
@@ -160,9 +176,16 @@ export function createStoryEditor(container, text) {
     text: getText,
     setText: (value) => setText(value),
     modelSpans,
+    modelPassages,
     // Whether the character at `index` is the model's (a line break is nobody's: Quill
     // keeps inline formats off it).
     isModelAt: isModel,
+    // Whether [start, end) is all the model's, line breaks aside.
+    isModelRun(start, end) {
+      const text = getText();
+      for (let at = start; at < end; at++) if (text[at] !== "\n" && !isModel(at)) return false;
+      return true;
+    },
     setModelSpans: (spans, { silent = false } = {}) => setModelSpans(spans, silent ? "silent" : "api"),
     // Where Generate continues from: the end of the selection, or of the text when the
     // writer has not placed the cursor yet.

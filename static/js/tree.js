@@ -13,8 +13,8 @@ const ROW_CHARS = 80;
 const AROUND_CHARS = 600;
 // How many texts the tree remembers the current try of (for Undo and Redo).
 const REMEMBERED = 200;
-// Waits between the tries of sending a try the server did not take (the last one repeats).
-const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 15_000];
+// How long a change the server did not take waits before it is sent again (as a save does).
+const RETRY_MS = 3000;
 
 // A random name for a try (crypto.randomUUID is for secure pages only).
 const newKey = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -39,7 +39,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   let opened = null;
   let deleteArmed = false;
   // How many times the current try was chosen here (Make current, the arrows, Undo...).
-  let choices = 0;
+  let picks = 0;
   // The last change sent to the tree, which the next one waits for.
   let queue = Promise.resolve();
   // [the text's fingerprint, the try current for it], each time a try became current, the
@@ -64,18 +64,17 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   }
 
   async function untilTaken(method, url, body) {
-    for (let attempt = 0; ; attempt += 1) {
+    for (;;) {
       const result = await api(method, url, body).catch(() => null);
       if (result && !UNAVAILABLE.includes(result.status)) return result;
-      const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
     }
   }
 
   // A try no longer in the tree is passed over.
   async function setCurrent(id) {
     if (current === id || !nodes.has(id)) return;
-    choices += 1;
+    picks += 1;
     current = id;
     remember(id);
     render();
@@ -261,7 +260,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
         // Its name, so that sending it again saves it once.
         key: newKey(),
       };
-      const chosen = choices;
+      const picked = picks;
       const result = await send("POST", `${base}/`, body);
       if (!result.ok) return null;
       const { text: _text, model_spans: _spans, pruned, ...summary } = result.data;
@@ -269,7 +268,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
       // The old tries the server let go to make room go from here too (and from the tries
       // alternatives() offers).
       for (const id of pruned || []) nodes.delete(id);
-      if (making && choices === chosen) {
+      if (making && picks === picked) {
         current = summary.id;
         remember(current, body.text);
       } else if (making && current !== null) {

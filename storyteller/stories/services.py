@@ -460,9 +460,8 @@ def _tree_node_of(story: Story, node_id, field: str) -> TreeNode:
 
 def _found_parent(story: Story, before: str) -> TreeNode | None:
     # Newest first, a few at a time: the parent is nearly always among the newest, and each
-    # node holds a whole story.
-    # A node with no text before the end of its words (an empty restore) would begin every
-    # text: it is nobody's parent by this rule.
+    # node holds a whole story. A node with no text before the end of its words (an empty
+    # restore) would begin every text: it is nobody's parent by this rule.
     for node in story.tree.filter(end__gt=0).order_by("-id").only("id", "text", "end").iterator(chunk_size=8):
         if before.startswith(utf16_slice(node.text, 0, node.end)):
             return node
