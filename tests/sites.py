@@ -87,6 +87,14 @@ async def receive(socket, timeout=30) -> dict:
     return json.loads(await asyncio.wait_for(socket.recv(), timeout))
 
 
+async def receive_past_reading(socket, timeout=30) -> dict:
+    """The next message that is not a `reading` report: a busy machine may take long enough
+    over even a short prompt for the worker to say how far it has read."""
+    while (message := await receive(socket, timeout))["type"] == "reading":
+        pass
+    return message
+
+
 async def receive_queued(socket, timeout=30) -> dict:
     """A new generation's `queued` messages through the one that says it runs; the first."""
     return await queued_until_running(lambda: receive(socket, timeout))

@@ -14,7 +14,7 @@ from generation import services
 from generation.models import Generation, ModelConfig, Worker
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
-from tests.sites import open_socket, receive, receive_queued
+from tests.sites import open_socket, receive, receive_past_reading, receive_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +39,7 @@ async def _generate(site, user, story, params):
 
 async def _until_done(socket, timeout=60):
     while (message := await receive(socket, timeout))["type"] != "done":
-        assert message["type"] in ("token", "queued"), message
+        assert message["type"] in ("queued", "reading", "token"), message
     return message
 
 
@@ -53,9 +53,7 @@ async def test_an_activated_model_takes_new_generations_while_the_old_one_finish
     worker = await _worker_reports(site, lambda w: w.state == "ready", "a loaded model")
     assert worker.model_name == slow_model_dir.name
     in_flight, queued = await _generate(site, alice, story, {"max_new_tokens": 1024, "seed": 1})
-    # How far the prompt is read may come first (the protocol's `reading`), then the words.
-    while (message := await receive(in_flight))["type"] == "reading":
-        pass
+    message = await receive_past_reading(in_flight)
     assert message["type"] == "token"
 
     await sync_to_async(_activate)("Tiny", tiny_model_dir)

@@ -11,7 +11,7 @@ from generation import services
 from generation.models import Generation, ModelConfig, UsageLimit
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
-from tests.sites import Site, open_socket, receive
+from tests.sites import Site, open_socket, receive, receive_past_reading
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +53,7 @@ async def _generate_in_turn(site, alice) -> list:
 
 async def _positions_until_words(socket, request_id) -> list[int]:
     positions = []
-    while (message := await receive(socket, timeout=120))["type"] == "queued":
+    while (message := await receive_past_reading(socket, timeout=120))["type"] == "queued":
         assert message["request_id"] == request_id
         positions.append(message["position"])
     assert message["type"] == "token"
