@@ -1186,3 +1186,16 @@ const tools = initTools({ editor, tree, run: runTool, busy: () => Boolean(curren
 followTree();
 updateButtons();
 storySocket.connect();
+
+// ---- where the writer was ----------------------------------------------------------------
+
+// A story opens where the writer last placed the cursor in it, or at its end, where a
+// continuation goes: a long story does not reopen at its first line. Only the view moves;
+// the cursor is the writer's to place (Generate "at the cursor" waits for it).
+const placeKey = `storyteller:story:${story.id}:place`;
+const place = Number.parseInt(localStorage.getItem(placeKey), 10);
+const textLength = editor.text().length;
+requestAnimationFrame(() =>
+  editor.reveal(place >= 0 && place <= textLength ? place : textLength, document.querySelector(".dock").offsetHeight),
+);
+editor.onSelection((range) => localStorage.setItem(placeKey, String(range.index)));

@@ -206,3 +206,32 @@ def test_on_a_long_story_the_title_save_state_panels_and_toolbar_stay_in_reach(w
         ("Stop", page.get_by_role("button", name="Stop")),
     ):
         assert in_sight(locator), name
+
+
+def test_a_long_story_opens_at_its_end_or_where_the_writer_last_placed_the_cursor(writer, new_page, context, live_site):
+    story = writer[0]
+    text = join(story_sentences(9, 200))
+    outside_the_event_loop(lambda: draft_save(story=story, base_revision=1, text=text))
+    page = open_editor(new_page, context, live_site, story)
+    paragraphs = page.get_by_role("textbox", name="Story").locator("p")
+    dock_top = page.locator(".dock").bounding_box()["y"]
+
+    def in_sight(edge: str, paragraph) -> bool:
+        box = paragraph.bounding_box()
+        y = box["y"] if edge == "top" else box["y"] + box["height"]
+        return 0 <= y <= dock_top
+
+    # Where a continuation goes: the end, above the toolbar, and not the first line.
+    page.wait_for_function("() => window.scrollY > 2000")
+    assert in_sight("bottom", paragraphs.last) and not in_sight("top", paragraphs.first)
+
+    # The writer goes back to a paragraph in the middle to revise it, and comes back later.
+    middle = paragraphs.nth(paragraphs.count() // 2)
+    middle.click()
+    page.wait_for_function(f"() => localStorage.getItem('storyteller:story:{story.id}:place') !== null")
+    again = open_editor(new_page, context, live_site, story)
+    paragraphs = again.get_by_role("textbox", name="Story").locator("p")
+    middle = paragraphs.nth(paragraphs.count() // 2)
+    again.wait_for_function("() => window.scrollY > 1000")
+    assert in_sight("top", middle) or in_sight("bottom", middle)
+    assert not in_sight("top", paragraphs.first) and not in_sight("bottom", paragraphs.last)

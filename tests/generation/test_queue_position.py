@@ -11,7 +11,7 @@ from generation import services
 from generation.models import Generation, ModelConfig, UsageLimit
 from storyteller.stories.services import story_create
 from tests.generation.conftest import OPENING
-from tests.sites import Site, open_socket, receive, receive_past_reading
+from tests.sites import Site, open_socket, receive_past_reading
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
