@@ -567,6 +567,20 @@ if (backup && backup.changes) {
 updateWordCount();
 checkSettings();
 
+// ---- where the writer was ----------------------------------------------------------------
+
+// A story opens where the writer last worked in it (the cursor they placed, or the end of
+// the last continuation), or at its end, where a continuation goes: a long story does not
+// reopen at its first line. Only the view moves; the cursor is the writer's to place
+// (Generate "at the cursor" waits for it).
+const placeKey = `storyteller:story:${story.id}:place`;
+const dock = document.querySelector(".dock");
+const rememberPlace = (index) => store(placeKey, index);
+const place = Number.parseInt(localStorage.getItem(placeKey), 10);
+const textLength = editor.text().length;
+requestAnimationFrame(() => editor.reveal(place >= 0 && place <= textLength ? place : textLength, dock.offsetHeight));
+editor.onSelection((range) => rememberPlace(range.index));
+
 // ---- generating ---------------------------------------------------------------------
 
 // The generation streaming in, while storySocket follows it: {insertAt, text, retry, kind,
@@ -808,7 +822,7 @@ function insert(text) {
   editor.insertModelText(current.insertAt, text);
   current.insertAt += text.length;
   current.text += text;
-  if (follow) editor.reveal(current.insertAt, document.querySelector(".dock").offsetHeight);
+  if (follow) editor.reveal(current.insertAt, dock.offsetHeight);
 }
 
 function finish(message, generationId = null) {
@@ -834,6 +848,7 @@ function finish(message, generationId = null) {
     }
     last.shown = last.versions.length - 1;
     keepTry(done.kind, start, done.insertAt, generationId);
+    rememberPlace(done.insertAt);
   } else if (done.retry && last) {
     // A retry that wrote nothing puts the version it replaced back.
     editor.replaceModelText(last.start, 0, last.versions[last.shown]);
@@ -1186,16 +1201,3 @@ const tools = initTools({ editor, tree, run: runTool, busy: () => Boolean(curren
 followTree();
 updateButtons();
 storySocket.connect();
-
-// ---- where the writer was ----------------------------------------------------------------
-
-// A story opens where the writer last placed the cursor in it, or at its end, where a
-// continuation goes: a long story does not reopen at its first line. Only the view moves;
-// the cursor is the writer's to place (Generate "at the cursor" waits for it).
-const placeKey = `storyteller:story:${story.id}:place`;
-const place = Number.parseInt(localStorage.getItem(placeKey), 10);
-const textLength = editor.text().length;
-requestAnimationFrame(() =>
-  editor.reveal(place >= 0 && place <= textLength ? place : textLength, document.querySelector(".dock").offsetHeight),
-);
-editor.onSelection((range) => localStorage.setItem(placeKey, String(range.index)));

@@ -1,7 +1,7 @@
 """Keyboard and reading comfort in a real browser: shortcuts and their help, Undo and Redo
 only when there is something to undo, focus mode, a dark page when the system asks for
-one, a phone's width, what an empty story's Generate says, and the controls in reach on a
-long story."""
+one, a phone's width, what an empty story's Generate says, the controls in reach on a long
+story, and a long story reopened where the writer was."""
 
 import re
 
@@ -208,30 +208,56 @@ def test_on_a_long_story_the_title_save_state_panels_and_toolbar_stay_in_reach(w
         assert in_sight(locator), name
 
 
-def test_a_long_story_opens_at_its_end_or_where_the_writer_last_placed_the_cursor(writer, new_page, context, live_site):
+def shown_above_the_toolbar(page, locator, edge: str) -> bool:
+    """Whether the `edge` ("top" or "bottom") of what `locator` finds is on screen, above
+    the toolbar that stays at the bottom of the window."""
+    box = locator.bounding_box()
+    y = box["y"] if edge == "top" else box["y"] + box["height"]
+    return 0 <= y <= page.locator(".dock").bounding_box()["y"]
+
+
+def test_a_long_story_opens_where_the_writer_last_worked_in_it_or_at_its_end(writer, new_page, context, live_site):
     story = writer[0]
     text = join(story_sentences(9, 200))
-    outside_the_event_loop(lambda: draft_save(story=story, base_revision=1, text=text))
-    page = open_editor(new_page, context, live_site, story)
-    paragraphs = page.get_by_role("textbox", name="Story").locator("p")
-    dock_top = page.locator(".dock").bounding_box()["y"]
+    db(lambda: draft_save(story=story, base_revision=1, text=text, settings={"max_new_tokens": 40}))
+    place_key = f"storyteller:story:{story.id}:place"
 
-    def in_sight(edge: str, paragraph) -> bool:
-        box = paragraph.bounding_box()
-        y = box["y"] if edge == "top" else box["y"] + box["height"]
-        return 0 <= y <= dock_top
+    def reopen():
+        page = open_editor(new_page, context, live_site, story)
+        paragraphs = page.get_by_role("textbox", name="Story").locator("p").filter(has_text=re.compile(r"\w"))
+        return page, paragraphs.first, paragraphs.nth(paragraphs.count() // 2), paragraphs.last
 
     # Where a continuation goes: the end, above the toolbar, and not the first line.
+    page, first, middle, end = reopen()
     page.wait_for_function("() => window.scrollY > 2000")
-    assert in_sight("bottom", paragraphs.last) and not in_sight("top", paragraphs.first)
+    assert shown_above_the_toolbar(page, end, "bottom") and not shown_above_the_toolbar(page, first, "top")
 
     # The writer goes back to a paragraph in the middle to revise it, and comes back later.
-    middle = paragraphs.nth(paragraphs.count() // 2)
     middle.click()
-    page.wait_for_function(f"() => localStorage.getItem('storyteller:story:{story.id}:place') !== null")
-    again = open_editor(new_page, context, live_site, story)
-    paragraphs = again.get_by_role("textbox", name="Story").locator("p")
-    middle = paragraphs.nth(paragraphs.count() // 2)
-    again.wait_for_function("() => window.scrollY > 1000")
-    assert in_sight("top", middle) or in_sight("bottom", middle)
-    assert not in_sight("top", paragraphs.first) and not in_sight("bottom", paragraphs.last)
+    clicked = middle.text_content()
+    page.wait_for_function(f"() => localStorage.getItem('{place_key}') !== null")
+    place = int(page.evaluate(f"() => localStorage.getItem('{place_key}')"))
+    assert text.index(clicked) <= place <= text.index(clicked) + len(clicked)
+    page.close()
+    page, first, middle, end = reopen()
+    page.wait_for_function("() => window.scrollY > 1000")
+    assert shown_above_the_toolbar(page, middle, "top") or shown_above_the_toolbar(page, middle, "bottom")
+    assert not shown_above_the_toolbar(page, first, "top") and not shown_above_the_toolbar(page, end, "bottom")
+
+    # A continuation is where the writer worked last: the story reopens at its new words.
+    page.get_by_role("button", name="Generate").click()  # with no cursor placed: at the end
+    expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    written = db(lambda: Generation.objects.get()).output
+    assert written.strip() and db(lambda: Story.objects.get(pk=story.pk)).text.endswith(written)
+    page.close()
+    page, first, middle, end = reopen()
+    page.wait_for_function("() => window.scrollY > 2000")
+    assert shown_above_the_toolbar(page, end, "bottom")
+
+    # A place the story no longer reaches (its text was cut elsewhere) is its end.
+    page.evaluate(f"() => localStorage.setItem('{place_key}', '{len(text) * 2}')")
+    page.close()
+    page, first, middle, end = reopen()
+    page.wait_for_function("() => window.scrollY > 2000")
+    assert shown_above_the_toolbar(page, end, "bottom")
