@@ -869,6 +869,9 @@ async function keepTry(kind, start, end, generationId = null) {
   const node = await tree.add({ kind, start, end, generationId });
   if (!node) return;
   entry.ids[index] = node.id;
+  // The writer left this version for another and came back to it while it was on its
+  // way: the server is told it is the current try again, after the other.
+  if (last === entry && entry.shown === index && tree.current()?.id !== node.id) tree.setCurrent(node.id);
   // The tree may hold more alternatives of this place than this page wrote (a try made
   // there before, on this visit or another): the arrows show them all.
   const versions = tree.alternatives(node.id);

@@ -218,3 +218,41 @@ def test_tries_the_server_could_not_take_are_sent_again_in_order_once_it_is_back
     expect_current_saved(story, nodes[1][0])
     page.get_by_role("button", name="Tree", exact=True).click()
     expect(page.locator("#tree-list button[data-node]")).to_have_count(2)
+
+
+def test_a_version_browsed_back_to_while_it_was_on_its_way_ends_as_the_current_try(
+    writer, new_page, context, live_site
+):
+    story = writer[0]
+    opening = a_long_story(story, 5)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=30)
+    generate_and_wait(page)
+    retry_and_wait(page, "2 of 2")
+    wait_for(page, lambda: len(tree_of(story)) == 2)
+    refused = []
+    body = json.dumps({"error": {"code": "unavailable", "message": "Down for a moment."}})
+
+    def unavailable(route):
+        if route.request.method == "POST" and route.request.url.endswith("/tree/"):
+            refused.append(route.request.url)
+            return route.fulfill(status=503, content_type="application/json", body=body)
+        return route.continue_()
+
+    # The third version's try cannot be saved for now; the writer looks back at the first
+    # two, which are, and returns to the third before it is.
+    context.route("**/api/stories/**", unavailable)
+    retry_and_wait(page, "3 of 3")
+    third = story_text(page)[len(opening) :]
+    wait_for(page, lambda: len(refused) >= 1)
+    for button, position in (("Previous", "2 of 3"), ("Previous", "1 of 3"), ("Next", "2 of 3"), ("Next", "3 of 3")):
+        page.get_by_role("button", name=f"{button} continuation", exact=True).click()
+        expect(page.locator("#alt-position")).to_have_text(position)
+    expect_story_text(page, opening + third)
+    context.unroute("**/api/stories/**")
+
+    # Once the server is back, the try the writer is looking at is the current one.
+    wait_for(page, lambda: len(tree_of(story)) == 3)
+    page.wait_for_timeout(1000)
+    expect_current_saved(story, tree_of(story)[2][0])
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + third
