@@ -61,6 +61,18 @@ export function diffWords(before, after) {
   return parts;
 }
 
+// An open comparison with the text follows it (Make current, Restore, Undo, typing): `draw`
+// runs this long after the text's last change.
+const REDRAW_MS = 300;
+
+export function redrawOnChange(onChange, draw) {
+  let timer = null;
+  onChange(() => {
+    clearTimeout(timer);
+    timer = setTimeout(draw, REDRAW_MS);
+  });
+}
+
 // The differences into `container`: removed words struck through (<del>), added ones marked
 // (<ins>), long unchanged runs cut to their ends. Returns how many changes there are.
 export function showDiff(container, before, after) {

@@ -1195,6 +1195,7 @@ const panels = initPanels({
   loreChanged,
   restored,
   currentText: () => editor.text(),
+  onTextChange: editor.onChange,
   // The Test box's question: the context bar's, about another text.
   askContext: (text) => storySocket.context(text.slice(Math.max(0, text.length - maxChars)), wantedNewTokens()),
 });

@@ -2,7 +2,7 @@
 // Author's Note and Settings are plain fields that editor.js saves with the story.
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
-import { showDiff } from "./diff.js";
+import { redrawOnChange, showDiff } from "./diff.js";
 
 export function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -23,7 +23,7 @@ const LORE_LOGICS = [
   ["not_all", "without all of"],
 ];
 
-export function initPanels({ story, save, loadStory, revision, loreChanged, restored, currentText, askContext }) {
+export function initPanels({ story, save, loadStory, revision, loreChanged, restored, currentText, onTextChange, askContext }) {
   const base = `/api/stories/${story.id}`;
   const loaders = {};
 
@@ -359,15 +359,20 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   const historyDiff = document.getElementById("history-diff");
   const historyCompare = document.getElementById("history-compare");
 
+  function drawHistoryDiff() {
+    const changes = showDiff(historyDiff.querySelector(".diff"), currentText(), previewedText);
+    historyDiff.querySelector(".meta").textContent =
+      changes === 0 ? "" : "From the text now to this revision's: struck-through words would go, marked words would come.";
+  }
+
   historyCompare.addEventListener("click", () => {
     const showing = historyDiff.hidden;
     historyDiff.hidden = !showing;
     historyCompare.setAttribute("aria-expanded", String(showing));
-    if (showing) {
-      const changes = showDiff(historyDiff.querySelector(".diff"), currentText(), previewedText);
-      historyDiff.querySelector(".meta").textContent =
-        changes === 0 ? "" : "From the text now to this revision's: struck-through words would go, marked words would come.";
-    }
+    if (showing) drawHistoryDiff();
+  });
+  redrawOnChange(onTextChange, () => {
+    if (isOpen("history") && !historyDiff.hidden && !preview.hidden) drawHistoryDiff();
   });
 
   loaders.history = async () => {

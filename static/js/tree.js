@@ -3,7 +3,7 @@
 // another is one column; a try with several tries after it branches.
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
-import { showDiff } from "./diff.js";
+import { redrawOnChange, showDiff } from "./diff.js";
 import { fingerprint } from "./fingerprint.js";
 import { element } from "./panels.js";
 
@@ -185,17 +185,24 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     previewText.querySelector("mark").scrollIntoView({ block: "nearest" });
   }
 
+  function drawDiff() {
+    const changes = showDiff(diff.querySelector(".diff"), editor.text(), preview.node.text);
+    diff.querySelector(".meta").textContent =
+      changes === 0 ? "" : "From the text now to this try's: struck-through words would go, marked words would come.";
+  }
+
   compareButton.addEventListener("click", () => {
     const showing = diff.hidden;
     diff.hidden = !showing;
     compareButton.setAttribute("aria-expanded", String(showing));
     if (showing) {
-      const changes = showDiff(diff.querySelector(".diff"), editor.text(), preview.node.text);
-      diff.querySelector(".meta").textContent =
-        changes === 0 ? "" : "From the text now to this try's: struck-through words would go, marked words would come.";
+      drawDiff();
       // It opens below the try's words, often past the bottom of the panel: brought into view.
       diff.scrollIntoView({ block: "nearest" });
     }
+  });
+  redrawOnChange(editor.onChange, () => {
+    if (isOpen() && !diff.hidden && !preview.hidden) drawDiff();
   });
 
   currentButton.addEventListener("click", async () => {

@@ -136,6 +136,8 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     page.get_by_role("button", name="Make current", exact=True).click()
     expect_story_text(page, opening + first)
     expect(page.locator("#tree-list [aria-current=true]")).to_have_attribute("data-node", str(nodes[0][0]))
+    # The comparison left open follows the text: nothing between them now.
+    expect(page.locator("#tree-diff .diff")).to_have_text("The two are the same.")
     expect(page.get_by_role("button", name="Retry", exact=True)).to_be_enabled()
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + first
@@ -145,6 +147,8 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     page.get_by_role("button", name="Undo", exact=True).click()
     expect_story_text(page, opening + first + retried)
     expect(current).to_have_attribute("data-node", str(nodes[2][0]))
+    expect(page.locator("#tree-diff del").first).to_be_visible()
+    assert "".join(page.locator("#tree-diff del").all_text_contents()).rstrip().endswith(retried.strip())
     expect_current_saved(story, nodes[2][0])
     # With the retry back, so are its arrows and Retry.
     expect(page.locator("#alt-position")).to_have_text("2 of 2")

@@ -79,12 +79,18 @@ def test_history_shows_each_version_and_restores_one(writer, new_page, context, 
     page.get_by_role("button", name="Compare with current").click()
     expect(page.locator("#history-diff del")).to_have_text(["A different beginning."])
     expect(page.locator("#history-diff ins")).to_have_text([OPENING])
+    # The comparison left open follows the text as the writer goes on typing.
+    editor.focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Then rain.")
+    expect(page.locator("#history-diff del")).to_have_text(["A different beginning. Then rain."])
+    expect(page.locator("#save-state")).to_have_text("Saved")
     page.get_by_role("button", name="Restore this version").click()
 
     expect_story_text(page, OPENING)
-    expect(page.get_by_role("button", name="Revision 3")).to_be_visible()
+    expect(page.get_by_role("button", name="Revision 4")).to_be_visible()
     refreshed = db(lambda: Story.objects.get(pk=story.pk))
-    assert (refreshed.text, refreshed.revision) == (OPENING, 3)
+    assert (refreshed.text, refreshed.revision) == (OPENING, 4)
     # The restore is a try of the story's tree, the current one.
     page.get_by_role("button", name="Tree").click()
     expect(page.locator("#tree-list .tree-kind")).to_have_text(["Revision 1"])
