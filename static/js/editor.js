@@ -569,10 +569,10 @@ checkSettings();
 
 // ---- where the writer was ----------------------------------------------------------------
 
-// A story opens where the writer last worked in it (the cursor they placed, or the end of
-// the last continuation), or at its end, where a continuation goes: a long story does not
-// reopen at its first line. Only the view moves; the cursor is the writer's to place
-// (Generate "at the cursor" waits for it).
+// A story opens where the writer last worked in it (where they placed the cursor, typed or
+// pasted, or the end of the last continuation), or at its end, where a continuation goes:
+// a long story does not reopen at its first line. Only the view moves; the cursor is the
+// writer's to place (Generate "at the cursor" waits for it).
 const placeKey = `storyteller:story:${story.id}:place`;
 const dock = document.querySelector(".dock");
 const rememberPlace = (index) => store(placeKey, index);
@@ -580,6 +580,9 @@ const place = Number.parseInt(localStorage.getItem(placeKey), 10);
 const textLength = editor.text().length;
 requestAnimationFrame(() => editor.reveal(place >= 0 && place <= textLength ? place : textLength, dock.offsetHeight));
 editor.onSelection((range) => rememberPlace(range.index));
+// Typing and pasting move the cursor without a selection change: the place is the end of
+// what they changed.
+editor.onUserEdit((from, to, shift) => rememberPlace(to + shift));
 
 // ---- generating ---------------------------------------------------------------------
 

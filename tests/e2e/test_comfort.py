@@ -261,3 +261,27 @@ def test_a_long_story_opens_where_the_writer_last_worked_in_it_or_at_its_end(wri
     page, first, middle, end = reopen()
     page.wait_for_function("() => window.scrollY > 2000")
     assert shown_above_the_toolbar(page, end, "bottom")
+
+
+PASTE = """(text) => {
+    const data = new DataTransfer();
+    data.setData("text/plain", text);
+    const paste = new ClipboardEvent("paste", {clipboardData: data, bubbles: true});
+    document.querySelector(".ql-editor").dispatchEvent(paste);
+}"""
+
+
+def test_a_story_pasted_in_reopens_at_the_end_of_what_was_pasted(writer, new_page, context, live_site):
+    story = writer[0]
+    page = open_at_the_end(new_page, context, live_site, story)
+    pasted = "\n\n" + join(story_sentences(4, 200))
+    page.evaluate(PASTE, pasted)
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk)).text == OPENING + pasted
+    page.close()
+
+    page = open_editor(new_page, context, live_site, story)
+    paragraphs = page.get_by_role("textbox", name="Story").locator("p").filter(has_text=re.compile(r"\w"))
+    page.wait_for_function("() => window.scrollY > 2000")
+    assert shown_above_the_toolbar(page, paragraphs.last, "bottom")
+    assert not shown_above_the_toolbar(page, paragraphs.first, "top")
