@@ -43,6 +43,9 @@ const SAVE_AT_LEAST_EVERY_MS = 5000;
 // A save the server could not take is tried again this often, kept in the browser meanwhile.
 const SAVE_RETRY_MS = 3000;
 const backupKey = `storyteller:story:${story.id}:unsaved`;
+// "Saved" says so when settings typed wrong were left out of what was saved.
+const SAVED = "Saved";
+const SAVED_BUT_SETTINGS = "Saved; settings need fixing";
 
 // ---- the story's fields ---------------------------------------------------------------
 
@@ -134,6 +137,7 @@ function checkSettings() {
       ? ""
       : `${count === 1 ? "One setting needs" : `${count} settings need`} fixing. Until then the story keeps its saved ${count === 1 ? "value" : "values"}, and Generate waits.`;
   settingsTab.classList.toggle("has-problem", count > 0);
+  if ([SAVED, SAVED_BUT_SETTINGS].includes(saveState.textContent)) setSaveState(SAVED);
   if (count === 0 && genState.textContent.startsWith(FIX_SETTINGS)) genState.textContent = "";
   return problems;
 }
@@ -239,7 +243,7 @@ function changes() {
 const dirty = () => Object.keys(changes()).length > 0;
 
 function setSaveState(text) {
-  saveState.textContent = text;
+  saveState.textContent = text === SAVED && settingsTab.classList.contains("has-problem") ? SAVED_BUT_SETTINGS : text;
 }
 
 function store(key, value) {
@@ -351,7 +355,7 @@ async function save({ keepalive = false } = {}) {
         revision = result.data.revision;
         for (const name of Object.keys(fields)) if (name in body) saved[name] = body[name];
         if (!dirty()) localStorage.removeItem(backupKey);
-        setSaveState(dirty() ? "Unsaved changes" : "Saved");
+        setSaveState(dirty() ? "Unsaved changes" : SAVED);
         // Memory, the note and the settings are read from the saved story.
         scheduleContext();
       } else if (result.status === 409 && isOwnSave(result.data.story)) {
@@ -415,7 +419,7 @@ function loadStory(data) {
   for (const [name, field] of Object.entries(fields)) field.set(data[name]);
   saved = Object.fromEntries(Object.keys(fields).map((name) => [name, data[name]]));
   localStorage.removeItem(backupKey);
-  setSaveState("Saved");
+  setSaveState(SAVED);
   updateWordCount();
 }
 
@@ -539,6 +543,9 @@ for (const input of settingInputs) {
 window.addEventListener("beforeunload", (event) => {
   if (dirty()) {
     save({ keepalive: true });
+    event.preventDefault();
+  } else if (settingsTab.classList.contains("has-problem") || panels.loreRefused()) {
+    // What the writer typed wrong is kept nowhere but in its field: the page asks first.
     event.preventDefault();
   }
 });

@@ -54,6 +54,8 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   const loreState = document.getElementById("lore-state");
   const unsavedLoreKey = `storyteller:story:${story.id}:lore-unsaved`;
   const LORE_RETRY_MS = 3000;
+  // An entry is sent this long after the writer stops typing in it (as the story is).
+  const LORE_TYPING_MS = 1000;
   const loreSenders = new Map();
   const loreSaving = new Set();
   let loreRetry = null;
@@ -102,6 +104,10 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     }
   }
 
+  // Whether an entry holds an edit the server refused, which leaving the page would lose.
+  const loreRefused = () => [...loreList.querySelectorAll(".refused")].some((row) => !row.hidden);
+  const markLoreTab = () => document.querySelector('[data-panel="lorebook"]').classList.toggle("has-problem", loreRefused());
+
   const newLoreKey = () => `new-${Date.now()}-${Math.random().toString(36).slice(2)}`;
 
   function loreRow(entry, key = entry.id ? String(entry.id) : newLoreKey()) {
@@ -139,9 +145,28 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     priority.value = String(entry.priority ?? 100);
     scan.value = entry.scan_chars ? String(entry.scan_chars) : "";
     enabledLabel.prepend(enabled);
-    row.append(keys, text, enabledLabel, remove, rules);
+    // What the server refused in this entry, beside it until a save of it is taken.
+    const problem = element("p", { class: "field-problem", id: `lore-problem-${key}` });
+    problem.hidden = true;
+    row.append(keys, text, enabledLabel, remove, rules, problem);
+    const inputs = { keys, text, secondary_keys: secondary, logic, priority, scan_chars: scan };
     let sending = false;
     let deleted = false;
+    let typing = null;
+
+    function showProblem(message, field) {
+      problem.textContent = message ? `Not saved: ${message}` : "";
+      problem.hidden = !message;
+      row.classList.toggle("refused", Boolean(message));
+      markLoreTab();
+      for (const [name, input] of Object.entries(inputs)) {
+        const wrong = Boolean(message) && name === field;
+        input.setAttribute("aria-invalid", String(wrong));
+        if (wrong) input.setAttribute("aria-describedby", problem.id);
+        else input.removeAttribute("aria-describedby");
+      }
+      if (message && ["secondary_keys", "logic", "priority", "scan_chars"].includes(field)) rules.open = true;
+    }
 
     // A save the Test box waits for: it asks about the entries as the server has them.
     function storeTracked() {
@@ -202,11 +227,15 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
         key = String(entry.id);
         loreSenders.set(key, resend);
         loreState.textContent = "Lore saved";
+        showProblem("");
         loreChanged();
         if (changedSince) store();
       } else {
+        // The refused edit stays in its fields, marked, until the writer fixes it (and the
+        // page asks before it is left meanwhile).
         if (!changedSince) keepUnsavedLore(key, null);
         loreState.textContent = `Not saved: ${errorMessage(result)}`;
+        showProblem(errorMessage(result), result.data?.error?.field);
       }
     }
 
@@ -214,6 +243,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
       deleted = true;
       keepUnsavedLore(key, { id: entry.id || null, deleted: true });
       row.hidden = true;
+      markLoreTab();
       // A save on its way decides first: store() comes back here once it is answered.
       if (sending) return;
       if (!entry.id) {
@@ -232,6 +262,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
         keepUnsavedLore(key, null);
         deleted = false;
         row.hidden = false;
+        markLoreTab();
         loreState.textContent = `Not deleted: ${errorMessage(result)}`;
         return;
       }
@@ -247,16 +278,24 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
       return kept && kept.deleted ? forget() : store();
     }
 
-    // Kept as it is typed; sent when the writer leaves the field.
+    // Kept in the browser as it is typed, before it is sent.
     function keep() {
       const body = read();
       if (entry.id || (body.keys.trim() && body.text.trim())) keepUnsavedLore(key, { id: entry.id || null, ...body });
     }
 
     loreSenders.set(key, resend);
+    // Sent when the writer leaves the field, or stops typing for a moment in it.
     for (const field of [keys, text, secondary, priority, scan]) {
-      field.addEventListener("input", keep);
-      field.addEventListener("change", storeTracked);
+      field.addEventListener("input", () => {
+        keep();
+        clearTimeout(typing);
+        typing = setTimeout(storeTracked, LORE_TYPING_MS);
+      });
+      field.addEventListener("change", () => {
+        clearTimeout(typing);
+        storeTracked();
+      });
     }
     enabled.addEventListener("change", storeTracked);
     logic.addEventListener("change", storeTracked);
@@ -482,6 +521,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
 
   return {
     isOpen,
+    loreRefused,
     // A `context` answer for the Test box, if it is one; whether it was.
     contextAnswer(message) {
       if (!testAsked || message.request_id !== testAsked) return false;

@@ -3,6 +3,8 @@ the Test box says which entries fire on the story's end or on a passage, which k
 where, why the others do not, and which the model's budget leaves out; an entry's rules
 are set in the panel and saved."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -86,3 +88,24 @@ def test_rules_set_in_the_panel_are_saved_and_a_passage_is_tested_with_them(lore
     keys.blur()
     expect(page.locator("#lore-state")).to_contain_text("not a regular expression")
     assert db(lambda: lorebook.lore.filter(keys="dragon").exists())
+    # ...and marked at the entry, whose tab says so; the writer's words stay in the field.
+    dragon = page.locator(".lore-entry").nth(2)
+    expect(dragon.locator(".field-problem")).to_contain_text("Not saved: ")
+    expect(dragon.locator(".field-problem")).to_contain_text("not a regular expression")
+    expect(keys).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("button", name="Lorebook")).to_have_class(re.compile(r"\bhas-problem\b"))
+    expect(keys).to_have_value("/dragon[/")
+
+    # Leaving now would lose them: the page asks first.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+    page.close(run_before_unload=True)
+    page.wait_for_timeout(500)
+    assert asked == ["beforeunload"] and not page.is_closed()
+
+    # Fixed as the writer types, without leaving the field: saved, and the marks go.
+    keys.fill("/dragons?/i")
+    expect(dragon.locator(".field-problem")).to_be_hidden()
+    expect(keys).to_have_attribute("aria-invalid", "false")
+    expect(page.get_by_role("button", name="Lorebook")).not_to_have_class(re.compile(r"\bhas-problem\b"))
+    assert db(lambda: lorebook.lore.filter(keys="/dragons?/i").exists())
