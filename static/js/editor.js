@@ -1125,7 +1125,8 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     generate();
   } else if (event.key === "Escape") {
-    stop();
+    // Escape closes the panels shown over the story first; it stops a generation otherwise.
+    if (!panels.closeShown()) stop();
   } else if (event.altKey && !command && event.code === "KeyR") {
     event.preventDefault();
     if (!retryButton.disabled) retry();

@@ -45,6 +45,17 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   }
   const isOpen = (name) => !document.getElementById(`panel-${name}`).hidden;
 
+  // On a narrow screen the panels are below the story; "Panels" shows them over it.
+  const panelsOpen = document.getElementById("panels-open");
+  function showPanels(shown) {
+    document.body.classList.toggle("panels-shown", shown);
+    panelsOpen.setAttribute("aria-expanded", String(shown));
+    if (shown) (buttons.find((b) => b.getAttribute("aria-expanded") === "true") || buttons[0]).focus();
+    else panelsOpen.focus();
+  }
+  panelsOpen.addEventListener("click", () => showPanels(true));
+  document.getElementById("panels-close").addEventListener("click", () => showPanels(false));
+
   // ---- Lorebook ----
   // An entry the server could not take (offline, or an answer of UNAVAILABLE) is kept in
   // the browser, by entry, and sent again every few seconds, when the browser is back
@@ -522,6 +533,12 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   return {
     isOpen,
     loreRefused,
+    // Whether the panels are shown over the story (a narrow screen's "Panels"); closes them.
+    closeShown() {
+      if (!document.body.classList.contains("panels-shown")) return false;
+      showPanels(false);
+      return true;
+    },
     // A `context` answer for the Test box, if it is one; whether it was.
     contextAnswer(message) {
       if (!testAsked || message.request_id !== testAsked) return false;

@@ -285,3 +285,46 @@ def test_a_story_pasted_in_reopens_at_the_end_of_what_was_pasted(writer, new_pag
     page.wait_for_function("() => window.scrollY > 2000")
     assert shown_above_the_toolbar(page, paragraphs.last, "bottom")
     assert not shown_above_the_toolbar(page, paragraphs.first, "top")
+
+
+def test_a_phone_reaches_the_panels_from_deep_in_a_long_story_and_comes_back_to_its_place(
+    writer, new_page, context, live_site
+):
+    story = writer[0]
+    db(lambda: draft_save(story=story, base_revision=1, text=join(story_sentences(6, 200))))
+    page = new_page(context)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_site}/stories/{story.id}/")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    page.wait_for_function("() => window.scrollY > 5000")  # at the story's end
+    last = page.get_by_role("textbox", name="Story").locator("p").last
+    reading_at = last.bounding_box()["y"]
+
+    panels = page.get_by_role("button", name="Panels", exact=True)
+    expect(panels).to_be_in_viewport()
+    panels.click()
+    # The first tab takes the focus (the open panel's, when one is open).
+    expect(page.get_by_role("button", name="Memory", exact=True)).to_be_focused()
+    settings_tab = page.get_by_role("button", name="Settings")
+    expect(settings_tab).to_be_in_viewport()
+    settings_tab.click()
+    page.get_by_label("Length (tokens)").fill("33")
+    expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
+    assert db(lambda: Story.objects.get(pk=story.pk).settings["max_new_tokens"]) == 33
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+
+    page.get_by_role("button", name="Back to the story").click()
+    expect(panels).to_be_focused()
+    # Where the writer was reading, as it was (the page above it may have grown meanwhile,
+    # as the context bar came: the browser keeps the view where it was).
+    assert abs(last.bounding_box()["y"] - reading_at) <= 2
+    expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
+
+    # Escape closes them too, and stops nothing.
+    panels.click()
+    expect(settings_tab).to_be_focused()
+    expect(settings_tab).to_be_in_viewport()
+    page.keyboard.press("Escape")
+    expect(panels).to_be_focused()
+    expect(page.get_by_role("button", name="Back to the story")).to_be_hidden()
