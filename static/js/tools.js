@@ -9,7 +9,7 @@ const LABELS = { rewrite: "Rewrite", expand: "Expand", describe: "Describe", sho
 // token in English): a rewrite about as long, an expansion three times, a summary a
 // paragraph. The writer's own length limit caps it.
 const LENGTHS = {
-  rewrite: (n) => 1.5 * (n / 4) + 30,
+  rewrite: (n) => 1.25 * (n / 4) + 20,
   expand: (n) => 3 * (n / 4) + 60,
   describe: (n) => 2 * (n / 4) + 80,
   shorten: (n) => n / 4 + 20,
@@ -29,6 +29,20 @@ export function withoutPreamble(text, original = "") {
   const found = text.match(PREAMBLE);
   if (!found || !PRESENTS.test(found[1]) || !NAMES_THE_ANSWER.test(found[1])) return text;
   return original.includes(found[1]) ? text : text.slice(found[0].length);
+}
+
+// A passage that ends a sentence is given back ending one: an answer the length limit cut
+// in the middle of a sentence ("...to walk. The lamp") loses the unfinished one, when it
+// has a finished one before it.
+const ENDS_A_SENTENCE = /[.!?…]["'”’)\]]*\s*$/;
+const SENTENCE_END = /[.!?…]["'”’)\]]*(?=\s|$)/g;
+
+export function wholeSentences(text, original) {
+  if (!ENDS_A_SENTENCE.test(original) || ENDS_A_SENTENCE.test(text)) return text;
+  const ends = [...text.matchAll(SENTENCE_END)];
+  if (ends.length === 0) return text;
+  const last = ends[ends.length - 1];
+  return text.slice(0, last.index + last[0].length);
 }
 
 export function initTools({ editor, tree, run, busy }) {
@@ -186,12 +200,13 @@ export function initTools({ editor, tree, run, busy }) {
     done(text, message) {
       if (!asked) return;
       if (asked.action === "summarize") {
-        summaryDraft.value = withoutPreamble(summaryDraft.value.trim(), editor.text());
+        // A summary is sentences, whatever the story's text ends with.
+        summaryDraft.value = wholeSentences(withoutPreamble(summaryDraft.value.trim(), editor.text()), ".");
         summaryState.textContent = text.trim() ? "Edit the draft, then add it to Memory." : message;
         summaryAdd.disabled = !text.trim();
         return;
       }
-      const written = withoutPreamble(text.trim(), asked.original);
+      const written = wholeSentences(withoutPreamble(text.trim(), asked.original), asked.original.trim());
       if (!written) resultState.textContent = message;
       else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
       else resultState.textContent = `${message}: what it wrote can still be used`;

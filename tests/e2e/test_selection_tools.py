@@ -203,3 +203,31 @@ def test_a_first_line_about_the_answer_is_left_out_of_it_and_a_passage_of_the_st
         "Here is the text she wrote:\nGo home.",  # the writer's own line
         "Mara ran to the pier.",
     ]
+
+
+def test_an_answer_cut_short_in_a_sentence_ends_at_its_last_whole_one_when_the_passage_did(
+    long_story, new_page, context, live_site
+):
+    page = open_editor(new_page, context, live_site, long_story[0])
+    src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
+    # [answer, the passage it was asked about]
+    answers = [
+        ["Mara ran to the pier. The lamp", "Mara went to the pier."],
+        ['Mara ran. "Stay," she said. Then the', "Mara went."],
+        ["Mara ran! Rin followed\u2026 and", "Mara went?"],
+        ["Mara ran to the pier and", "Mara went."],  # no whole sentence to keep
+        ["Mara ran to the pier. The lamp", "Mara went to the"],  # nor did the passage end one
+        ["Mara ran to the pier.", "Mara went."],
+    ]
+    cut = """async ([src, answers]) => {
+        const tools = await import(src);
+        return answers.map(([answer, original]) => tools.wholeSentences(answer, original));
+    }"""
+    assert page.evaluate(cut, [src, answers]) == [
+        "Mara ran to the pier.",
+        'Mara ran. "Stay," she said.',
+        "Mara ran! Rin followed\u2026",
+        "Mara ran to the pier and",
+        "Mara ran to the pier. The lamp",
+        "Mara ran to the pier.",
+    ]
