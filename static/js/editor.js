@@ -640,6 +640,12 @@ const storySocket = createStorySocket(story.id, {
   done(message) {
     const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
     showWarnings(message.context);
+    // A continuation's tokens join the story's count at once; a worker's count of the whole
+    // text follows a moment later (and after a Retry, only that).
+    if (storyTokens !== null && !current.tool && !current.retry && message.stats) {
+      storyTokens += message.stats.new_tokens;
+      updateWordCount();
+    }
     if (current.recording) addChoices(message.generation_id);
     finish(reasons[message.finish_reason] || "The model failed; try again", message.generation_id);
     panels.generationDone();

@@ -3,6 +3,7 @@ only when there is something to undo, focus mode, a dark page when the system as
 one, a phone's width, what an empty story's Generate says, the controls in reach on a long
 story, and a long story reopened where the writer was."""
 
+import json
 import re
 
 import pytest
@@ -12,7 +13,14 @@ from generation.management.prose import join, story_sentences
 from generation.models import Generation
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, story_create
-from tests.e2e.conftest import OPENING, open_at_the_end, open_editor, outside_the_event_loop, story_text
+from tests.e2e.conftest import (
+    OPENING,
+    generate_and_wait,
+    open_at_the_end,
+    open_editor,
+    outside_the_event_loop,
+    story_text,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -328,3 +336,36 @@ def test_a_phone_reaches_the_panels_from_deep_in_a_long_story_and_comes_back_to_
     page.keyboard.press("Escape")
     expect(panels).to_be_focused()
     expect(page.get_by_role("button", name="Back to the story")).to_be_hidden()
+
+
+def test_a_continuations_tokens_join_the_count_as_it_ends(writer, new_page, context, live_site):
+    story = writer[0]
+    holding = False
+    held = []
+
+    def hold_context_counts(socket):
+        server = socket.connect_to_server()
+
+        def to_server(message):
+            if holding and json.loads(message)["type"] == "context":
+                held.append(message)
+            else:
+                server.send(message)
+
+        socket.on_message(to_server)
+
+    context.route_web_socket(re.compile("/ws/"), hold_context_counts)
+    page = open_at_the_end(new_page, context, live_site, story, max_new_tokens=30)
+    count = page.locator("#word-count")
+    expect(count).to_have_text(re.compile(r" · [\d,]+ tokens$"))
+    before = int(re.search(r"([\d,]+) tokens$", count.text_content()).group(1).replace(",", ""))
+
+    # The worker's count of the whole text is held back: what the page shows at Done comes
+    # from the generation's own count of its words.
+    holding = True
+    generate_and_wait(page)
+    written = db(Generation.objects.get).new_tokens
+    assert written > 0
+    expect(count).to_have_text(re.compile(rf" · {before + written:,} tokens$"))
+    page.wait_for_timeout(1500)
+    assert held, "the page asked for no count of the text after the generation"
