@@ -61,15 +61,24 @@ export function diffWords(before, after) {
   return parts;
 }
 
-// An open comparison with the text follows it (Make current, Restore, Undo, typing): `draw`
-// runs this long after the text's last change.
+// "Compare with current" (the Tree's and History's): into `box`, which holds a `.diff` and
+// a `.meta`, the text now against `other`, which is `whose` ("this try's").
+export function showComparison(box, now, other, whose) {
+  const changes = showDiff(box.querySelector(".diff"), now, other);
+  box.querySelector(".meta").textContent =
+    changes === 0 ? "" : `From the text now to ${whose}: struck-through words would go, marked words would come.`;
+}
+
+// An open comparison follows the text (Make current, Restore, Undo, typing): `redraw` runs
+// this long after the text's last change (and, as the panel is closed meanwhile, when it
+// is opened again).
 const REDRAW_MS = 300;
 
-export function redrawOnChange(onChange, draw) {
+export function redrawOnChange(onChange, redraw) {
   let timer = null;
   onChange(() => {
     clearTimeout(timer);
-    timer = setTimeout(draw, REDRAW_MS);
+    timer = setTimeout(redraw, REDRAW_MS);
   });
 }
 

@@ -137,7 +137,7 @@ function checkSettings() {
       ? ""
       : `${count === 1 ? "One setting needs" : `${count} settings need`} fixing. Until then the story keeps its saved ${count === 1 ? "value" : "values"}, and Generate waits.`;
   settingsTab.classList.toggle("has-problem", count > 0);
-  if ([SAVED, SAVED_BUT_SETTINGS].includes(saveState.textContent)) setSaveState(SAVED);
+  if ([SAVED, SAVED_BUT_SETTINGS].includes(saveState.textContent)) showSaved();
   if (count === 0 && genState.textContent.startsWith(FIX_SETTINGS)) genState.textContent = "";
   return problems;
 }
@@ -243,7 +243,12 @@ function changes() {
 const dirty = () => Object.keys(changes()).length > 0;
 
 function setSaveState(text) {
-  saveState.textContent = text === SAVED && settingsTab.classList.contains("has-problem") ? SAVED_BUT_SETTINGS : text;
+  saveState.textContent = text;
+}
+
+// Saved, and saying so when settings typed wrong were left out of what was saved.
+function showSaved() {
+  setSaveState(settingsTab.classList.contains("has-problem") ? SAVED_BUT_SETTINGS : SAVED);
 }
 
 function store(key, value) {
@@ -355,7 +360,8 @@ async function save({ keepalive = false } = {}) {
         revision = result.data.revision;
         for (const name of Object.keys(fields)) if (name in body) saved[name] = body[name];
         if (!dirty()) localStorage.removeItem(backupKey);
-        setSaveState(dirty() ? "Unsaved changes" : SAVED);
+        if (dirty()) setSaveState("Unsaved changes");
+        else showSaved();
         // Memory, the note and the settings are read from the saved story.
         scheduleContext();
       } else if (result.status === 409 && isOwnSave(result.data.story)) {
@@ -419,7 +425,7 @@ function loadStory(data) {
   for (const [name, field] of Object.entries(fields)) field.set(data[name]);
   saved = Object.fromEntries(Object.keys(fields).map((name) => [name, data[name]]));
   localStorage.removeItem(backupKey);
-  setSaveState(SAVED);
+  showSaved();
   updateWordCount();
 }
 
@@ -532,8 +538,12 @@ for (const input of [titleInput, memoryInput, noteInput, noteDepthInput]) {
   input.addEventListener("blur", () => save());
 }
 allowTrainingInput.addEventListener("change", () => save());
+// Whether the writer changed a setting on this visit (a saved value the site's limits no
+// longer allow is nothing they would lose by leaving).
+let settingsTyped = false;
 for (const input of settingInputs) {
   input.addEventListener("input", () => {
+    settingsTyped = true;
     settingsMode = "own";
     delete serverProblems[input.dataset.setting];
     checkSettings();
@@ -544,7 +554,7 @@ window.addEventListener("beforeunload", (event) => {
   if (dirty()) {
     save({ keepalive: true });
     event.preventDefault();
-  } else if (settingsTab.classList.contains("has-problem") || panels.loreRefused()) {
+  } else if ((settingsTyped && settingsTab.classList.contains("has-problem")) || panels.loreRefused()) {
     // What the writer typed wrong is kept nowhere but in its field: the page asks first.
     event.preventDefault();
   }
@@ -594,8 +604,9 @@ editor.onUserEdit((from, to, shift) => rememberPlace(to + shift));
 // ---- generating ---------------------------------------------------------------------
 
 // The generation streaming in, while storySocket follows it: {insertAt, text, retry, kind,
-// recording, replaying, reading}; `reading` is what the status says while the model reads
-// the story, until its first word; `kind` is the try's kind in the story's tree.
+// recording, replaying, reading, cutShort}; `reading` is what the status says while the
+// model reads the story, until its first word; `kind` is the try's kind in the story's
+// tree; `cutShort`, whether it ended at its length limit.
 let current = null;
 // The last continuation, while it is intact: where it starts, the text it followed, and
 // every version of it, to browse: its alternatives in the story's tree, with their nodes'
@@ -647,6 +658,7 @@ const storySocket = createStorySocket(story.id, {
       updateWordCount();
     }
     if (current.recording) addChoices(message.generation_id);
+    current.cutShort = message.finish_reason === "length";
     finish(reasons[message.finish_reason] || "The model failed; try again", message.generation_id);
     panels.generationDone();
   },
@@ -851,7 +863,7 @@ function finish(message, generationId = null) {
     genState.textContent = message;
     choices.pause(false);
     updateButtons();
-    tools.done(done.text, message);
+    tools.done(done.text, message, Boolean(done.cutShort));
     return;
   }
   if (done.text) {
@@ -1132,7 +1144,7 @@ document.addEventListener("keydown", (event) => {
     generate();
   } else if (event.key === "Escape") {
     // Escape closes the panels shown over the story first; it stops a generation otherwise.
-    if (!panels.closeShown()) stop();
+    if (!panels.closeOverlay()) stop();
   } else if (event.altKey && !command && event.code === "KeyR") {
     event.preventDefault();
     if (!retryButton.disabled) retry();

@@ -2,7 +2,7 @@
 // Author's Note and Settings are plain fields that editor.js saves with the story.
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
-import { redrawOnChange, showDiff } from "./diff.js";
+import { redrawOnChange, showComparison } from "./diff.js";
 
 export function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -47,6 +47,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
 
   // On a narrow screen the panels are below the story; "Panels" shows them over it.
   const panelsOpen = document.getElementById("panels-open");
+  const side = document.getElementById("side");
   function showPanels(shown) {
     document.body.classList.toggle("panels-shown", shown);
     panelsOpen.setAttribute("aria-expanded", String(shown));
@@ -55,6 +56,10 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   }
   panelsOpen.addEventListener("click", () => showPanels(true));
   document.getElementById("panels-close").addEventListener("click", () => showPanels(false));
+  // Whether the panels are over the story now (the class stays when the window grows wide,
+  // or focus mode hides them, and then they are not).
+  const overlaid = () =>
+    document.body.classList.contains("panels-shown") && getComputedStyle(side).position === "fixed" && side.getClientRects().length > 0;
 
   // ---- Lorebook ----
   // An entry the server could not take (offline, or an answer of UNAVAILABLE) is kept in
@@ -176,7 +181,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
         if (wrong) input.setAttribute("aria-describedby", problem.id);
         else input.removeAttribute("aria-describedby");
       }
-      if (message && ["secondary_keys", "logic", "priority", "scan_chars"].includes(field)) rules.open = true;
+      if (message && inputs[field] && rules.contains(inputs[field])) rules.open = true;
     }
 
     // A save the Test box waits for: it asks about the entries as the server has them.
@@ -244,9 +249,11 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
       } else {
         // The refused edit stays in its fields, marked, until the writer fixes it (and the
         // page asks before it is left meanwhile).
-        if (!changedSince) keepUnsavedLore(key, null);
         loreState.textContent = `Not saved: ${errorMessage(result)}`;
         showProblem(errorMessage(result), result.data?.error?.field);
+        // Changed while this was on its way (fixed, perhaps): that is sent now.
+        if (changedSince) store();
+        else keepUnsavedLore(key, null);
       }
     }
 
@@ -410,9 +417,7 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   const historyCompare = document.getElementById("history-compare");
 
   function drawHistoryDiff() {
-    const changes = showDiff(historyDiff.querySelector(".diff"), currentText(), previewedText);
-    historyDiff.querySelector(".meta").textContent =
-      changes === 0 ? "" : "From the text now to this revision's: struck-through words would go, marked words would come.";
+    if (!historyDiff.hidden && !preview.hidden) showComparison(historyDiff, currentText(), previewedText, "this revision's");
   }
 
   historyCompare.addEventListener("click", () => {
@@ -422,10 +427,11 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
     if (showing) drawHistoryDiff();
   });
   redrawOnChange(onTextChange, () => {
-    if (isOpen("history") && !historyDiff.hidden && !preview.hidden) drawHistoryDiff();
+    if (isOpen("history")) drawHistoryDiff();
   });
 
   loaders.history = async () => {
+    drawHistoryDiff();
     await save();
     const result = await api("GET", `${base}/revisions/`);
     historyList.replaceChildren();
@@ -533,9 +539,9 @@ export function initPanels({ story, save, loadStory, revision, loreChanged, rest
   return {
     isOpen,
     loreRefused,
-    // Whether the panels are shown over the story (a narrow screen's "Panels"); closes them.
-    closeShown() {
-      if (!document.body.classList.contains("panels-shown")) return false;
+    // Closes the panels shown over the story (a narrow screen's "Panels"); whether they were.
+    closeOverlay() {
+      if (!overlaid()) return false;
       showPanels(false);
       return true;
     },

@@ -33,9 +33,10 @@ export function withoutPreamble(text, original = "") {
 
 // A passage that ends a sentence is given back ending one: an answer the length limit cut
 // in the middle of a sentence ("...to walk. The lamp") loses the unfinished one, when it
-// has a finished one before it.
+// has a finished one before it. The period of a title or an initial ("Mr. Hale", "J. M.
+// Barrie") ends no sentence.
 const ENDS_A_SENTENCE = /[.!?…]["'”’)\]]*\s*$/;
-const SENTENCE_END = /[.!?…]["'”’)\]]*(?=\s|$)/g;
+const SENTENCE_END = /(?<!\b(?:Mr|Mrs|Ms|Dr|St|Mt|Jr|Sr|Prof|Rev|Capt|Col|Gen|Lt|Sgt|[A-Z]))[.!?…]["'”’)\]]*(?=\s|$)/g;
 
 export function wholeSentences(text, original) {
   if (!ENDS_A_SENTENCE.test(original) || ENDS_A_SENTENCE.test(text)) return text;
@@ -197,16 +198,18 @@ export function initTools({ editor, tree, run, busy }) {
       else resultText.textContent += text;
     },
     // The answer is written (or the model stopped, or failed, saying `message`).
-    done(text, message) {
+    // `cutShort`: it ended at its length limit, maybe in the middle of a sentence.
+    done(text, message, cutShort) {
       if (!asked) return;
+      const whole = (answer, original) => (cutShort ? wholeSentences(answer, original) : answer);
       if (asked.action === "summarize") {
         // A summary is sentences, whatever the story's text ends with.
-        summaryDraft.value = wholeSentences(withoutPreamble(summaryDraft.value.trim(), editor.text()), ".");
+        summaryDraft.value = whole(withoutPreamble(summaryDraft.value.trim(), editor.text()), ".");
         summaryState.textContent = text.trim() ? "Edit the draft, then add it to Memory." : message;
         summaryAdd.disabled = !text.trim();
         return;
       }
-      const written = wholeSentences(withoutPreamble(text.trim(), asked.original), asked.original.trim());
+      const written = whole(withoutPreamble(text.trim(), asked.original), asked.original.trim());
       if (!written) resultState.textContent = message;
       else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
       else resultState.textContent = `${message}: what it wrote can still be used`;

@@ -3,7 +3,7 @@
 // another is one column; a try with several tries after it branches.
 
 import { UNAVAILABLE, api, errorMessage } from "./api.js";
-import { redrawOnChange, showDiff } from "./diff.js";
+import { redrawOnChange, showComparison } from "./diff.js";
 import { fingerprint } from "./fingerprint.js";
 import { element } from "./panels.js";
 
@@ -96,6 +96,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     take(result.data);
     state.textContent = "";
     render();
+    drawDiff();
     return true;
   }
 
@@ -186,9 +187,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
   }
 
   function drawDiff() {
-    const changes = showDiff(diff.querySelector(".diff"), editor.text(), preview.node.text);
-    diff.querySelector(".meta").textContent =
-      changes === 0 ? "" : "From the text now to this try's: struck-through words would go, marked words would come.";
+    if (!diff.hidden && !preview.hidden) showComparison(diff, editor.text(), preview.node.text, "this try's");
   }
 
   compareButton.addEventListener("click", () => {
@@ -202,7 +201,7 @@ export function initTree({ story, editor, busy, makeCurrent, isOpen }) {
     }
   });
   redrawOnChange(editor.onChange, () => {
-    if (isOpen() && !diff.hidden && !preview.hidden) drawDiff();
+    if (isOpen()) drawDiff();
   });
 
   currentButton.addEventListener("click", async () => {

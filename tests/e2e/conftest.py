@@ -1,11 +1,13 @@
 """Debian's Chromium driven by Playwright, and what the browser tests share."""
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
 from django.test import Client
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 from generation import selectors
@@ -157,6 +159,27 @@ def open_at_the_end(new_page, context, url, story, **settings):
     page.get_by_role("textbox", name="Story").focus()
     page.keyboard.press("Control+End")
     return page
+
+
+def leaving_asks_first(page) -> bool:
+    """Whether closing the page now asks the writer first (the browser's "Leave site?"),
+    which is then answered "stay": the page stays open."""
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+    page.close(run_before_unload=True)
+    # The page closes, or asks; either is heard while Playwright is called.
+    deadline = time.monotonic() + 5
+    while not asked and not page.is_closed() and time.monotonic() < deadline:
+        try:
+            page.wait_for_timeout(50)
+        except PlaywrightError:
+            break  # closed meanwhile
+    if asked:
+        page.wait_for_timeout(300)
+        assert asked == ["beforeunload"] and not page.is_closed(), asked
+    else:
+        assert page.is_closed(), "the page neither closed nor asked"
+    return bool(asked)
 
 
 def generate_and_wait(page):

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from generation.management.prose import join, story_sentences
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save, lore_create
-from tests.e2e.conftest import open_editor, outside_the_event_loop
+from tests.e2e.conftest import leaving_asks_first, open_editor, outside_the_event_loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -97,11 +97,7 @@ def test_rules_set_in_the_panel_are_saved_and_a_passage_is_tested_with_them(lore
     expect(keys).to_have_value("/dragon[/")
 
     # Leaving now would lose them: the page asks first.
-    asked = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
-    page.close(run_before_unload=True)
-    page.wait_for_timeout(500)
-    assert asked == ["beforeunload"] and not page.is_closed()
+    assert leaving_asks_first(page)
 
     # Fixed as the writer types, without leaving the field: saved, and the marks go.
     keys.fill("/dragons?/i")
@@ -109,3 +105,4 @@ def test_rules_set_in_the_panel_are_saved_and_a_passage_is_tested_with_them(lore
     expect(keys).to_have_attribute("aria-invalid", "false")
     expect(page.get_by_role("button", name="Lorebook")).not_to_have_class(re.compile(r"\bhas-problem\b"))
     assert db(lambda: lorebook.lore.filter(keys="/dragons?/i").exists())
+    assert not leaving_asks_first(page)

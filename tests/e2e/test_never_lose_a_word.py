@@ -14,6 +14,7 @@ from tests.e2e.conftest import (
     OPENING,
     expect_story_text,
     generate_and_wait,
+    leaving_asks_first,
     open_at_the_end,
     open_editor,
     outside_the_event_loop,
@@ -70,11 +71,7 @@ def test_a_wrong_setting_is_marked_where_it_is_typed_and_the_story_still_saves(w
     assert db(lambda: Story.objects.get(pk=story.pk).text) == OPENING + " She went home. Then she slept."
 
     # What was typed wrong is kept only in its field: leaving the page asks first.
-    asked = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
-    page.close(run_before_unload=True)
-    page.wait_for_timeout(500)
-    assert asked == ["beforeunload"] and not page.is_closed()
+    assert leaving_asks_first(page)
 
     page.get_by_label("Temperature").fill("0.9")
     page.get_by_label("Length (tokens)").fill("20")
@@ -85,6 +82,7 @@ def test_a_wrong_setting_is_marked_where_it_is_typed_and_the_story_still_saves(w
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     settings = db(lambda: Story.objects.get(pk=story.pk).settings)
     assert (settings["temperature"], settings["max_new_tokens"], settings["repetition_penalty"]) == (0.9, 20, 1.1)
+    assert not leaving_asks_first(page)
 
 
 def test_undo_and_redo_bring_back_the_models_words_in_its_colour(writer, new_page, context, live_site):

@@ -218,6 +218,7 @@ def test_an_answer_cut_short_in_a_sentence_ends_at_its_last_whole_one_when_the_p
         ["Mara ran to the pier and", "Mara went."],  # no whole sentence to keep
         ["Mara ran to the pier. The lamp", "Mara went to the"],  # nor did the passage end one
         ["Mara ran to the pier.", "Mara went."],
+        ["Mara ran. She met Mr. Hale and J. Dunn at the", "Mara went."],  # a title, an initial
     ]
     cut = """async ([src, answers]) => {
         const tools = await import(src);
@@ -230,4 +231,5 @@ def test_an_answer_cut_short_in_a_sentence_ends_at_its_last_whole_one_when_the_p
         "Mara ran to the pier and",
         "Mara ran to the pier. The lamp",
         "Mara ran to the pier.",
+        "Mara ran.",
     ]

@@ -41,6 +41,18 @@ def expect_current_saved(story, node_id: int, timeout: float = 10.0):
     assert current_node(story) == node_id
 
 
+def expect_current_settles(page, story, node_id: int, still: float = 2.0, timeout: float = 20.0):
+    """The server's current try stays the same for `still` seconds, and is `node_id` (a
+    moment's value may be one a change still on its way replaces)."""
+    deadline = time.monotonic() + timeout
+    seen, since = current_node(story), time.monotonic()
+    while time.monotonic() - since < still and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        if (now := current_node(story)) != seen:
+            seen, since = now, time.monotonic()
+    assert seen == node_id
+
+
 def retry_and_wait(page, position: str):
     page.get_by_role("button", name="Retry", exact=True).click()
     expect(page.locator("#alt-position")).to_have_text(position, timeout=60_000)
@@ -254,9 +266,9 @@ def test_a_version_browsed_back_to_while_it_was_on_its_way_ends_as_the_current_t
     expect_story_text(page, opening + third)
     context.unroute("**/api/stories/**")
 
-    # Once the server is back, the try the writer is looking at is the current one.
+    # Once the server is back, the try the writer is looking at is the current one, and
+    # stays so once every change the page queued has landed.
     wait_for(page, lambda: len(tree_of(story)) == 3)
-    page.wait_for_timeout(1000)
-    expect_current_saved(story, tree_of(story)[2][0])
+    expect_current_settles(page, story, tree_of(story)[2][0])
     expect(page.locator("#save-state")).to_have_text("Saved", timeout=15_000)
     assert db(lambda: Story.objects.get(pk=story.pk).text) == opening + third
