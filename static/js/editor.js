@@ -940,6 +940,8 @@ function makeCurrent(node) {
   tree.setCurrent(node.id);
   last = lastOf(node);
   updateButtons();
+  // The try's words are brought into view, wherever the writer was reading.
+  editor.reveal(node.end, dock.offsetHeight);
 }
 
 // On a new visit, the arrows and Retry come back for the current try of the tree while its

@@ -9,7 +9,7 @@ const LABELS = { rewrite: "Rewrite", expand: "Expand", describe: "Describe", sho
 // token in English): a rewrite about as long, an expansion three times, a summary a
 // paragraph. The writer's own length limit caps it.
 const LENGTHS = {
-  rewrite: (n) => 1.25 * (n / 4) + 20,
+  rewrite: (n) => 1.5 * (n / 4) + 30,
   expand: (n) => 3 * (n / 4) + 60,
   describe: (n) => 2 * (n / 4) + 80,
   shorten: (n) => n / 4 + 20,
@@ -176,7 +176,11 @@ export function initTools({ editor, tree, run, busy }) {
     result.hidden = true;
     asked = answer = null;
   }
-  discardButton.addEventListener("click", close);
+  discardButton.addEventListener("click", () => {
+    close();
+    // The passage is still selected, for another tool.
+    showBar(editor.selectionRange());
+  });
 
   summaryAdd.addEventListener("click", () => {
     const draft = summaryDraft.value.trim();
@@ -210,9 +214,14 @@ export function initTools({ editor, tree, run, busy }) {
         return;
       }
       const written = whole(withoutPreamble(text.trim(), asked.original), asked.original.trim());
+      const words = (passage) => passage.split(/\s+/).filter(Boolean).length;
       if (!written) resultState.textContent = message;
-      else if (message === "Done") resultState.textContent = "to use in place of your passage, or discard";
-      else resultState.textContent = `${message}: what it wrote can still be used`;
+      else if (message !== "Done") resultState.textContent = `${message}: what it wrote can still be used`;
+      else if (cutShort && !ENDS_A_SENTENCE.test(written)) {
+        resultState.textContent = "cut short at its length limit: to use in place of your passage, or discard";
+      } else if (asked.action === "shorten" && words(written) >= words(asked.original)) {
+        resultState.textContent = "no shorter than your passage: to use in its place, or discard";
+      } else resultState.textContent = "to use in place of your passage, or discard";
       discardButton.disabled = false;
       if (!written) return;
       // Without the spaces the model put around it: the passage's own stay where they are.

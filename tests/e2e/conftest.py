@@ -161,6 +161,18 @@ def open_at_the_end(new_page, context, url, story, **settings):
     return page
 
 
+_ON_SCREEN = """at => {
+  const quill = Quill.find(document.getElementById('story'));
+  const top = quill.root.getBoundingClientRect().top + quill.getBounds(at).top;
+  return top >= 0 && top < window.innerHeight;
+}"""
+
+
+def on_screen(page, index: int) -> bool:
+    """Whether the line of the story's character at `index` is in the window."""
+    return page.evaluate(_ON_SCREEN, index)
+
+
 def leaving_asks_first(page) -> bool:
     """Whether closing the page now asks the writer first (the browser's "Leave site?"),
     which is then answered "stay": the page stays open."""

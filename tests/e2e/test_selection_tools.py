@@ -3,6 +3,7 @@ its middle rewritten and used (one undo step, a try of the tree), another shorte
 discarded (the story untouched, the try still kept), a free instruction, and a summary
 drafted into Memory."""
 
+import re
 import time
 
 import pytest
@@ -121,9 +122,19 @@ def test_a_discarded_answer_leaves_the_story_and_stays_in_the_tree(long_story, n
     select(page, start, passage)
     page.get_by_role("button", name="Shorten").click()
     answer = wait_for_answer(page)
+    # An answer its length limit cut in the middle of a sentence says so.
+    generation = db(Generation.objects.get)
+    cut = generation.finish_reason == "length" and not re.search(r"[.!?\u2026][\"'\u201d\u2019)\]]*$", answer)
+    state = page.locator("#tool-result-state")
+    if cut:
+        expect(state).to_have_text("cut short at its length limit: to use in place of your passage, or discard")
+    else:
+        expect(state).not_to_contain_text("cut short")
     page.get_by_role("button", name="Discard").click()
     expect(page.get_by_role("region", name="Selection tool result")).to_be_hidden()
     assert story_text(page) == text
+    # The passage is still selected, and its tools are back for another try.
+    expect(page.get_by_role("toolbar", name="Selection tools")).to_be_visible()
 
     page.get_by_role("button", name="Tree").click()
     expect(page.locator("#tree-list .tree-kind")).to_have_text(["Shorten"])

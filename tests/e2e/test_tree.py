@@ -11,7 +11,14 @@ from playwright.sync_api import expect
 from generation.management.prose import join, story_sentences
 from storyteller.stories.models import Story
 from storyteller.stories.services import draft_save
-from tests.e2e.conftest import expect_story_text, generate_and_wait, open_at_the_end, outside_the_event_loop, story_text
+from tests.e2e.conftest import (
+    expect_story_text,
+    generate_and_wait,
+    on_screen,
+    open_at_the_end,
+    outside_the_event_loop,
+    story_text,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -145,8 +152,11 @@ def test_a_try_opened_in_the_tree_is_compared_and_made_current_and_undo_takes_it
     assert removed.rstrip().endswith(retried.strip())
     assert (opening + first).endswith(added) and len(added.split()) <= 1, added
 
+    # The writer reads the story's start meanwhile; the try's words are brought into view.
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.get_by_role("button", name="Make current", exact=True).click()
     expect_story_text(page, opening + first)
+    assert on_screen(page, len(opening + first) - 1)
     expect(page.locator("#tree-list [aria-current=true]")).to_have_attribute("data-node", str(nodes[0][0]))
     # The comparison left open follows the text: nothing between them now.
     expect(page.locator("#tree-diff .diff")).to_have_text("The two are the same.")

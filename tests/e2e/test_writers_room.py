@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     a_seed_that_writes_to_the_full_length,
     expect_story_text,
     generate_and_wait,
+    on_screen,
     open_at_the_end,
     open_editor,
     outside_the_event_loop,
@@ -455,13 +456,6 @@ def test_a_writer_over_a_limit_is_stopped_with_a_clear_message(writer, new_page,
     assert db(Generation.objects.count) == 0
 
 
-ON_SCREEN = """at => {
-  const quill = Quill.find(document.getElementById('story'));
-  const top = quill.root.getBoundingClientRect().top + quill.getBounds(at).top;
-  return top >= 0 && top < window.innerHeight;
-}"""
-
-
 def test_the_words_stream_into_view_at_the_end_of_a_long_story(writer, new_page, context, live_site):
     story = writer[0]
     # Thousands of words: the end is pages below the start.
@@ -471,11 +465,11 @@ def test_the_words_stream_into_view_at_the_end_of_a_long_story(writer, new_page,
     # The story opens at its end; the writer scrolls back to its start to read.
     page.wait_for_function("() => window.scrollY > 0")
     page.evaluate("() => window.scrollTo(0, 0)")
-    assert not page.evaluate(ON_SCREEN, len(long_text))
+    assert not on_screen(page, len(long_text))
     page.get_by_role("button", name="Generate").click()  # with no cursor placed: at the end
     expect(page.locator("#gen-state")).to_have_text("Done", timeout=60_000)
     written = db(lambda: Generation.objects.get()).output
-    assert written and page.evaluate(ON_SCREEN, len(long_text) + len(written) - 1)
+    assert written and on_screen(page, len(long_text) + len(written) - 1)
 
 
 def test_the_toolbar_keeps_its_one_line_whatever_the_status_says(writer, new_page, context, live_site):
