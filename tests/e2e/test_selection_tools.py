@@ -183,11 +183,20 @@ def test_a_summary_is_drafted_for_the_writer_to_add_to_memory(long_story, new_pa
     assert story_text(page) == text
 
 
+def each_answer(page, function: str, answers: list[list[str]]) -> list[str]:
+    """tools.js's `function` of each [answer, passage asked about], run in the page."""
+    src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
+    run = """async ([src, name, answers]) => {
+        const tools = await import(src);
+        return answers.map(([answer, original]) => tools[name](answer, original));
+    }"""
+    return page.evaluate(run, [src, function, answers])
+
+
 def test_a_first_line_about_the_answer_is_left_out_of_it_and_a_passage_of_the_story_is_not(
     long_story, new_page, context, live_site
 ):
     page = open_editor(new_page, context, live_site, long_story[0])
-    src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
     # [answer, the passage it was asked about]
     answers = [
         ["Here's the rewritten passage:\n\nMara ran to the pier.", "Mara went to the pier."],
@@ -199,12 +208,7 @@ def test_a_first_line_about_the_answer_is_left_out_of_it_and_a_passage_of_the_st
         ["Here is the text she wrote:\nGo home.", "Here is the text she wrote:\nGo."],
         ["Mara ran to the pier.", "Mara went to the pier."],
     ]
-    strip = """async ([src, answers]) => {
-        const tools = await import(src);
-        return answers.map(([answer, original]) => tools.withoutPreamble(answer, original));
-    }"""
-    kept = page.evaluate(strip, [src, answers])
-    assert kept == [
+    assert each_answer(page, "withoutPreamble", answers) == [
         "Mara ran to the pier.",
         "Mara ran.",
         "Summary: Mara waits at the pier.",  # no line of its own
@@ -220,7 +224,6 @@ def test_an_answer_cut_short_in_a_sentence_ends_at_its_last_whole_one_when_the_p
     long_story, new_page, context, live_site
 ):
     page = open_editor(new_page, context, live_site, long_story[0])
-    src = page.locator("script[type=module]").last.get_attribute("src").replace("editor.js", "tools.js")
     # [answer, the passage it was asked about]
     answers = [
         ["Mara ran to the pier. The lamp", "Mara went to the pier."],
@@ -231,11 +234,7 @@ def test_an_answer_cut_short_in_a_sentence_ends_at_its_last_whole_one_when_the_p
         ["Mara ran to the pier.", "Mara went."],
         ["Mara ran. She met Mr. Hale and J. Dunn at the", "Mara went."],  # a title, an initial
     ]
-    cut = """async ([src, answers]) => {
-        const tools = await import(src);
-        return answers.map(([answer, original]) => tools.wholeSentences(answer, original));
-    }"""
-    assert page.evaluate(cut, [src, answers]) == [
+    assert each_answer(page, "wholeSentences", answers) == [
         "Mara ran to the pier.",
         'Mara ran. "Stay," she said.',
         "Mara ran! Rin followed\u2026",
