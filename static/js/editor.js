@@ -525,6 +525,14 @@ showPresetDescription();
 // The story's length in tokens, as the model's tokenizer counted it last (the context bar).
 let storyTokens = null;
 
+// The story's token count moved by a version's tokens in place of another's, when this
+// page knows both (the worker's next count of the text is exact either way).
+function countTokens(added, removed = 0) {
+  if (storyTokens === null || added === undefined || removed === undefined) return;
+  storyTokens += added - removed;
+  updateWordCount();
+}
+
 function updateWordCount() {
   const words = editor.text().trim().split(/\s+/).filter(Boolean).length;
   const tokens = storyTokens === null ? "" : ` · ${storyTokens.toLocaleString()} ${storyTokens === 1 ? "token" : "tokens"}`;
@@ -604,14 +612,16 @@ editor.onUserEdit((from, to, shift) => rememberPlace(to + shift));
 // ---- generating ---------------------------------------------------------------------
 
 // The generation streaming in, while storySocket follows it: {insertAt, text, retry, kind,
-// recording, replaying, reading, cutShort}; `reading` is what the status says while the
-// model reads the story, until its first word; `kind` is the try's kind in the story's
-// tree; `cutShort`, whether it ended at its length limit.
+// recording, replaying, reading, cutShort, tokens}; `reading` is what the status says
+// while the model reads the story, until its first word; `kind` is the try's kind in the
+// story's tree; once it is done, `cutShort` says whether it ended at its length limit and
+// `tokens` how many it wrote.
 let current = null;
 // The last continuation, while it is intact: where it starts, the text it followed, and
 // every version of it, to browse: its alternatives in the story's tree, with their nodes'
-// ids (null until the server has saved the node).
-let last = null; // {start, prompt, versions: [text], ids: [id], shown}
+// ids (null until the server has saved the node) and their token counts (undefined where
+// this page did not write the version).
+let last = null; // {start, prompt, versions: [text], ids: [id], tokens: [count], shown}
 
 const retryButton = document.getElementById("retry");
 const alternatives = document.getElementById("alternatives");
@@ -651,12 +661,12 @@ const storySocket = createStorySocket(story.id, {
   done(message) {
     const reasons = { length: "Done", stop: "Done", eos: "Done", cancelled: "Stopped" };
     showWarnings(message.context);
-    // A continuation's tokens join the story's count at once; a worker's count of the whole
-    // text follows a moment later (and after a Retry, only that).
-    if (storyTokens !== null && !current.tool && !current.retry && message.stats) {
-      storyTokens += message.stats.new_tokens;
-      updateWordCount();
-    }
+    // A continuation's tokens join the story's count at once (a Retry's in place of the
+    // version it replaced, when this page wrote that one); a worker's count of the whole
+    // text follows a moment later.
+    current.tokens = message.stats?.new_tokens;
+    const replaced = current.retry ? last?.tokens[last.shown] : 0;
+    if (!current.tool && (current.tokens || !current.retry)) countTokens(current.tokens, replaced);
     if (current.recording) addChoices(message.generation_id);
     current.cutShort = message.finish_reason === "length";
     finish(reasons[message.finish_reason] || "The model failed; try again", message.generation_id);
@@ -807,6 +817,7 @@ function retry() {
 
 function show(index) {
   if (current || !last || index < 0 || index >= last.versions.length) return;
+  countTokens(last.tokens[index], last.tokens[last.shown]);
   editor.replaceModelText(last.start, last.versions[last.shown].length, last.versions[index]);
   last.shown = index;
   if (last.ids[index] !== null) tree.setCurrent(last.ids[index]);
@@ -871,8 +882,9 @@ function finish(message, generationId = null) {
     if (done.retry && last) {
       last.versions.push(done.text);
       last.ids.push(null);
+      last.tokens.push(done.tokens);
     } else {
-      last = { start, prompt: editor.text().slice(0, start), versions: [done.text], ids: [null] };
+      last = { start, prompt: editor.text().slice(0, start), versions: [done.text], ids: [null], tokens: [done.tokens] };
     }
     last.shown = last.versions.length - 1;
     keepTry(done.kind, start, done.insertAt, generationId);
@@ -904,8 +916,10 @@ async function keepTry(kind, start, end, generationId = null) {
   // there before, on this visit or another): the arrows show them all.
   const versions = tree.alternatives(node.id);
   if (last === entry && versions.length > entry.versions.length) {
+    const counted = new Map(entry.ids.map((id, at) => [id, entry.tokens[at]]));
     entry.versions = versions.map((version) => version.words);
     entry.ids = versions.map((version) => version.id);
+    entry.tokens = versions.map((version) => counted.get(version.id));
     entry.shown = entry.ids.indexOf(node.id);
     updateButtons();
   }
@@ -918,6 +932,7 @@ function lastOf(node) {
     start: node.start,
     prompt: editor.text().slice(0, node.start),
     versions: versions.map((version) => version.words),
+    tokens: [],
     ids: versions.map((version) => version.id),
     shown: versions.findIndex((version) => version.id === node.id),
   };
@@ -1195,7 +1210,7 @@ function offerUnseen(unseen) {
     const same = alreadyThere(at, unseen.text);
     if (same < unseen.text.length) editor.insertModelText(at + same, unseen.text.slice(same));
     editor.historyCut();
-    last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], ids: [null], shown: 0 };
+    last = { start: at, prompt: editor.text().slice(0, at), versions: [unseen.text], ids: [null], tokens: [], shown: 0 };
     keepTry("generation", at, at + unseen.text.length, unseen.id);
     banner.hidden = true;
     updateButtons();

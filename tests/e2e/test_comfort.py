@@ -339,7 +339,9 @@ def test_a_phone_reaches_the_panels_from_deep_in_a_long_story_and_comes_back_to_
         assert widths[0] <= widths[1], (width, widths)
 
 
-def test_a_continuations_tokens_join_the_count_as_it_ends(writer, new_page, context, live_site):
+def test_a_continuations_tokens_join_the_count_as_it_ends_and_a_retrys_replace_the_ones_it_replaced(
+    writer, new_page, context, live_site
+):
     story = writer[0]
     holding = False
     held = []
@@ -368,5 +370,20 @@ def test_a_continuations_tokens_join_the_count_as_it_ends(writer, new_page, cont
     written = db(Generation.objects.get).new_tokens
     assert written > 0
     expect(count).to_have_text(re.compile(rf" · {before + written:,} tokens$"))
+
+    # A Retry's in place of the version it replaced (a shorter one here), and so do the
+    # arrows'.
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_label("Length (tokens)").fill("12")
+    page.get_by_role("button", name="Retry", exact=True).click()
+    expect(page.locator("#alt-position")).to_have_text("2 of 2", timeout=60_000)
+    expect(page.locator("#gen-state")).to_have_text("Done")
+    retried = db(lambda: Generation.objects.latest("pk")).new_tokens
+    assert 0 < retried < written
+    expect(count).to_have_text(re.compile(rf" · {before + retried:,} tokens$"))
+    page.get_by_role("button", name="Previous continuation", exact=True).click()
+    expect(count).to_have_text(re.compile(rf" · {before + written:,} tokens$"))
+    page.get_by_role("button", name="Next continuation", exact=True).click()
+    expect(count).to_have_text(re.compile(rf" · {before + retried:,} tokens$"))
     page.wait_for_timeout(1500)
-    assert held, "the page asked for no count of the text after the generation"
+    assert held, "the page asked for no count of the text after the generations"
