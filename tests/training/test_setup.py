@@ -107,7 +107,7 @@ def test_it_tells_stories_of_the_same_title_apart_in_the_story_picker(admin_clie
     url = re.search(r'<select name="stories"[^>]*data-ajax--url="([^"]+)"', page)[1]  # where the picker searches
     query = {"term": "Whisk", "app_label": "generation", "model_name": "trainingjob", "field_name": "stories"}
     found = admin_client.get(url, query).json()["results"]
-    assert sorted(found, key=lambda r: r["id"]) == [
+    assert sorted(found, key=lambda r: int(r["id"])) == [
         {"id": str(mine.pk), "text": f"Whiskers (alice, story {mine.pk}, 3 words)"},
         {"id": str(theirs.pk), "text": f"Whiskers (bob, story {theirs.pk}, 6 words)"},
     ]
