@@ -107,14 +107,10 @@ class StoryConsumer(AsyncWebsocketConsumer):
     async def send_json(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message))
 
-    async def send_error(self, code: str, message: str, *, field: str | None = None, **ids) -> None:
-        answer = {"type": "error", **{k: v for k, v in ids.items() if v is not None}, "code": code, "message": message}
-        if field is not None:
-            answer["field"] = field
-        await self.send_json(answer)
-
-    async def send_refused(self, refused: services.GenerationRefused, **ids) -> None:
-        await self.send_error(refused.code, refused.message, field=refused.field, **ids)
+    async def send_error(self, code: str, message: str, **ids) -> None:
+        await self.send_json(
+            {"type": "error", **{k: v for k, v in ids.items() if v is not None}, "code": code, "message": message}
+        )
 
     # -- client to server -------------------------------------------------------------
 
@@ -131,18 +127,8 @@ class StoryConsumer(AsyncWebsocketConsumer):
         except ValueError:
             await self.send_error("invalid", "The message is not valid JSON.")
             return
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.send_error("invalid", 'A message must be a JSON object with a "type".')
-            return
-        # A wrong type is answered with the message's request_id, when that is a valid one.
-        try:
-            request_id = services.request_id_checked(message.get("request_id"))
-        except services.GenerationRefused:
-            request_id = None
-        if not isinstance(message.get("type"), str):
-            await self.send_error(
-                "invalid", 'A message must be a JSON object with a "type".', field="type", request_id=request_id
-            )
             return
         handler = {
             "generate": self.on_generate,
@@ -152,9 +138,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             "context": self.on_context,
         }.get(message["type"])
         if handler is None:
-            await self.send_error(
-                "invalid", f"Unknown message type {message['type']!r}.", field="type", request_id=request_id
-            )
+            await self.send_error("invalid", f"Unknown message type {message['type']!r}.")
             return
         await handler(message)
 
@@ -163,7 +147,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
         try:
             return True, services.request_id_checked(message.get("request_id"))
         except services.GenerationRefused as refused:
-            await self.send_refused(refused)
+            await self.send_error(refused.code, refused.message)
             return False, None
 
     async def on_generate(self, message):
@@ -180,7 +164,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 tool=message.get("tool"),
             )
         except services.GenerationRefused as refused:
-            await self.send_refused(refused, request_id=request_id)
+            await self.send_error(refused.code, refused.message, request_id=request_id)
             return
         position = await database_sync_to_async(selectors.queue_position)(generation)
         await self.send_json(realtime.queued_event(generation.id, position, request_id))
@@ -193,7 +177,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
         try:
             await database_sync_to_async(services.generation_cancel)(story=self.story, generation_id=generation_id)
         except services.GenerationRefused as refused:
-            await self.send_refused(refused, generation_id=generation_id)
+            await self.send_error(refused.code, refused.message, generation_id=generation_id)
 
     async def on_resume(self, message):
         generation_id, after_seq = message.get("generation_id"), message.get("after_seq", -1)
@@ -203,7 +187,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
             )
         except services.GenerationRefused as refused:
             ids = {"generation_id": generation_id} if refused.code == "invalid" else {}
-            await self.send_refused(refused, **ids)
+            await self.send_error(refused.code, refused.message, **ids)
             return
         await self.follow(generation.id, after_seq=after_seq)
 
@@ -224,7 +208,7 @@ class StoryConsumer(AsyncWebsocketConsumer):
                 user=self.scope["user"], reply_to=self.channel_name, message=message, request_id=request_id, **story
             )
         except services.GenerationRefused as refused:
-            await self.send_refused(refused, request_id=request_id)
+            await self.send_error(refused.code, refused.message, request_id=request_id)
 
     async def inspection_result(self, message):
         await self.send_json(message["message"])

@@ -128,7 +128,7 @@ def generation_start(
                 ranges=config.writer_ranges(),
             )
         except sampling.ParamError as exc:
-            raise GenerationRefused("invalid", exc.message, f"params.{exc.field}") from None
+            raise GenerationRefused("invalid", str(exc)) from None
         active = selectors.generation_active_for_story(story)
         if active is not None and _is_stale(active):
             # Its worker died or its queue was lost (an embedded Redis restarts empty):

@@ -111,8 +111,6 @@ def _check_changes(changes: dict) -> dict:
             cleaned["settings"] = clean_params(cleaned["settings"])
         except ParamError as exc:
             raise ValidationError({f"settings.{exc.field}": str(exc)}) from None
-        # A chosen first token belongs to one request: a story's settings never keep it.
-        cleaned["settings"].pop("first_token", None)
     return cleaned
 
 
@@ -506,8 +504,7 @@ def tree_add(
     if len(label) > TREE_LABEL_MAX_CHARS:
         raise ValidationError({"label": f"A label is at most {TREE_LABEL_MAX_CHARS} characters."})
     try:
-        # The try's own span first: a wrong one is named as the writer sent it.
-        words, before = utf16_slice(text, start, end), utf16_slice(text, 0, start)
+        before, words = utf16_slice(text, 0, start), utf16_slice(text, start, end)
     except ValueError as exc:
         raise ValidationError({"start": f"start and end: {exc}"}) from None
     model_spans = model_spans or []

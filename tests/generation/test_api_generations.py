@@ -42,32 +42,24 @@ def test_a_generation_started_over_http_is_written_and_read_back(alice_client, s
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("body", "status", "code", "words", "field"),
+    ("body", "status", "code", "words"),
     [
-        ({"text": 5}, 400, "invalid", "text must be a string", "text"),
-        ({"params": {"temperature": 9}}, 400, "invalid", "temperature", "params.temperature"),
-        ({"params": {"min_p": -0.5}}, 400, "invalid", "min_p", "params.min_p"),
-        (
-            {"params": {"dry_sequence_breakers": "\n"}},
-            400,
-            "invalid",
-            "dry_sequence_breakers",
-            "params.dry_sequence_breakers",
-        ),
-        ({"params": {"xtc_probability": 2}}, 400, "invalid", "xtc_probability", "params.xtc_probability"),
-        ({"params": {"bias": {"dragon": 11}}}, 400, "invalid", "dragon", "params.bias"),
-        ({"request_id": 7}, 400, "invalid", "request_id", "request_id"),
-        ({"params": {"max_new_tokens": 50}}, 429, "limit", "at most 40 new tokens", None),
+        ({"text": 5}, 400, "invalid", "text must be a string"),
+        ({"params": {"temperature": 9}}, 400, "invalid", "temperature"),
+        ({"params": {"min_p": -0.5}}, 400, "invalid", "min_p"),
+        ({"params": {"dry_sequence_breakers": "\n"}}, 400, "invalid", "dry_sequence_breakers"),
+        ({"params": {"xtc_probability": 2}}, 400, "invalid", "xtc_probability"),
+        ({"request_id": 7}, 400, "invalid", "request_id"),
+        ({"params": {"max_new_tokens": 50}}, 429, "limit", "at most 40 new tokens"),
     ],
 )
-def test_a_refused_request_gets_its_code_and_status_names_its_field_and_records_nothing(
-    alice_client, alice, story, body, status, code, words, field
+def test_a_refused_request_gets_its_code_and_status_and_records_nothing(
+    alice_client, alice, story, body, status, code, words
 ):
     UsageLimit.objects.create(user=alice, max_new_tokens=40)
     answer = start(alice_client, story, **body)
     assert answer.status_code == status
-    error = answer.json()["error"]
-    assert error["code"] == code and words in error["message"] and error.get("field") == field
+    assert answer.json()["error"]["code"] == code and words in answer.json()["error"]["message"]
     assert not Generation.objects.exists()
 
 

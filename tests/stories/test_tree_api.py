@@ -154,14 +154,6 @@ def test_a_try_missing_a_field_gets_400_naming_it(alice_client, story, missing):
     assert response.status_code == 400 and response.json()["error"]["field"] == missing
 
 
-def test_a_try_outside_the_text_is_refused_naming_its_own_place(alice_client, story):
-    body = {"kind": "generation", "text": "abc", "start": 5, "end": 6}
-    response = send(alice_client, "post", f"/api/stories/{story.id}/tree/", body)
-    error = response.json()["error"]
-    assert response.status_code == 400 and error["field"] == "start"
-    assert "[5, 6] is not inside the text of 3 units" in error["message"]
-
-
 def test_a_position_inside_a_character_is_refused(alice_client, story):
     text = "Moon 🌙"
     response = send(

@@ -38,14 +38,6 @@ def test_memory_note_and_settings_are_saved_with_the_story(alice_client, story):
     assert list(story.revisions.values_list("number", flat=True)) == [1]
 
 
-def test_a_chosen_first_token_is_never_kept_in_a_storys_settings(alice_client, story):
-    body = {"base_revision": 1, "settings": {"temperature": 0.5, "first_token": 5}}
-    response = send(alice_client, "put", f"/api/stories/{story.id}/", body)
-    assert response.status_code == 200 and response.json()["settings"] == {"temperature": 0.5}
-    story.refresh_from_db()
-    assert story.settings == {"temperature": 0.5}
-
-
 @pytest.mark.parametrize(
     ("body", "field"),
     [
